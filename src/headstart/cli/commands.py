@@ -1,0 +1,186 @@
+"""The sub-commands. Each add_X registers its arguments; each run_X calls the library."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .. import api
+from ..backbones import cache_dir, count_flops, count_parameters, create_backbone
+from ..backbones import list_backbones
+from ..evaluation import format_confusion, format_report, plot_confusion
+from ..training.config import TrainConfig
+
+DEMO_PER_CLASS = 100
+
+
+def add_models(sub) -> None:
+    p = sub.add_parser("models", help="list the backbones in the zoo")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.set_defaults(func=run_models)
+
+
+def run_models(args) -> int:
+    rows = []
+    for c in list_backbones():
+        b = create_backbone(c.name, pretrained=False)
+        rows.append({"name": c.name, "modality": c.modality, "input_size": c.input_size,
+                     "params_m": round(count_parameters(b) / 1e6, 2),
+                     "gflops": round(count_flops(b) / 1e9, 2), "feature_dim": c.feature_dim,
+                     "installed": c.weights_installed(), "pretraining": c.pretraining,
+                     "license": c.license, "weights": c.weights_source,
+                     "normalisation": f"mean={c.mean[0]:.3f} std={c.std[0]:.3f} on [0,1]",
+                     "layer_groups": list(c.layer_groups)})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'name':<20}{'input':>6}{'params':>8}{'GFLOPs':>8}  {'weights':<10}{'license':<12}"
+          "pre-training")
+    for r in rows:
+        print(f"{r['name']:<20}{r['input_size']:>5}px{r['params_m']:>7.1f}M{r['gflops']:>8.2f}  "
+              f"{'installed' if r['installed'] else 'missing':<10}{r['license']:<12}"
+              f"{r['pretraining']}")
+    print("\nlayer groups (early -> late):")
+    for r in rows:
+        print(f"  {r['name']:<20}{' '.join(r['layer_groups'])}")
+    return 0
+
+
+def add_predict(sub) -> None:
+    p = sub.add_parser("predict", help="classify images: ImageNet top-5, or with a trained run")
+    p.add_argument("images", nargs="+", metavar="IMG")
+    p.add_argument("--run", help="a run directory from `headstart train`")
+    p.add_argument("--backbone", default="efficientnet_lite0")
+    p.add_argument("--weights", help="weights file/folder/URL for the backbone")
+    p.add_argument("--top", type=int, default=5)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=run_predict)
+
+
+def run_predict(args) -> int:
+    if args.run:
+        results = api.predict_images(api.load(args.run), args.images, top=args.top)
+    else:
+        results = api.source_predict(args.images, backbone=args.backbone, weights=args.weights,
+                                     top=args.top)
+    if args.json:
+        print(json.dumps([{"image": str(i), "top": [{"label": n, "probability": round(p, 6)}
+                                                    for n, p in r]}
+                          for i, r in zip(args.images, results)], indent=2))
+        return 0
+    for image, result in zip(args.images, results):
+        print(image)
+        for rank, (name, prob) in enumerate(result, 1):
+            print(f"  {rank}. {name:<30} {prob:.4f}")
+    return 0
+
+
+def _common_train_args(p) -> None:
+    d = TrainConfig()
+    p.add_argument("--backbone", default=d.backbone, help="see `headstart models`")
+    p.add_argument("--strategy", default=d.strategy,
+                   choices=["linear_probe", "fine_tune", "gradual", "scratch"])
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--lr", type=float, default=None, help="top learning rate")
+    p.add_argument("--unfreeze", default=d.unfreeze, help="fine_tune: N top groups, or all")
+    p.add_argument("--image-size", default="auto", help="pixels, or auto (measured)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--patience", type=int, default=d.patience)
+    p.add_argument("--no-flip", action="store_true", help="no horizontal flips (text, digits)")
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--weights", help="your own weights for the backbone: file, folder or URL")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable images, listed")
+    p.add_argument("--max-pixels", type=int, default=d.max_pixels)
+    p.add_argument("--workers", type=int, default=d.workers)
+    p.add_argument("--precision", default=d.precision, choices=["auto", "fp32", "bf16"])
+
+
+def add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a classifier on a folder or CSV of images")
+    p.add_argument("data", nargs="?", help="folder of class sub-folders, or CSV of path,label "
+                   f"(default: the shipped animal-mnist demo, {DEMO_PER_CLASS} per class)")
+    p.add_argument("--out", required=True, help="run directory to create")
+    _common_train_args(p)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--restart", action="store_true", help="discard an interrupted run")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_train)
+
+
+def run_train(args) -> int:
+    cfg = TrainConfig(
+        backbone=args.backbone, strategy=args.strategy, epochs=args.epochs, lr=args.lr,
+        unfreeze=args.unfreeze, image_size=args.image_size, batch_size=args.batch_size,
+        val_fraction=args.val_fraction, seed=args.seed, patience=args.patience,
+        flip=not args.no_flip, augment=not args.no_augment, weights=args.weights,
+        skip_bad=args.skip_bad, max_pixels=args.max_pixels, workers=args.workers,
+        precision=args.precision)
+    data, test = args.data, None
+    if data is None:
+        from ..data.shipped import write_animal_mnist
+        root = write_animal_mnist(cache_dir() / "datasets" / f"animal-mnist-{DEMO_PER_CLASS}",
+                                  per_class=DEMO_PER_CLASS)
+        data, test = root / "train", root / "test"
+        print(f"no DATA given: using the shipped animal-mnist demo ({DEMO_PER_CLASS} images per "
+              f"class) in {root}")
+    result = api.train(data, args.out, config=cfg, overwrite=args.overwrite,
+                       restart=args.restart, progress=not args.quiet)
+    m = result.metrics
+    val = f"val accuracy {m['val_accuracy']:.4f}" if m["val_accuracy"] is not None else "no val"
+    print(f"done in {m['seconds']:.0f}s: {val} ({m['val_images']} images), run saved to "
+          f"{result.run_dir}")
+    if test is not None:
+        report, _ = api.evaluate(result, test, progress=not args.quiet)
+        print(f"held-out test accuracy {report['accuracy']:.4f} on {report['n']} images "
+              f"({test})")
+    return 0
+
+
+def add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="measure a trained run on labelled data")
+    p.add_argument("run")
+    p.add_argument("data", help="folder of class sub-folders, or CSV of path,label")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.add_argument("--skip-bad", action="store_true")
+    p.add_argument("--plot", help="confusion-matrix PNG path (default RUN/confusion_<data>.png)")
+    p.set_defaults(func=run_evaluate)
+
+
+def run_evaluate(args) -> int:
+    trained = api.load(args.run)
+    report, skipped = api.evaluate(trained, args.data, skip_bad=args.skip_bad,
+                                   progress=not args.json and sys.stderr.isatty())
+    plot = Path(args.plot) if args.plot else Path(args.run) / \
+        f"confusion_{Path(args.data).name or 'data'}.png"
+    plot_confusion(report, plot, title=f"{Path(args.run).name} on {Path(args.data).name}")
+    if args.json:
+        print(json.dumps({**report, "skipped": skipped, "confusion_png": str(plot)}))
+        return 0
+    api.report_skipped(skipped, print)
+    print(format_report(report))
+    print()
+    print(format_confusion(report))
+    print(f"\nconfusion matrix plot: {plot}")
+    return 0
+
+
+def add_make_dataset(sub) -> None:
+    p = sub.add_parser("make-dataset", help="write a shipped dataset as image folders")
+    p.add_argument("name", choices=["animal-mnist"])
+    p.add_argument("out")
+    p.add_argument("--per-class", type=int, default=None, help="training images per class")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run_make_dataset)
+
+
+def run_make_dataset(args) -> int:
+    from ..data.shipped import write_animal_mnist
+    root = write_animal_mnist(args.out, per_class=args.per_class, seed=args.seed)
+    print(f"wrote {root}/train (training pool) and {root}/test (2,000-image hold-out)")
+    return 0
+
+
+__all__ = ["argparse"]

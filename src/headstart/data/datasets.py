@@ -1,0 +1,170 @@
+"""Labelled image collections: from a folder of class sub-folders, a CSV of path,label, or memory.
+
+A dataset here is a light list of sources (paths or in-memory images) and labels. Pixels are
+read only when a batch needs them, so a dataset of any size costs a few bytes per image.
+"""
+from __future__ import annotations
+
+import csv
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..exceptions import DataError
+from .images import IMAGE_EXTENSIONS, ImageSource, describe, is_image_path, is_system_file
+
+
+@dataclass
+class ImageDataset:
+    sources: list[ImageSource]
+    labels: list[str]
+    root: str = "<memory>"
+    skipped: list[str] = field(default_factory=list)  # "file: reason" for every skipped input
+    ignored_system_files: int = 0
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    @property
+    def classes(self) -> list[str]:
+        return sorted(set(self.labels))
+
+    def counts(self) -> dict[str, int]:
+        c = Counter(self.labels)
+        return {k: c[k] for k in self.classes}
+
+    def subset(self, indices: Sequence[int]) -> "ImageDataset":
+        return ImageDataset([self.sources[i] for i in indices], [self.labels[i] for i in indices],
+                            root=self.root)
+
+    def describe_sources(self) -> list[str]:
+        return [describe(s) for s in self.sources]
+
+
+def load_dataset(data, labels=None, *, skip_bad: bool = False) -> ImageDataset:
+    """Turn what the user gave into an ImageDataset: a folder, a CSV file, or sources + labels."""
+    if isinstance(data, ImageDataset):
+        return data
+    if labels is not None:
+        return from_memory(data, labels)
+    if isinstance(data, (str, Path)):
+        path = Path(data)
+        if not path.exists():
+            raise DataError(f"{path}: no such file or folder; pass a folder of class sub-folders "
+                            "or a CSV file of path,label rows")
+        if path.is_dir():
+            return from_folder(path, skip_bad=skip_bad)
+        if path.suffix.lower() in (".csv", ".tsv"):
+            return from_csv(path, skip_bad=skip_bad)
+        raise DataError(f"{path}: expected a folder of class sub-folders or a .csv of path,label "
+                        f"rows, got a '{path.suffix or 'no-extension'}' file")
+    raise DataError(f"cannot read a dataset from {type(data).__name__}; pass a folder path, a CSV "
+                    "path, or images together with labels")
+
+
+def from_folder(root: Path, *, skip_bad: bool = False) -> ImageDataset:
+    root = Path(root)
+    try:
+        entries = sorted(root.iterdir())
+    except OSError as e:
+        raise DataError(f"{root}: cannot list the folder ({e.strerror}); check its permissions") \
+            from None
+    class_dirs = [p for p in entries if p.is_dir() and not p.name.startswith(".")]
+    loose = [p for p in entries if p.is_file() and is_image_path(p)]
+    if not class_dirs:
+        hint = (f" It holds {len(loose)} loose images: move them into one sub-folder per class."
+                if loose else "")
+        raise DataError(f"{root}: no class sub-folders found; expected {root}/<class>/<image>."
+                        + hint)
+    ds = ImageDataset([], [], root=str(root))
+    for d in class_dirs:
+        for p in sorted(d.rglob("*")):
+            if p.is_dir():
+                continue
+            if is_system_file(p):
+                ds.ignored_system_files += 1
+            elif is_image_path(p):
+                ds.sources.append(str(p))
+                ds.labels.append(d.name)
+            elif skip_bad:
+                ds.skipped.append(f"{p}: not an image file (extension '{p.suffix}')")
+            else:
+                raise DataError(f"{p}: not an image file (expected one of "
+                                f"{', '.join(IMAGE_EXTENSIONS)}); remove it or pass --skip-bad")
+    empty = [d.name for d in class_dirs if d.name not in set(ds.labels)]
+    if empty:
+        raise DataError(f"{root}: class folder(s) {', '.join(empty)} hold no images; add images "
+                        "or remove the folder(s)")
+    return validate(ds)
+
+
+def from_csv(path: Path, *, skip_bad: bool = False) -> ImageDataset:
+    path = Path(path)
+    ds = ImageDataset([], [], root=str(path))
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            rows = list(csv.reader(f, delimiter=delimiter))
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read the CSV ({e}); save it as UTF-8 text") from None
+    if rows and [c.strip().lower() for c in rows[0][:2]] in (["path", "label"], ["file", "label"],
+                                                             ["image", "label"]):
+        rows = rows[1:]
+    for n, row in enumerate(rows, start=1):
+        if not row or all(not c.strip() for c in row):
+            continue
+        if len(row) < 2 or not row[0].strip() or not row[1].strip():
+            raise DataError(f"{path}, row {n}: expected 'path,label', got {row!r}; fix the row")
+        file = Path(row[0].strip())
+        if not file.is_absolute():
+            file = path.parent / file
+        if not file.is_file():
+            problem = f"{path}, row {n}: label '{row[1].strip()}' names {file}, which does not exist"
+            if skip_bad:
+                ds.skipped.append(problem)
+                continue
+            raise DataError(problem + "; fix the path (relative paths start at the CSV's folder) "
+                            "or pass --skip-bad")
+        ds.sources.append(str(file))
+        ds.labels.append(row[1].strip())
+    return validate(ds)
+
+
+def from_memory(images, labels) -> ImageDataset:
+    if isinstance(images, np.ndarray) and images.ndim in (3, 4) and images.dtype != object:
+        images = list(images)
+    images, labels = list(images), [str(x) for x in np.asarray(labels).tolist()]
+    if len(images) != len(labels):
+        raise DataError(f"got {len(images)} images but {len(labels)} labels; pass one label per "
+                        "image")
+    return validate(ImageDataset(images, labels))
+
+
+def validate(ds: ImageDataset) -> ImageDataset:
+    if len(ds) == 0:
+        raise DataError(f"{ds.root}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)})")
+    if len(ds.classes) < 2:
+        raise DataError(f"{ds.root}: only one class ('{ds.classes[0]}') found; a classifier needs "
+                        "at least two classes, each in its own sub-folder or label")
+    return ds
+
+
+def stratified_split(labels: Sequence[str], val_fraction: float, seed: int,
+                     ) -> tuple[list[int], list[int]]:
+    """Indices for train and validation, keeping each class's share; every class keeps at least
+    one training image, and gets a validation image only when it has two or more."""
+    rng = np.random.default_rng(seed)
+    by_class: dict[str, list[int]] = {}
+    for i, y in enumerate(labels):
+        by_class.setdefault(y, []).append(i)
+    train, val = [], []
+    for y in sorted(by_class):
+        idx = rng.permutation(by_class[y]).tolist()
+        n_val = int(round(len(idx) * val_fraction)) if val_fraction > 0 else 0
+        n_val = min(max(n_val, 1 if val_fraction > 0 and len(idx) >= 2 else 0), len(idx) - 1)
+        val += idx[:n_val]
+        train += idx[n_val:]
+    return sorted(train), sorted(val)

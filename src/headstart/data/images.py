@@ -1,0 +1,140 @@
+"""Reading one image safely: formats, modes, size limits, and a content hash for caching."""
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ..exceptions import ImageReadError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif")
+# Files that operating systems and tools drop into folders; ignored, and counted aloud.
+SYSTEM_FILES = {"thumbs.db", "desktop.ini", ".ds_store"}
+DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold (about 89 MP)
+
+ImageSource = Union[str, Path, Image.Image, np.ndarray]
+
+
+def is_image_path(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def is_system_file(path: Path) -> bool:
+    return path.name.startswith(".") or path.name.lower() in SYSTEM_FILES
+
+
+def describe(source: ImageSource) -> str:
+    """A short name for an image source, used in messages."""
+    if isinstance(source, (str, Path)):
+        return str(source)
+    if isinstance(source, np.ndarray):
+        return f"array of shape {source.shape}"
+    return f"PIL image {getattr(source, 'size', '')}"
+
+
+def content_hash(source: ImageSource) -> str:
+    """A hash of the image's content: the file's bytes, or the pixels of an in-memory image."""
+    h = hashlib.blake2b(digest_size=16)
+    if isinstance(source, (str, Path)):
+        try:
+            with open(source, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    h.update(chunk)
+        except OSError as e:
+            raise ImageReadError(str(source), f"cannot be read ({e.strerror or e})",
+                                 "check that the file exists and is readable") from None
+        return h.hexdigest()
+    arr = _array_of(source)
+    h.update(str(arr.shape).encode() + str(arr.dtype).encode())
+    h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+def _array_of(source) -> np.ndarray:
+    if isinstance(source, Image.Image):
+        return np.asarray(source)
+    return np.asarray(source)
+
+
+def open_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Return the image as a fully decoded RGB PIL image, or raise ImageReadError naming it."""
+    name = describe(source)
+    if isinstance(source, np.ndarray):
+        return _from_array(source, name)
+    if isinstance(source, Image.Image):
+        return _to_rgb(source, name)
+    path = Path(source)
+    if not path.exists():
+        raise ImageReadError(name, "does not exist", "check the path")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ImageReadError(name, f"cannot be read ({e.strerror or e})",
+                             "check its permissions") from None
+    return decode_bytes(data, name, max_pixels=max_pixels)
+
+
+def decode_bytes(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    if not data:
+        raise ImageReadError(name, "is empty (0 bytes)", "remove it or replace it with a real image")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > max_pixels:
+                raise ImageReadError(
+                    name, f"is {w}x{h} = {w * h / 1e6:.0f} MP, over the {max_pixels / 1e6:.0f} MP "
+                    "limit that guards against decompression bombs",
+                    "downscale it, or raise the limit with --max-pixels if you trust the file")
+            if getattr(img, "is_animated", False):
+                img.seek(0)  # GIF/WebP animations: the first frame
+            img.load()
+    except ImageReadError:
+        raise
+    except Image.DecompressionBombError as e:
+        raise ImageReadError(name, f"is too large to decode safely ({e})",
+                             "downscale it or raise --max-pixels") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(name, "is not an image Pillow can identify",
+                             "remove it, or pass --skip-bad to skip such files") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageReadError(name, f"is corrupt or truncated ({e})",
+                             "re-export or remove it, or pass --skip-bad") from None
+    return _to_rgb(img, name)
+
+
+def _to_rgb(img: Image.Image, name: str) -> Image.Image:
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        top = max(float(arr.max()), 1.0)
+        return Image.fromarray((arr / top * 255).astype(np.uint8)).convert("RGB")
+    return img.convert("RGB")
+
+
+def _from_array(arr: np.ndarray, name: str) -> Image.Image:
+    a = np.asarray(arr)
+    if a.ndim == 3 and a.shape[0] in (1, 3, 4) and a.shape[-1] not in (1, 3, 4):
+        a = np.moveaxis(a, 0, -1)  # CHW -> HWC
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
+        raise ImageReadError(name, "is not an image array",
+                             "pass HxW (grey), HxWx3 (RGB) or HxWx4 (RGBA) arrays")
+    if a.dtype != np.uint8:
+        if np.issubdtype(a.dtype, np.floating) and a.size and float(np.nanmax(a)) <= 1.0:
+            a = a * 255.0
+        a = np.clip(np.nan_to_num(a), 0, 255).astype(np.uint8)
+    return _to_rgb(Image.fromarray(a), name)

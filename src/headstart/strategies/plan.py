@@ -1,0 +1,127 @@
+"""Build a strategy's plan and apply a phase of it to a model.
+
+A plan is data: a list of phases. Each names the backbone groups that train (the head always
+trains), the learning rate of each, the number of epochs, and whether features may come from
+the cache (only when no backbone group trains). One trainer runs any plan.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from ..exceptions import ConfigError
+
+STRATEGIES = ("linear_probe", "fine_tune", "gradual", "scratch")
+DEFAULT_LR = {"linear_probe": 1e-3, "fine_tune": 1e-3, "gradual": 1e-3, "scratch": 3e-3}
+LR_MULT = 100.0  # earliest group's rate = top rate / LR_MULT (fastai's slice(lr/100, lr))
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    train_groups: tuple[str, ...]
+    group_lrs: tuple[float, ...]
+    head_lr: float
+    epochs: int
+    cached: bool = False
+
+    def describe(self) -> str:
+        if self.cached:
+            return f"{self.name}: head only, on cached frozen features"
+        if not self.train_groups:
+            return f"{self.name}: head only, {self.epochs} epoch(s)"
+        rates = f"lr {min(self.group_lrs):.1e}..{max(self.group_lrs):.1e}"
+        return (f"{self.name}: {len(self.train_groups)} group(s) "
+                f"{self.train_groups[0]}..{self.train_groups[-1]} + head, {rates}, "
+                f"{self.epochs} epoch(s)")
+
+
+@dataclass(frozen=True)
+class Plan:
+    strategy: str
+    pretrained: bool
+    phases: tuple[Phase, ...] = field(default_factory=tuple)
+
+    @property
+    def epochs(self) -> int:
+        return sum(p.epochs for p in self.phases)
+
+
+def spread_rates(groups: tuple[str, ...], top_lr: float, mult: float = LR_MULT) -> dict[str, float]:
+    """Discriminative rates: geometric from top_lr/mult (earliest group) to top_lr (latest)."""
+    n = len(groups)
+    if n == 1:
+        return {groups[0]: top_lr}
+    return {g: top_lr / mult ** ((n - 1 - i) / (n - 1)) for i, g in enumerate(groups)}
+
+
+def build_plan(strategy: str, groups: tuple[str, ...], *, epochs: int = 5,
+               lr: float | None = None, unfreeze: int | str = "all") -> Plan:
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"unknown strategy '{strategy}'; choose one of {', '.join(STRATEGIES)}")
+    if epochs < 1:
+        raise ConfigError(f"epochs must be at least 1, got {epochs}")
+    lr = float(lr if lr is not None else DEFAULT_LR[strategy])
+    if not lr > 0:
+        raise ConfigError(f"learning rate must be positive, got {lr}")
+    rates = spread_rates(groups, lr)
+    head = Phase("head", (), (), lr, 1, cached=True)
+    if strategy == "linear_probe":
+        return Plan(strategy, True, (head,))
+    if strategy == "scratch":
+        return Plan(strategy, False, (Phase("scratch", groups, (lr,) * len(groups), lr, epochs),))
+    if strategy == "fine_tune":
+        top = _top_groups(groups, unfreeze)
+        return Plan(strategy, True, (head, Phase("fine_tune", top, tuple(rates[g] for g in top),
+                                                 lr, epochs)))
+    phases = [head]  # gradual (ULMFiT): one more group per epoch, from the top
+    for k in range(1, min(epochs, len(groups)) + 1):
+        top = groups[-k:]
+        extra = epochs - len(groups) if k == len(groups) else 0
+        phases.append(Phase(f"unfreeze_{k}", top, tuple(rates[g] for g in top), lr, 1 + extra))
+    return Plan(strategy, True, tuple(phases))
+
+
+def _top_groups(groups: tuple[str, ...], unfreeze: int | str) -> tuple[str, ...]:
+    if str(unfreeze) == "all":
+        return groups
+    try:
+        n = int(unfreeze)
+    except (TypeError, ValueError):
+        n = -1
+    if not 1 <= n <= len(groups):
+        raise ConfigError(f"--unfreeze must be 'all' or a number of groups from 1 to "
+                          f"{len(groups)} ({', '.join(groups)}), got {unfreeze!r}")
+    return groups[-n:]
+
+
+def apply_phase(model, phase: Phase) -> None:
+    """Set requires_grad by group and record frozen groups for the BatchNorm policy.
+
+    Parameters are matched by identity (module membership), never by name patterns."""
+    groups = model.backbone.group_modules()
+    for p in model.backbone.parameters():
+        p.requires_grad_(False)
+    for g in phase.train_groups:
+        for p in (p for m in groups[g] for p in m.parameters()):
+            p.requires_grad_(True)
+    for p in model.head.parameters():
+        p.requires_grad_(True)
+    model.frozen = tuple(g for g in groups if g not in phase.train_groups)
+    model.train(model.training)  # re-apply BatchNorm policy now
+
+
+def param_groups(model, phase: Phase, *, weight_decay: float = 0.01) -> list[dict]:
+    groups = model.backbone.group_modules()
+    out = []
+    for g, lr in zip(phase.train_groups, phase.group_lrs):
+        params = [p for m in groups[g] for p in m.parameters()]
+        out.append({"params": params, "lr": lr, "name": g, "weight_decay": weight_decay})
+    out.append({"params": list(model.head.parameters()), "lr": phase.head_lr, "name": "head",
+                "weight_decay": weight_decay})
+    return out
+
+
+def trainable_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -1,0 +1,58 @@
+"""The resolved settings of a training run: stored as config.yaml in the run directory."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from ..data.images import DEFAULT_MAX_PIXELS
+from ..exceptions import ConfigError
+
+
+@dataclass
+class TrainConfig:
+    backbone: str = "efficientnet_lite0"
+    strategy: str = "fine_tune"
+    epochs: int = 5  # gradient epochs through the backbone (the budget scratch gets too)
+    lr: float | None = None  # top learning rate; None = the strategy's default
+    unfreeze: str = "all"  # fine_tune: top N layer groups, or all
+    image_size: int | str = "auto"  # pixels, or "auto" = measured on a sample of the data
+    batch_size: int = 32
+    val_fraction: float = 0.2
+    seed: int = 0
+    patience: int = 3  # early stopping: epochs without validation improvement
+    flip: bool = True  # horizontal flips: augmentation, cached views, test-time averaging
+    augment: bool = True  # random crops and colour jitter when fine-tuning
+    C: float = 1.0  # inverse L2 strength of the cached-feature head (as in scikit-learn)
+    weights: str | None = None  # user weights for the backbone (file, folder or URL)
+    skip_bad: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    workers: int = 0  # DataLoader worker processes for fine-tuning
+    precision: str = "auto"  # auto | fp32 | bf16
+    channels_last: bool = True
+
+    def validate(self) -> "TrainConfig":
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ConfigError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
+        if self.image_size != "auto":
+            try:
+                self.image_size = int(self.image_size)
+            except (TypeError, ValueError):
+                raise ConfigError(f"image_size must be a number of pixels or 'auto', got "
+                                  f"{self.image_size!r}") from None
+            if not 8 <= self.image_size <= 1024:
+                raise ConfigError(f"image_size must be between 8 and 1024, got {self.image_size}")
+        if self.patience < 1:
+            raise ConfigError(f"patience must be at least 1, got {self.patience}")
+        self.unfreeze = str(self.unfreeze)
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})

@@ -1,0 +1,46 @@
+"""Fit a linear head on cached frozen features: L2-regularised multinomial logistic regression
+on standardised features, solved to convergence with full-batch L-BFGS (deterministic, no
+learning rate to tune), then folded back into a plain linear layer on raw features."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def fit_linear_head(features: np.ndarray, y: np.ndarray, num_classes: int, *, C: float = 1.0,
+                    max_iter: int = 300, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """features: (n, views, dim); every view is a training sample with the same label.
+    Returns (weight (k, dim), bias (k,)) acting on raw features. C is the inverse
+    regularisation strength as in scikit-learn (penalty ||W||^2 / (2 C n))."""
+    n, views, dim = features.shape
+    X = torch.from_numpy(np.ascontiguousarray(features.reshape(n * views, dim), np.float32))
+    t = torch.from_numpy(np.repeat(np.asarray(y, np.int64), views))
+    mean = X.mean(0)
+    std = X.std(0).clamp_min(1e-6)
+    Xs = (X - mean) / std
+    g = torch.Generator().manual_seed(seed)
+    W = (torch.randn(num_classes, dim, generator=g) * 1e-3).requires_grad_(True)
+    b = torch.zeros(num_classes, requires_grad=True)
+    l2 = 1.0 / (2.0 * C * len(t))
+    opt = torch.optim.LBFGS([W, b], lr=1.0, max_iter=max_iter, history_size=20,
+                            tolerance_grad=1e-6, tolerance_change=1e-9,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(Xs @ W.T + b, t) + l2 * (W * W).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        W_raw = W / std
+        b_raw = b - W_raw @ mean
+    return W_raw.detach(), b_raw.detach()
+
+
+def head_logits(features: np.ndarray, weight: torch.Tensor, bias: torch.Tensor) -> np.ndarray:
+    """Logits averaged over views (test-time augmentation) for (n, views, dim) features."""
+    f = torch.from_numpy(np.ascontiguousarray(features, np.float32))
+    return (f @ weight.T + bias).mean(1).numpy()

@@ -1,0 +1,223 @@
+"""The trainer: runs any strategy's plan, epoch by epoch, with early stopping, checkpoints that
+allow resuming after Ctrl-C or a killed process, progress bars and a history.
+
+Under torchrun (torch.distributed initialised) each process trains on its shard of every epoch,
+gradients are averaged by DistributedDataParallel, and only rank 0 writes files."""
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..data.datasets import ImageDataset
+from ..data.images import open_image
+from ..data.transforms import Augment, Preprocess
+from ..strategies import Phase, Plan, apply_phase, param_groups
+from . import distributed as dist
+from .headfit import fit_linear_head, head_logits
+from .rundir import RunWriter
+
+
+@dataclass
+class Split:
+    """Images and integer targets of one split, plus cached frozen features when available."""
+    ds: ImageDataset
+    y: np.ndarray
+    features: np.ndarray | None = None  # (n, views, dim)
+
+
+class ImageTorchDataset(torch.utils.data.Dataset):
+    def __init__(self, split: Split, transform, *, seed: int, epoch: int) -> None:
+        self.split, self.transform, self.seed, self.epoch = split, transform, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.split.ds)
+
+    def __getitem__(self, i: int):
+        img = open_image(self.split.ds.sources[i])
+        rng = random.Random(f"{self.seed}-{self.epoch}-{i}")  # same crops after a resume
+        return torch.from_numpy(self.transform(img, rng)), int(self.split.y[i])
+
+
+def use_bf16(precision: str) -> bool:
+    if precision == "bf16":
+        return True
+    if precision == "fp32":
+        return False
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+class Trainer:
+    def __init__(self, model: nn.Module, plan: Plan, *, pre: Preprocess, cfg, writer: RunWriter |
+                 None = None, progress: bool = True) -> None:
+        self.model, self.plan, self.pre, self.cfg = model, plan, pre, cfg
+        self.writer = writer if dist.is_main() else None
+        self.progress = progress and dist.is_main()
+        self.bf16 = use_bf16(cfg.precision)
+        self.history: list[dict] = []
+        self.best_score = -math.inf
+        self.best_state: dict | None = None
+        self.stopped_early = False
+
+    # -- the plan -------------------------------------------------------------------------
+    def fit(self, train: Split, val: Split, *, resume: dict | None = None) -> list[dict]:
+        start_phase, start_epoch = 0, 0
+        if resume:
+            start_phase, start_epoch = self._restore(resume)
+        for pi, phase in enumerate(self.plan.phases):
+            if pi < start_phase or self.stopped_early:
+                continue
+            apply_phase(self.model, phase)
+            if phase.cached:
+                self._cached_phase(pi, phase, train, val)
+            else:
+                self._gradient_phase(pi, phase, train, val,
+                                     first_epoch=start_epoch if pi == start_phase else 0,
+                                     resume=resume if pi == start_phase else None)
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        return self.history
+
+    def _cached_phase(self, pi: int, phase: Phase, train: Split, val: Split) -> None:
+        t0 = time.perf_counter()
+        k = self.model.head.fc.out_features
+        W, b = fit_linear_head(train.features, train.y, k, C=self.cfg.C, seed=self.cfg.seed)
+        with torch.no_grad():
+            self.model.head.fc.weight.copy_(W)
+            self.model.head.fc.bias.copy_(b)
+        row = {"phase": phase.name, "epoch": 1}
+        row.update(_scores("train", head_logits(train.features, W, b), train.y))
+        if len(val.y):
+            row.update(_scores("val", head_logits(val.features, W, b), val.y))
+        self._end_epoch(pi, 0, row, t0, optimizer=None)
+
+    def _gradient_phase(self, pi: int, phase: Phase, train: Split, val: Split, *,
+                        first_epoch: int, resume: dict | None) -> None:
+        model = self.model
+        if self.cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+        opt = torch.optim.AdamW(param_groups(model, phase))
+        steps_per_epoch = math.ceil(len(dist.shard(range(len(train.ds)), seed=0, epoch=0))
+                                    / self.cfg.batch_size)
+        total = max(1, steps_per_epoch * phase.epochs)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_cosine(total))
+        if resume is not None and resume.get("optimizer"):
+            opt.load_state_dict(resume["optimizer"])
+            sched.load_state_dict(resume["scheduler"])
+        net = dist.wrap(model)
+        augment = Augment(self.pre, flip=self.cfg.flip, scale=(0.35, 1.0) if self.cfg.augment
+                          else (1.0, 1.0), jitter=0.2 if self.cfg.augment else 0.0)
+        for epoch in range(first_epoch, phase.epochs):
+            t0 = time.perf_counter()
+            seed = self.cfg.seed * 1000 + pi * 100 + epoch
+            torch.manual_seed(seed)
+            row = {"phase": phase.name, "epoch": epoch + 1}
+            row.update(self._train_epoch(net, opt, sched, train, augment, seed, phase, epoch))
+            if len(val.y):
+                row.update(self._validate(val))
+            if self._end_epoch(pi, epoch + 1, row, t0, optimizer=(opt, sched)):
+                break
+
+    def _train_epoch(self, net, opt, sched, train: Split, augment, seed, phase, epoch) -> dict:
+        data = ImageTorchDataset(train, augment, seed=seed, epoch=epoch)
+        order = dist.shard(range(len(data)), seed=seed, epoch=epoch)
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.Subset(data, order), batch_size=self.cfg.batch_size,
+            num_workers=self.cfg.workers, drop_last=len(order) > self.cfg.batch_size)
+        self.model.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        bar = tqdm(loader, desc=f"{phase.name} {epoch + 1}/{phase.epochs}", unit="batch",
+                   disable=not self.progress, leave=False)
+        for x, t in bar:
+            if self.cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+                logits = net(x)
+            loss = nn.functional.cross_entropy(logits.float(), t)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += float(loss) * len(t)
+            correct += int((logits.argmax(1) == t).sum())
+            seen += len(t)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        loss_sum, correct, seen = dist.all_reduce_sum(loss_sum, correct, seen)
+        return {"train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
+                "lr": opt.param_groups[-1]["lr"]}
+
+    def _validate(self, val: Split) -> dict:
+        from .predict import predict_logits
+        logits = predict_logits(self.model, val.ds, self.pre, flip=self.cfg.flip, engine="torch",
+                                batch_size=self.cfg.batch_size * 2, progress=False)
+        return _scores("val", logits, val.y)
+
+    # -- bookkeeping ------------------------------------------------------------------------
+    def _end_epoch(self, pi: int, epoch: int, row: dict, t0: float, *, optimizer) -> bool:
+        """Record the epoch, keep the best weights, checkpoint; True to stop early."""
+        row["seconds"] = round(time.perf_counter() - t0, 2)
+        self.history.append(row)
+        score = row.get("val_acc", row.get("train_acc", 0.0))
+        if score > self.best_score + 1e-9 or "val_acc" not in row:
+            self.best_score = score
+            self.best_state = copy.deepcopy(self.model.state_dict())
+            self.since_best = 0
+        else:
+            self.since_best = getattr(self, "since_best", 0) + 1
+        if self.progress:
+            shown = {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()}
+            tqdm.write("  ".join(f"{k}={v}" for k, v in shown.items()))
+        phase = self.plan.phases[pi]
+        stop = not phase.cached and self.since_best >= self.cfg.patience and epoch < phase.epochs
+        if stop:
+            self.stopped_early = True
+            if self.progress:
+                tqdm.write(f"early stop: no validation gain in {self.cfg.patience} epoch(s)")
+        if self.writer is not None:
+            done_phase = phase.cached or epoch >= phase.epochs or stop
+            self.writer.write_history(self.history)
+            self.writer.save_checkpoint({
+                "phase": pi + 1 if done_phase else pi, "epoch": 0 if done_phase else epoch,
+                "model": self.model.state_dict(), "best": self.best_state,
+                "best_score": self.best_score, "since_best": self.since_best,
+                "history": self.history, "stopped_early": self.stopped_early,
+                "optimizer": None if optimizer is None or done_phase else optimizer[0].state_dict(),
+                "scheduler": None if optimizer is None or done_phase else optimizer[1].state_dict(),
+            })
+        return stop
+
+    def _restore(self, ckpt: dict) -> tuple[int, int]:
+        self.model.load_state_dict(ckpt["model"])
+        self.best_state, self.best_score = ckpt["best"], ckpt["best_score"]
+        self.since_best, self.history = ckpt["since_best"], list(ckpt["history"])
+        self.stopped_early = ckpt["stopped_early"]
+        return ckpt["phase"], ckpt["epoch"]
+
+
+def _warmup_cosine(total: int, warmup_frac: float = 0.1):
+    warm = max(1, int(total * warmup_frac))
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
+    return f
+
+
+def _scores(prefix: str, logits: np.ndarray, y: np.ndarray) -> dict:
+    t = torch.from_numpy(np.asarray(logits, np.float32))
+    target = torch.from_numpy(np.asarray(y, np.int64))
+    loss = float(nn.functional.cross_entropy(t, target))
+    acc = float((t.argmax(1) == target).float().mean())
+    return {f"{prefix}_loss": loss, f"{prefix}_acc": acc}

@@ -1,0 +1,35 @@
+"""Inference for a trained model: backbone features (ONNX Runtime or PyTorch), then the head,
+averaged over the flip views when the run was trained with flips."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..data.datasets import ImageDataset
+from ..data.transforms import Preprocess
+from .extract import extract_features
+from .features import FeatureExtractor
+
+
+def predict_logits(model, ds: ImageDataset, pre: Preprocess, *, flip: bool, engine: str = "auto",
+                   batch_size: int = 64, progress: bool = True, skip_bad: bool = False,
+                   extractor: FeatureExtractor | None = None, return_kept: bool = False):
+    was_training = model.training
+    model.eval()
+    try:
+        extractor = extractor or FeatureExtractor(model.backbone, engine=engine)
+        ex = extract_features(ds, extractor, pre, views=2 if flip else 1, skip_bad=skip_bad,
+                              batch_size=batch_size, progress=progress, desc="predicting")
+        with torch.inference_mode():
+            f = torch.from_numpy(ex.features) if ex.features is not None else torch.zeros(0, 1, 1)
+            logits = model.head(f.flatten(0, 1).float()).view(f.shape[0], f.shape[1], -1).mean(1)
+    finally:
+        model.train(was_training)
+    logits = logits.numpy()
+    return (logits, ex) if return_kept else logits
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
