@@ -93,7 +93,9 @@ def train(data, out: str | Path | None = None, *, labels=None, config: TrainConf
     classes = ds.classes
     y_all = np.array([classes.index(v) for v in ds.labels])
     tr_idx, va_idx = stratified_split(ds.labels, cfg.val_fraction, cfg.seed)
+    torch.manual_seed(cfg.seed)  # random init of the head (and of everything for scratch)
     model = build_model(cfg, len(classes), pretrained=plan.pretrained)
+    model.keep_bn_stats = cfg.bn_stats == "keep" or (cfg.bn_stats == "auto" and plan.pretrained)
     pre = preprocess_for(cfg)
     train_split, val_split, skipped = _prepare_splits(ds, y_all, tr_idx, va_idx, model, pre, cfg,
                                                       plan, cache, progress)
@@ -104,7 +106,7 @@ def train(data, out: str | Path | None = None, *, labels=None, config: TrainConf
     if resume:
         log(f"resuming the interrupted run in {writer.partial} "
             f"({len(resume['history'])} epoch(s) done)")
-    trainer = Trainer(model, plan, pre=pre, cfg=cfg, writer=writer, progress=progress)
+    trainer = Trainer(model, plan, pre=pre, cfg=cfg, writer=writer, progress=progress, log=log)
     history = trainer.fit(train_split, val_split, resume=resume)
     metrics = _final_metrics(model, val_split, pre, cfg, classes, progress)
     metrics.update({"strategy": cfg.strategy, "backbone": cfg.backbone,

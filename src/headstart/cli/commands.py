@@ -96,6 +96,8 @@ def _common_train_args(p) -> None:
     p.add_argument("--max-pixels", type=int, default=d.max_pixels)
     p.add_argument("--workers", type=int, default=d.workers)
     p.add_argument("--precision", default=d.precision, choices=["auto", "fp32", "bf16"])
+    p.add_argument("--bn-stats", default=d.bn_stats, choices=["auto", "keep", "update"],
+                   help="BatchNorm running statistics while fine-tuning (auto: keep pre-trained)")
 
 
 def add_train(sub) -> None:
@@ -117,7 +119,7 @@ def run_train(args) -> int:
         val_fraction=args.val_fraction, seed=args.seed, patience=args.patience,
         flip=not args.no_flip, augment=not args.no_augment, weights=args.weights,
         skip_bad=args.skip_bad, max_pixels=args.max_pixels, workers=args.workers,
-        precision=args.precision)
+        precision=args.precision, bn_stats=args.bn_stats)
     data, test = args.data, None
     if data is None:
         from ..data.shipped import write_animal_mnist

@@ -1,13 +1,16 @@
 """Real labelled data that ships in pip packages, written out as image folders.
 
 animal-mnist (MIT): 10,000 28x28 grey silhouettes of 10 animals, 1,000 per class. A fixed
-stratified hold-out of 2,000 images (200 per class, seed 0) is the test set, never trained on.
+stratified hold-out of 2,000 images (200 per class) is the test set, never trained on: it holds
+only images with no exact duplicate anywhere in the package.
 """
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.util
 import pickle
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -33,14 +36,23 @@ def load_animal_mnist() -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(images, np.uint8), np.asarray(labels, np.int64)
 
 
-def split_indices(labels: np.ndarray, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(pool, test): the fixed hold-out is the same for every seed of the training sample."""
+def split_indices(labels: np.ndarray, images: np.ndarray | None = None,
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(pool, test): a fixed hold-out of TEST_PER_CLASS images per class. The package holds
+    exact duplicates (9,716 distinct images of 10,000); with `images` given, the test set takes
+    only images whose pixels occur once in the whole set, so no test image is ever trained on."""
     rng = np.random.default_rng(0)
+    unique = np.ones(len(labels), dtype=bool)
+    if images is not None:
+        keys = [hashlib.blake2b(x.tobytes(), digest_size=16).digest() for x in images]
+        seen = Counter(keys)
+        unique = np.array([seen[k] == 1 for k in keys])
     pool, test = [], []
     for c in range(len(ANIMAL_CLASSES)):
         idx = rng.permutation(np.flatnonzero(labels == c))
-        test += idx[:TEST_PER_CLASS].tolist()
-        pool += idx[TEST_PER_CLASS:].tolist()
+        chosen = [i for i in idx if unique[i]][:TEST_PER_CLASS]
+        test += chosen
+        pool += sorted(set(idx.tolist()) - set(chosen))
     return np.array(sorted(pool)), np.array(sorted(test))
 
 
@@ -48,11 +60,11 @@ def write_animal_mnist(out: str | Path, *, per_class: int | None = None, seed: i
     """Write out/train/<class>/*.png (per_class images each, or all 800) and out/test/<class>/
     (the 200-per-class hold-out). Existing complete folders are reused."""
     out = Path(out)
-    marker = out / f".complete-{per_class or 'all'}-{seed}"
+    marker = out / f".complete-v2-{per_class or 'all'}-{seed}"
     if marker.is_file():
         return out
     images, labels = load_animal_mnist()
-    pool, test = split_indices(labels)
+    pool, test = split_indices(labels, images)
     rng = np.random.default_rng(seed)
     train = []
     for c in range(len(ANIMAL_CLASSES)):

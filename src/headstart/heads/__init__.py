@@ -20,14 +20,23 @@ class LinearHead(nn.Module):
 
 
 class TransferModel(nn.Module):
-    """Backbone + head. `frozen` names layer groups whose BatchNorm stays in inference mode
-    (running statistics unchanged) whatever `train()` says: the one BatchNorm policy."""
+    """Backbone + head, with one BatchNorm policy applied on every `train()` call:
+
+    - frozen layer groups (`frozen`) run wholly in inference mode: BatchNorm uses and keeps its
+      running statistics, dropout and drop-connect are off;
+    - with `keep_bn_stats` (the default when starting from pre-trained weights) every BatchNorm
+      layer keeps its pre-trained running statistics, while the affine weights of unfrozen
+      groups still learn. Small fine-tuning batches would otherwise replace statistics
+      estimated on the source data with noisy ones and shift every feature the new head was
+      fitted on (measured: loss 0.09 -> 24 on the same batch). `scratch` updates them.
+    """
 
     def __init__(self, backbone: Backbone, head: nn.Module) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
         self.frozen: tuple[str, ...] = ()
+        self.keep_bn_stats = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
@@ -38,5 +47,9 @@ class TransferModel(nn.Module):
             groups = self.backbone.group_modules()
             for g in self.frozen:
                 for m in groups[g]:
+                    m.eval()
+        if mode and self.keep_bn_stats:
+            for m in self.backbone.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
                     m.eval()
         return self

@@ -28,6 +28,7 @@ class TrainConfig:
     workers: int = 0  # DataLoader worker processes for fine-tuning
     precision: str = "auto"  # auto | fp32 | bf16
     channels_last: bool = True
+    bn_stats: str = "auto"  # keep | update | auto (keep when starting from pre-trained weights)
 
     def validate(self) -> "TrainConfig":
         if not 0 <= self.val_fraction < 1:
@@ -44,6 +45,8 @@ class TrainConfig:
                                   f"{self.image_size!r}") from None
             if not 8 <= self.image_size <= 1024:
                 raise ConfigError(f"image_size must be between 8 and 1024, got {self.image_size}")
+        if self.bn_stats not in ("auto", "keep", "update"):
+            raise ConfigError(f"bn_stats must be auto, keep or update, got {self.bn_stats!r}")
         if self.patience < 1:
             raise ConfigError(f"patience must be at least 1, got {self.patience}")
         self.unfreeze = str(self.unfreeze)

@@ -60,15 +60,17 @@ def use_bf16(precision: str) -> bool:
 
 class Trainer:
     def __init__(self, model: nn.Module, plan: Plan, *, pre: Preprocess, cfg, writer: RunWriter |
-                 None = None, progress: bool = True) -> None:
+                 None = None, progress: bool = True, log=tqdm.write) -> None:
         self.model, self.plan, self.pre, self.cfg = model, plan, pre, cfg
         self.writer = writer if dist.is_main() else None
         self.progress = progress and dist.is_main()
+        self.log = log if dist.is_main() else (lambda *_: None)
         self.bf16 = use_bf16(cfg.precision)
         self.history: list[dict] = []
         self.best_score = -math.inf
         self.best_state: dict | None = None
         self.stopped_early = False
+        self.since_best = 0
 
     # -- the plan -------------------------------------------------------------------------
     def fit(self, train: Split, val: Split, *, resume: dict | None = None) -> list[dict]:
@@ -149,7 +151,7 @@ class Trainer:
             loss.backward()
             opt.step()
             sched.step()
-            loss_sum += float(loss) * len(t)
+            loss_sum += float(loss.detach()) * len(t)
             correct += int((logits.argmax(1) == t).sum())
             seen += len(t)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
@@ -174,16 +176,14 @@ class Trainer:
             self.best_state = copy.deepcopy(self.model.state_dict())
             self.since_best = 0
         else:
-            self.since_best = getattr(self, "since_best", 0) + 1
-        if self.progress:
-            shown = {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()}
-            tqdm.write("  ".join(f"{k}={v}" for k, v in shown.items()))
+            self.since_best += 1
+        shown = {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()}
+        self.log("  ".join(f"{k}={v}" for k, v in shown.items()))
         phase = self.plan.phases[pi]
         stop = not phase.cached and self.since_best >= self.cfg.patience and epoch < phase.epochs
         if stop:
             self.stopped_early = True
-            if self.progress:
-                tqdm.write(f"early stop: no validation gain in {self.cfg.patience} epoch(s)")
+            self.log(f"early stop: no validation gain in {self.cfg.patience} epoch(s)")
         if self.writer is not None:
             done_phase = phase.cached or epoch >= phase.epochs or stop
             self.writer.write_history(self.history)
