@@ -20,6 +20,7 @@ from .heads import LinearHead, TransferModel
 from .strategies import build_plan
 from .training import FeatureCache, FeatureExtractor, RunWriter, Split, TrainConfig, Trainer
 from .training import read_run
+from .training import distributed as dist
 from .training.extract import extract_features
 from .training.headfit import head_logits
 from .training.predict import predict_logits, softmax
@@ -34,6 +35,7 @@ class TrainedModel:
     metrics: dict
     history: list[dict]
     run_dir: Path | None = None
+    label_values: list | None = None  # the user's labels (e.g. ints), in the order of classes
 
     @property
     def preprocess(self) -> Preprocess:
@@ -73,7 +75,10 @@ def train(data, out: str | Path | None = None, *, labels=None, config: TrainConf
     t_start = time.perf_counter()
     cfg = replace(config or TrainConfig()).validate()
     bcfg = get_config(cfg.backbone)
-    writer = RunWriter(out, overwrite=overwrite) if out is not None else None
+    dist.init_from_env()
+    if not dist.is_main():  # under torchrun only rank 0 talks and writes
+        log, progress = (lambda *_: None), False
+    writer = RunWriter(out, overwrite=overwrite) if out is not None and dist.is_main() else None
     ds = load_dataset(data, labels, skip_bad=cfg.skip_bad)
     log(summarize(ds))
     report_skipped(ds.skipped, log)
@@ -140,8 +145,10 @@ def _prepare_splits(ds, y_all, tr_idx, va_idx, model, pre, cfg, plan, cache, pro
         kept = sub.subset(ex.kept)
         splits.append(Split(kept, y_all[np.asarray(idx)[ex.kept]], ex.features))
     if len(set(splits[0].y.tolist())) < 2:
-        raise DataError("fewer than two classes have readable training images; fix or replace "
-                        "the skipped files")
+        shown = "; ".join(skipped[:3]) + (f"; and {len(skipped) - 3} more" if len(skipped) > 3
+                                          else "")
+        raise DataError(f"fewer than two classes have readable training images after skipping "
+                        f"{len(skipped)} bad file(s) ({shown}); fix or replace them")
     return splits[0], splits[1], skipped
 
 
@@ -162,7 +169,7 @@ def _final_metrics(model, val: Split, pre, cfg, classes, progress) -> dict:
 def save_run(result: TrainedModel, writer: RunWriter, *, overwrite: bool = False) -> Path:
     if not writer.partial.exists():
         writer.open({"headstart_version": __version__, **result.config.to_dict()}, restart=True)
-    writer.write_json("labels.json", result.classes)
+    writer.write_json("labels.json", result.label_values or result.classes)
     writer.write_model(result.model.state_dict())
     writer.write_json("metrics.json", result.metrics)
     writer.write_history(result.history)
@@ -171,18 +178,19 @@ def save_run(result: TrainedModel, writer: RunWriter, *, overwrite: bool = False
 
 
 def load(run: str | Path) -> TrainedModel:
-    stored, classes, state, metrics = read_run(run)
+    stored, values, state, metrics = read_run(run)
+    classes = [str(v) for v in values]
     cfg = TrainConfig.from_dict(stored)
     cfg.weights = None  # the run's own weights replace the source weights
     model = build_model(cfg, len(classes), pretrained=False)
     model.load_state_dict(state)
     model.eval()
-    return TrainedModel(model, classes, cfg, metrics, [], Path(run))
+    return TrainedModel(model, classes, cfg, metrics, [], Path(run), label_values=values)
 
 
 def evaluate(trained: TrainedModel, data, *, labels=None, skip_bad: bool = False,
              progress: bool = True) -> tuple[dict, list[str]]:
-    ds = load_dataset(data, labels, skip_bad=skip_bad)
+    ds = load_dataset(data, labels, skip_bad=skip_bad, min_classes=1)
     unknown = sorted(set(ds.labels) - set(trained.classes))
     if unknown:
         raise DataError(f"{ds.root}: classes {', '.join(unknown)} are not among the run's "

@@ -70,13 +70,15 @@ class TransferClassifier:
         log = print if self.verbose else (lambda *_: None)
         self.trained_ = api.train(_as_list(X), labels=labels, config=self._config(),
                                   progress=self.verbose, log=log)
+        by_str = {str(c): c for c in self.classes_.tolist()}
+        self.trained_.label_values = [by_str[c] for c in self.trained_.classes]
         self._set_learned()
         return self
 
     def _set_learned(self) -> None:
         t = self.trained_
         if not hasattr(self, "classes_"):
-            self.classes_ = np.asarray(t.classes)
+            self.classes_ = np.unique(np.asarray(t.label_values or t.classes))
         by_str = {str(c): i for i, c in enumerate(t.classes)}
         self._columns = [by_str[str(c)] for c in self.classes_]
         self.history_ = t.history
@@ -98,6 +100,7 @@ class TransferClassifier:
         return softmax(logits)[:, self._columns]
 
     def predict(self, X) -> np.ndarray:
+        self._check_fitted()
         return self.classes_[self.predict_proba(X).argmax(1)]
 
     def score(self, X, y) -> float:

@@ -35,8 +35,8 @@ class UnknownBackboneError(HeadstartError, KeyError):
 
     def __init__(self, name: str, known: Iterable[str]) -> None:
         known = sorted(known)
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else f" Known: {', '.join(known)}."
+        close = closest(name, known)
+        hint = f" Did you mean '{close}'?" if close else f" Known: {', '.join(known)}."
         self.message = f"Unknown backbone '{name}'.{hint} See `headstart models`."
         super().__init__(self.message)
 
@@ -74,6 +74,13 @@ class RunDirError(HeadstartError, ValueError):
 
 class ConfigError(HeadstartError, ValueError):
     """An option value that is out of range or does not fit the others."""
+
+
+def closest(name: str, known: list[str], cutoff: float = 0.6) -> str | None:
+    """The most similar known name; ties go to the first in sorted order."""
+    scored = [(difflib.SequenceMatcher(None, name, k).ratio(), k) for k in sorted(known)]
+    best = max((r for r, _ in scored), default=0.0)
+    return next((k for r, k in scored if r == best), None) if best >= cutoff else None
 
 
 def _few(items: list[str], limit: int = 4) -> str:

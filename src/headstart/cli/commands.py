@@ -130,6 +130,8 @@ def run_train(args) -> int:
               f"class) in {root}")
     result = api.train(data, args.out, config=cfg, overwrite=args.overwrite,
                        restart=args.restart, progress=not args.quiet)
+    if result.run_dir is None:  # a non-zero rank under torchrun
+        return 0
     m = result.metrics
     val = f"val accuracy {m['val_accuracy']:.4f}" if m["val_accuracy"] is not None else "no val"
     print(f"done in {m['seconds']:.0f}s: {val} ({m['val_images']} images), run saved to "

@@ -44,8 +44,14 @@ class ImageDataset:
         return [describe(s) for s in self.sources]
 
 
-def load_dataset(data, labels=None, *, skip_bad: bool = False) -> ImageDataset:
-    """Turn what the user gave into an ImageDataset: a folder, a CSV file, or sources + labels."""
+def load_dataset(data, labels=None, *, skip_bad: bool = False, min_classes: int = 2,
+                 ) -> ImageDataset:
+    """Turn what the user gave into an ImageDataset: a folder, a CSV file, or sources + labels.
+    Training needs two classes or more; evaluation (min_classes=1) accepts one."""
+    return validate(_load(data, labels, skip_bad), min_classes=min_classes)
+
+
+def _load(data, labels, skip_bad: bool) -> ImageDataset:
     if isinstance(data, ImageDataset):
         return data
     if labels is not None:
@@ -98,7 +104,7 @@ def from_folder(root: Path, *, skip_bad: bool = False) -> ImageDataset:
     if empty:
         raise DataError(f"{root}: class folder(s) {', '.join(empty)} hold no images; add images "
                         "or remove the folder(s)")
-    return validate(ds)
+    return ds
 
 
 def from_csv(path: Path, *, skip_bad: bool = False) -> ImageDataset:
@@ -130,7 +136,7 @@ def from_csv(path: Path, *, skip_bad: bool = False) -> ImageDataset:
                             "or pass --skip-bad")
         ds.sources.append(str(file))
         ds.labels.append(row[1].strip())
-    return validate(ds)
+    return ds
 
 
 def from_memory(images, labels) -> ImageDataset:
@@ -140,13 +146,13 @@ def from_memory(images, labels) -> ImageDataset:
     if len(images) != len(labels):
         raise DataError(f"got {len(images)} images but {len(labels)} labels; pass one label per "
                         "image")
-    return validate(ImageDataset(images, labels))
+    return ImageDataset(images, labels)
 
 
-def validate(ds: ImageDataset) -> ImageDataset:
+def validate(ds: ImageDataset, *, min_classes: int = 2) -> ImageDataset:
     if len(ds) == 0:
         raise DataError(f"{ds.root}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)})")
-    if len(ds.classes) < 2:
+    if len(ds.classes) < min_classes:
         raise DataError(f"{ds.root}: only one class ('{ds.classes[0]}') found; a classifier needs "
                         "at least two classes, each in its own sub-folder or label")
     return ds

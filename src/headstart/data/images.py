@@ -1,6 +1,7 @@
 """Reading one image safely: formats, modes, size limits, and a content hash for caching."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import warnings
@@ -8,7 +9,7 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..exceptions import ImageReadError
 
@@ -82,19 +83,23 @@ def open_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
 def decode_bytes(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
     if not data:
         raise ImageReadError(name, "is empty (0 bytes)", "remove it or replace it with a real image")
+    with pil_errors(name):
+        img = Image.open(io.BytesIO(data))
+        check_pixels(img, name, max_pixels)
+        if getattr(img, "is_animated", False):
+            img.seek(0)  # GIF/WebP animations: the first frame
+        img.load()
+        img = ImageOps.exif_transpose(img)  # phone photos: apply the orientation tag
+    return _to_rgb(img, name)
+
+
+@contextlib.contextmanager
+def pil_errors(name: str):
+    """Turn Pillow's ways of failing into one ImageReadError naming the file and the fix."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            w, h = img.size
-            if w * h > max_pixels:
-                raise ImageReadError(
-                    name, f"is {w}x{h} = {w * h / 1e6:.0f} MP, over the {max_pixels / 1e6:.0f} MP "
-                    "limit that guards against decompression bombs",
-                    "downscale it, or raise the limit with --max-pixels if you trust the file")
-            if getattr(img, "is_animated", False):
-                img.seek(0)  # GIF/WebP animations: the first frame
-            img.load()
+            yield
     except ImageReadError:
         raise
     except Image.DecompressionBombError as e:
@@ -106,7 +111,29 @@ def decode_bytes(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(name, f"is corrupt or truncated ({e})",
                              "re-export or remove it, or pass --skip-bad") from None
-    return _to_rgb(img, name)
+
+
+def check_pixels(img: Image.Image, name: str, max_pixels: int) -> None:
+    w, h = img.size
+    if w * h > max_pixels:
+        raise ImageReadError(
+            name, f"is {w}x{h} = {w * h:,} pixels, over the limit of {max_pixels:,} that guards "
+            "against decompression bombs",
+            "downscale it, or raise the limit with --max-pixels if you trust the file")
+
+
+def read_checked(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
+    """Content hash of a source, after a cheap header check (readable, an image, not too
+    large) for files. Full decoding errors can only show when the pixels are decoded."""
+    digest = content_hash(source)
+    if isinstance(source, (str, Path)):
+        name = str(source)
+        if Path(source).stat().st_size == 0:
+            raise ImageReadError(name, "is empty (0 bytes)", "remove it or replace it with a "
+                                 "real image")
+        with pil_errors(name), Image.open(source) as img:
+            check_pixels(img, name, max_pixels)
+    return digest
 
 
 def _to_rgb(img: Image.Image, name: str) -> Image.Image:

@@ -6,6 +6,13 @@ import torch
 import torch.distributed as td
 
 
+def init_from_env() -> None:
+    """Join the process group torchrun describes in the environment (no-op otherwise)."""
+    import os
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and td.is_available() and not active():
+        td.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+
+
 def active() -> bool:
     return td.is_available() and td.is_initialized()
 
@@ -45,4 +52,4 @@ def all_reduce_sum(*values: float) -> tuple[float, ...]:
 def wrap(model: torch.nn.Module) -> torch.nn.Module:
     if not active():
         return model
-    return torch.nn.parallel.DistributedDataParallel(model, find_unused_parameters=True)
+    return torch.nn.parallel.DistributedDataParallel(model)  # frozen params need no grad

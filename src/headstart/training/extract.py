@@ -10,7 +10,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..data.datasets import ImageDataset
-from ..data.images import DEFAULT_MAX_PIXELS, content_hash, open_image
+from ..data.images import DEFAULT_MAX_PIXELS, open_image, read_checked
 from ..data.transforms import Preprocess
 from ..exceptions import ImageReadError
 from .features import FeatureCache, FeatureExtractor, prefetch_map
@@ -40,18 +40,28 @@ def extract_features(ds: ImageDataset, extractor: FeatureExtractor | None, pre: 
                      skip_bad: bool = False, batch_size: int = 32, progress: bool = True,
                      max_pixels: int = DEFAULT_MAX_PIXELS, desc: str = "features") -> Extracted:
     n = len(ds)
-    hashes = [content_hash(s) for s in tqdm(ds.sources, desc="reading", disable=not progress,
-                                            leave=False, unit="img")] if cache else [""] * n
+    skipped: list[str] = []
+    bad: set[int] = set()
+    hashes = [""] * n
+    if cache is not None:
+        for i, s in enumerate(tqdm(ds.sources, desc="reading", disable=not progress,
+                                   leave=False, unit="img")):
+            try:
+                hashes[i] = read_checked(s, max_pixels)
+            except ImageReadError as e:
+                if not skip_bad:
+                    raise
+                skipped.append(str(e))
+                bad.add(i)
     found: dict[int, np.ndarray] = {}
     key = extractor.key(pre) if extractor is not None else ""
     if cache is not None and extractor is not None:
         per_view = [cache.get_many(key, hashes, v) for v in range(views)]
         for i, h in enumerate(hashes):
-            if all(h in pv for pv in per_view):
+            if i not in bad and all(h in pv for pv in per_view):
                 found[i] = np.stack([pv[h] for pv in per_view])
-    todo = [i for i in range(n) if i not in found]
+    todo = [i for i in range(n) if i not in found and i not in bad]
     from_cache = len(found)
-    skipped: list[str] = []
     bar = tqdm(total=len(todo), desc=desc, disable=not progress or not todo, unit="img")
     batch_idx: list[int] = []
     batch_arr: list[np.ndarray] = []

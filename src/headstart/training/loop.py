@@ -117,6 +117,8 @@ class Trainer:
         if resume is not None and resume.get("optimizer"):
             opt.load_state_dict(resume["optimizer"])
             sched.load_state_dict(resume["scheduler"])
+        if first_epoch == 0:
+            self.since_best = 0  # patience counts within a phase (gradual's are one epoch)
         net = dist.wrap(model)
         augment = Augment(self.pre, flip=self.cfg.flip, scale=(0.35, 1.0) if self.cfg.augment
                           else (1.0, 1.0), jitter=0.2 if self.cfg.augment else 0.0)

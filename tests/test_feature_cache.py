@@ -1,0 +1,101 @@
+"""The feature cache: a second pass over the same images is served from it; a changed file, and
+only that file, is read and run through the backbone again."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from headstart import TrainConfig, api, create_backbone
+from headstart.data import Preprocess, load_dataset
+from headstart.training import FeatureCache, FeatureExtractor
+from headstart.training import extract as extract_mod
+from headstart.training.extract import extract_features
+
+
+@pytest.fixture
+def decoded(monkeypatch):
+    """The list of sources that extract_features decodes (opens as pixels)."""
+    seen = []
+    original = extract_mod.open_image
+
+    def spy(source, **kw):
+        seen.append(str(source))
+        return original(source, **kw)
+    monkeypatch.setattr(extract_mod, "open_image", spy)
+    return seen
+
+
+@pytest.fixture(scope="module")
+def extractor():
+    return FeatureExtractor(create_backbone("tiny_cnn"))
+
+
+def _pre():
+    return Preprocess(32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+def test_second_pass_comes_from_cache(make_folder, tmp_path, extractor, decoded):
+    ds = load_dataset(make_folder(n=5))
+    cache = FeatureCache(tmp_path / "features.sqlite")
+    first = extract_features(ds, extractor, _pre(), views=2, cache=cache, progress=False)
+    assert first.from_cache == 0 and len(decoded) == 10
+    assert first.features.shape == (10, 2, 32) and first.kept == list(range(10))
+    decoded.clear()
+    second = extract_features(ds, extractor, _pre(), views=2, cache=cache, progress=False)
+    assert second.from_cache == 10 and decoded == []
+    np.testing.assert_allclose(second.features, first.features, rtol=1e-6)
+    cache.close()
+
+
+def test_changed_file_is_the_only_one_read_again(make_folder, tmp_path, extractor, decoded):
+    data = make_folder(n=4)
+    ds = load_dataset(data)
+    cache = FeatureCache(tmp_path / "features.sqlite")
+    first = extract_features(ds, extractor, _pre(), cache=cache, progress=False)
+    target = data / "b" / "2.png"
+    Image.fromarray(np.full((36, 36, 3), 255, np.uint8)).save(target)
+    decoded.clear()
+    again = extract_features(ds, extractor, _pre(), cache=cache, progress=False)
+    assert again.from_cache == 7
+    assert decoded == [str(target)]
+    i = ds.sources.index(str(target))
+    assert not np.allclose(again.features[i], first.features[i])
+    others = [j for j in range(8) if j != i]
+    np.testing.assert_allclose(again.features[others], first.features[others], rtol=1e-6)
+
+
+def test_cache_is_keyed_by_preprocessing_and_weights(make_folder, tmp_path, extractor):
+    ds = load_dataset(make_folder(n=2))
+    cache = FeatureCache(tmp_path / "features.sqlite")
+    extract_features(ds, extractor, _pre(), cache=cache, progress=False)
+    other_norm = Preprocess(32, (0.4, 0.4, 0.4), (0.5, 0.5, 0.5))
+    assert extract_features(ds, extractor, other_norm, cache=cache,
+                            progress=False).from_cache == 0
+    import torch
+    torch.manual_seed(3)
+    other_weights = FeatureExtractor(create_backbone("tiny_cnn", pretrained=False))
+    assert extract_features(ds, other_weights, _pre(), cache=cache,
+                            progress=False).from_cache == 0
+
+
+def test_second_linear_probe_run_decodes_nothing(make_folder, tmp_path, decoded):
+    data = make_folder(n=5)
+    cfg = TrainConfig(backbone="tiny_cnn", strategy="linear_probe", image_size=32)
+    first = api.train(data, tmp_path / "r1", config=cfg, progress=False, log=lambda *_: None)
+    assert len(decoded) == 10
+    decoded.clear()
+    second = api.train(data, tmp_path / "r2", config=cfg, progress=False, log=lambda *_: None)
+    assert decoded == []
+    assert second.metrics["val_accuracy"] == first.metrics["val_accuracy"]
+
+
+def test_skip_bad_without_cache(make_folder, extractor):
+    data = make_folder(n=3)
+    bad = data / "a" / "1.png"
+    bad.write_bytes(bad.read_bytes()[:30])
+    ds = load_dataset(data)
+    ex = extract_features(ds, extractor, _pre(), skip_bad=True, progress=False)
+    assert len(ex.kept) == 5 and ds.sources.index(str(bad)) not in ex.kept
+    assert len(ex.skipped) == 1 and str(bad) in ex.skipped[0]
+    assert ex.features.shape[0] == 5

@@ -1,0 +1,178 @@
+"""Image formats and modes: every one loads as a fully decoded RGB image of the right size."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from headstart import ImageReadError
+from headstart.data import Preprocess, content_hash, open_image
+
+W, H = 30, 20
+RED = (200, 30, 40)
+
+
+@pytest.mark.parametrize("ext, tol", [(".jpg", 12), (".jpeg", 12), (".png", 0), (".bmp", 0),
+                                      (".webp", 12), (".gif", 0), (".PNG", 0)])
+def test_formats_load_as_rgb(tmp_path, ext, tol):
+    path = tmp_path / f"x{ext}"
+    Image.new("RGB", (W, H), RED).save(path, format={".jpg": "JPEG", ".jpeg": "JPEG"}.get(
+        ext.lower(), ext[1:].upper()))
+    img = open_image(path)
+    assert img.mode == "RGB" and img.size == (W, H)
+    assert np.abs(np.asarray(img, int)[5, 5] - RED).max() <= tol
+
+
+def test_animated_gif_gives_first_frame(tmp_path):
+    path = tmp_path / "anim.gif"
+    frames = [Image.new("RGB", (W, H), c) for c in ((255, 0, 0), (0, 0, 255), (0, 255, 0))]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=50, loop=0)
+    assert Image.open(path).n_frames == 3
+    img = open_image(path)
+    assert img.mode == "RGB" and img.size == (W, H)
+    assert img.getpixel((3, 3)) == (255, 0, 0)
+
+
+def test_animated_webp_gives_first_frame(tmp_path):
+    path = tmp_path / "anim.webp"
+    frames = [Image.new("RGB", (W, H), c) for c in ((255, 0, 0), (0, 0, 255))]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=50, lossless=True)
+    img = open_image(path)
+    assert img.mode == "RGB" and img.size == (W, H)
+    assert img.getpixel((3, 3)) == (255, 0, 0)
+
+
+def test_grayscale(tmp_path):
+    Image.new("L", (W, H), 128).save(tmp_path / "g.png")
+    img = open_image(tmp_path / "g.png")
+    assert img.mode == "RGB" and img.size == (W, H) and img.getpixel((1, 1)) == (128, 128, 128)
+
+
+def test_palette(tmp_path):
+    p = Image.new("P", (W, H), 3)
+    p.putpalette([0, 0, 0, 10, 10, 10, 20, 20, 20, 0, 255, 0] + [0] * (252 * 3))
+    p.save(tmp_path / "p.png")
+    img = open_image(tmp_path / "p.png")
+    assert img.mode == "RGB" and img.size == (W, H) and img.getpixel((1, 1)) == (0, 255, 0)
+
+
+def test_palette_with_transparency_goes_on_white(tmp_path):
+    p = Image.new("P", (W, H), 1)
+    p.putpalette([0, 0, 0, 0, 0, 255] + [0] * (254 * 3))
+    p.info["transparency"] = 1
+    p.save(tmp_path / "pt.gif", transparency=1)
+    img = open_image(tmp_path / "pt.gif")
+    assert img.mode == "RGB" and img.getpixel((1, 1)) == (255, 255, 255)
+
+
+def test_rgba_composited_on_white(tmp_path):
+    a = Image.new("RGBA", (W, H), (0, 0, 255, 255))
+    a.paste((0, 0, 255, 0), (0, 0, W // 2, H))  # left half fully transparent
+    a.save(tmp_path / "a.png")
+    img = open_image(tmp_path / "a.png")
+    assert img.mode == "RGB" and img.size == (W, H)
+    assert img.getpixel((1, 1)) == (255, 255, 255)
+    assert img.getpixel((W - 2, 1)) == (0, 0, 255)
+
+
+def test_grey_with_alpha(tmp_path):
+    Image.new("LA", (W, H), (50, 255)).save(tmp_path / "la.png")
+    img = open_image(tmp_path / "la.png")
+    assert img.mode == "RGB" and img.getpixel((1, 1)) == (50, 50, 50)
+
+
+def test_16_bit_grey_is_scaled(tmp_path):
+    a = np.zeros((H, W), np.uint16)
+    a[:, W // 2:] = 40000
+    Image.fromarray(a).save(tmp_path / "i16.png")
+    img = open_image(tmp_path / "i16.png")
+    assert img.mode == "RGB" and img.size == (W, H)
+    assert img.getpixel((1, 1)) == (0, 0, 0) and img.getpixel((W - 1, 1)) == (255, 255, 255)
+
+
+def test_cmyk_jpeg(tmp_path):
+    Image.new("CMYK", (W, H), (0, 255, 255, 0)).save(tmp_path / "c.jpg")
+    img = open_image(tmp_path / "c.jpg")
+    assert img.mode == "RGB" and img.size == (W, H)
+    r, g, b = img.getpixel((1, 1))
+    assert r > 200 and g < 50 and b < 50
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = Image.new("RGB", (40, 20), (255, 0, 0))
+    exif = img.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise for display
+    img.save(tmp_path / "phone.jpg", exif=exif)
+    assert open_image(tmp_path / "phone.jpg").size == (20, 40)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: Image.new("RGB", (W, H), RED),
+    lambda: Image.new("L", (W, H), 3),
+    lambda: np.full((H, W, 3), 9, np.uint8),
+    lambda: np.full((H, W), 9, np.uint8),
+    lambda: np.full((3, H, W), 0.5, np.float32),  # CHW floats in [0, 1]
+    lambda: np.full((H, W, 4), 200, np.uint8),
+    lambda: np.full((H, W, 1), 9, np.uint8),
+])
+def test_in_memory_images(make):
+    img = open_image(make())
+    assert img.mode == "RGB" and img.size == (W, H)
+
+
+def test_float_array_in_unit_range_is_scaled():
+    img = open_image(np.full((H, W, 3), 0.5, np.float32))
+    assert img.getpixel((0, 0)) == (127, 127, 127)
+
+
+def test_bad_array_shape():
+    with pytest.raises(ImageReadError) as e:
+        open_image(np.zeros((4, 5, 6, 7), np.uint8))
+    assert "array of shape (4, 5, 6, 7)" in str(e.value) and "HxWx3" in str(e.value)
+
+
+def test_errors_name_the_file(tmp_path):
+    good = tmp_path / "good.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (H, W, 3), np.uint8)).save(good)
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    text = tmp_path / "text.png"
+    text.write_text("hello")
+    for path, words in ((cut, "corrupt or truncated"), (text, "not an image"),
+                        (tmp_path / "none.png", "does not exist")):
+        with pytest.raises(ImageReadError) as e:
+            open_image(path)
+        assert str(path) in str(e.value) and words in str(e.value)
+        assert e.value.source == str(path)
+        assert isinstance(e.value, ValueError)
+
+
+def test_max_pixels(tmp_path):
+    Image.new("RGB", (W, H)).save(tmp_path / "x.png")
+    assert open_image(tmp_path / "x.png", max_pixels=W * H).size == (W, H)
+    with pytest.raises(ImageReadError, match="30x20"):
+        open_image(tmp_path / "x.png", max_pixels=W * H - 1)
+
+
+def test_content_hash_follows_content(tmp_path):
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    Image.new("RGB", (W, H), RED).save(a)
+    Image.new("RGB", (W, H), RED).save(b)
+    assert content_hash(a) == content_hash(b)
+    Image.new("RGB", (W, H), (0, 0, 0)).save(b)
+    assert content_hash(a) != content_hash(b)
+    arr = np.zeros((H, W, 3), np.uint8)
+    assert content_hash(arr) == content_hash(arr.copy()) != content_hash(arr + 1)
+
+
+def test_preprocess_shape_and_normalisation():
+    pre = Preprocess(16, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    img = Image.new("RGB", (64, 32), (255, 0, 255))
+    x = pre(img)
+    assert x.shape == (3, 16, 16) and x.dtype == np.float32
+    assert np.allclose(x[0], 1.0) and np.allclose(x[1], -1.0)
+    # centre crop of the longer side; flip mirrors it
+    half = Image.new("RGB", (32, 16), (0, 0, 0))
+    half.paste((255, 255, 255), (0, 0, 16, 16))
+    plain, flipped = pre(half), pre(half, flip=True)
+    assert np.allclose(plain[:, :, ::-1], flipped)

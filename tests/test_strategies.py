@@ -1,0 +1,207 @@
+"""Strategies are plans; apply_phase freezes by layer group; the one BatchNorm policy."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from headstart import ConfigError, TrainConfig
+from headstart.api import build_model
+from headstart.backbones import get_config
+from headstart.strategies import apply_phase, build_plan, param_groups
+
+GROUPS = get_config("tiny_cnn").layer_groups  # ("stem", "block1", "block2")
+LITE = get_config("efficientnet_lite0").layer_groups
+
+
+def test_tiny_groups_are_early_to_late():
+    assert GROUPS == ("stem", "block1", "block2")
+    assert LITE[0] == "stem" and LITE[-1] == "top" and len(LITE) == 9
+
+
+def test_linear_probe_is_one_cached_phase():
+    plan = build_plan("linear_probe", GROUPS, epochs=7)
+    assert plan.pretrained
+    assert len(plan.phases) == 1
+    (p,) = plan.phases
+    assert p.cached and p.train_groups == () and p.group_lrs == ()
+
+
+def test_fine_tune_is_head_then_all_groups():
+    plan = build_plan("fine_tune", GROUPS, epochs=3, lr=1e-3)
+    assert plan.pretrained
+    head, ft = plan.phases
+    assert head.cached and head.train_groups == ()
+    assert not ft.cached and ft.train_groups == GROUPS and ft.epochs == 3
+    assert ft.head_lr == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize("groups", [GROUPS, LITE], ids=["tiny_cnn", "efficientnet_lite0"])
+def test_discriminative_rates_rise_from_early_to_late(groups):
+    ft = build_plan("fine_tune", groups, epochs=2, lr=1e-3).phases[1]
+    lrs = ft.group_lrs
+    assert len(lrs) == len(groups)
+    assert all(a < b for a, b in zip(lrs, lrs[1:]))
+    assert lrs[-1] == pytest.approx(1e-3) and lrs[0] == pytest.approx(1e-5)
+
+
+def test_gradual_unfreezes_one_more_group_per_phase():
+    plan = build_plan("gradual", GROUPS, epochs=5, lr=1e-3)
+    head, *steps = plan.phases
+    assert head.cached
+    assert len(steps) == len(GROUPS)
+    assert [s.train_groups for s in steps] == [GROUPS[-1:], GROUPS[-2:], GROUPS]
+    assert sum(s.epochs for s in steps) == 5  # the gradient budget is the one asked for
+    assert steps[-1].epochs == 3
+    for s in steps:  # each group keeps its own rate wherever it appears
+        assert s.group_lrs == build_plan("fine_tune", GROUPS, lr=1e-3).phases[1].group_lrs[
+            -len(s.train_groups):]
+
+
+def test_gradual_with_fewer_epochs_than_groups():
+    plan = build_plan("gradual", LITE, epochs=2)
+    assert [p.train_groups for p in plan.phases[1:]] == [LITE[-1:], LITE[-2:]]
+    assert plan.epochs == 3  # head + 2
+
+
+def test_scratch_is_everything_from_random_init():
+    plan = build_plan("scratch", GROUPS, epochs=4)
+    assert plan.pretrained is False
+    (p,) = plan.phases
+    assert not p.cached and p.train_groups == GROUPS and p.epochs == 4
+
+
+def test_unfreeze_top_groups():
+    assert build_plan("fine_tune", GROUPS, unfreeze=1).phases[1].train_groups == ("block2",)
+    assert build_plan("fine_tune", GROUPS, unfreeze="2").phases[1].train_groups == \
+        ("block1", "block2")
+    assert build_plan("fine_tune", GROUPS, unfreeze="all").phases[1].train_groups == GROUPS
+
+
+@pytest.mark.parametrize("kw", [dict(unfreeze=0), dict(unfreeze=4), dict(unfreeze="top"),
+                                dict(epochs=0), dict(lr=0.0), dict(lr=-1e-3)])
+def test_bad_plans(kw):
+    with pytest.raises(ConfigError):
+        build_plan("fine_tune", GROUPS, **kw)
+
+
+def test_unknown_strategy():
+    with pytest.raises(ConfigError, match="linear_probe, fine_tune, gradual, scratch"):
+        build_plan("finetune", GROUPS)
+
+
+# -- apply_phase and BatchNorm ----------------------------------------------------------------
+
+def tiny_model(*, keep_bn_stats: bool = False):
+    torch.manual_seed(0)
+    model = build_model(TrainConfig(backbone="tiny_cnn", image_size=32), 3, pretrained=True)
+    model.keep_bn_stats = keep_bn_stats
+    return model
+
+
+def bns(model, group):
+    return [m for mod in model.backbone.group_modules()[group] for m in mod.modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+def snapshot(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def step(model, phase, n_steps=2):
+    opt = torch.optim.AdamW(param_groups(model, phase))
+    g = torch.Generator().manual_seed(1)
+    for _ in range(n_steps):
+        x = torch.randn(8, 3, 32, 32, generator=g) * 2 + 1  # statistics unlike the init
+        loss = nn.functional.cross_entropy(model(x), torch.arange(8) % 3)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def changed(before, after, prefix):
+    keys = [k for k in before if k.startswith(prefix)]
+    assert keys, prefix
+    return {k for k in keys if not torch.equal(before[k], after[k])}
+
+
+def test_unfreeze_one_trains_only_the_top_group():
+    model = tiny_model()
+    apply_phase(model, build_plan("fine_tune", GROUPS, unfreeze=1).phases[1])
+    gp = model.backbone.group_parameters()
+    assert all(p.requires_grad for p in gp["block2"])
+    assert not any(p.requires_grad for g in ("stem", "block1") for p in gp[g])
+    assert all(p.requires_grad for p in model.head.parameters())
+    assert model.frozen == ("stem", "block1")
+
+
+def test_head_phase_freezes_whole_backbone():
+    model = tiny_model()
+    apply_phase(model, build_plan("fine_tune", GROUPS).phases[0])
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    assert all(p.requires_grad for p in model.head.parameters())
+
+
+def test_param_groups_carry_the_phase_rates():
+    model = tiny_model()
+    phase = build_plan("fine_tune", GROUPS, lr=1e-3).phases[1]
+    groups = param_groups(model, phase)
+    assert [g["name"] for g in groups] == ["stem", "block1", "block2", "head"]
+    assert [g["lr"] for g in groups] == [*phase.group_lrs, phase.head_lr]
+    gp = model.backbone.group_parameters()
+    for g in groups[:-1]:  # matched by identity, not name
+        assert {id(p) for p in g["params"]} == {id(p) for p in gp[g["name"]]}
+
+
+def test_frozen_batchnorm_keeps_statistics():
+    model = tiny_model()
+    phase = build_plan("fine_tune", GROUPS, unfreeze=1).phases[1]
+    apply_phase(model, phase)
+    model.train()
+    assert model.training and model.head.training
+    assert all(not bn.training for g in ("stem", "block1") for bn in bns(model, g))
+    assert all(bn.training for bn in bns(model, "block2"))
+    before = snapshot(model)
+    step(model, phase)
+    after = snapshot(model)
+    assert changed(before, after, "backbone.stem") == set()
+    assert changed(before, after, "backbone.block1") == set()
+    top = changed(before, after, "backbone.block2")
+    assert {"backbone.block2.0.weight", "backbone.block2.1.weight",
+            "backbone.block2.1.running_mean", "backbone.block2.1.running_var"} <= top
+    assert changed(before, after, "head.") == {"head.fc.weight", "head.fc.bias"}
+
+
+def test_policy_survives_eval_then_train():
+    model = tiny_model()
+    apply_phase(model, build_plan("fine_tune", GROUPS, unfreeze=1).phases[1])
+    model.eval()
+    model.train()
+    assert all(not bn.training for bn in bns(model, "stem"))
+    assert all(bn.training for bn in bns(model, "block2"))
+
+
+def test_keep_bn_stats_keeps_every_running_statistic():
+    model = tiny_model(keep_bn_stats=True)
+    phase = build_plan("fine_tune", GROUPS).phases[1]  # every group trains
+    apply_phase(model, phase)
+    model.train()
+    assert all(not bn.training for g in GROUPS for bn in bns(model, g))
+    before = snapshot(model)
+    step(model, phase)
+    after = snapshot(model)
+    stats = {k for k in before if "running_" in k or "num_batches" in k}
+    assert stats and not any(k in changed(before, after, "backbone.") for k in stats)
+    # the affine and conv weights still learn
+    assert {"backbone.stem.0.weight", "backbone.block2.1.weight"} <= \
+        changed(before, after, "backbone.")
+
+
+def test_scratch_updates_statistics():
+    model = tiny_model()
+    phase = build_plan("scratch", GROUPS).phases[0]
+    apply_phase(model, phase)
+    model.train()
+    before = snapshot(model)
+    step(model, phase)
+    assert "backbone.stem.1.running_mean" in changed(before, snapshot(model), "backbone.")
