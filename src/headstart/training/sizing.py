@@ -44,9 +44,11 @@ def cv_accuracy(features: np.ndarray, y: np.ndarray, k: int, *, C: float, seed: 
 
 
 def choose_image_size(ds: ImageDataset, cfg, *, cache: FeatureCache | None, progress: bool,
-                      per_class: int = 20) -> tuple[int, list[dict], str]:
-    """(size, measurements, reason)."""
+                      per_class: int = 20, max_images: int = 400) -> tuple[int, list[dict], str]:
+    """(size, measurements, reason). Samples at most `per_class` images per class and about
+    `max_images` in all (at least 3 per class), so many-class data stays cheap to measure."""
     bcfg = get_config(cfg.backbone)
+    per_class = max(3, min(per_class, max_images // max(1, len(ds.classes))))
     sizes = candidate_sizes(bcfg.input_size, bcfg.min_size)
     idx = sample_per_class(ds.labels, per_class, cfg.seed)
     sub = ds.subset(idx)

@@ -1,0 +1,26 @@
+"""The trainer runs unchanged under torchrun: two CPU processes (gloo), one run directory."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from conftest import TINY
+
+
+def test_torchrun_two_processes_write_one_complete_run(make_folder, tmp_path):
+    data = make_folder(classes=("a", "b"), n=8)
+    out = tmp_path / "runs" / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_port", "29517", "-m", "headstart.cli.main", "train", str(data), "--out",
+         str(out), "--strategy", "fine_tune", "--epochs", "2", *TINY],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("done in") == 1  # only rank 0 reports
+    assert {p.name for p in out.iterdir()} >= {
+        "config.yaml", "history.csv", "labels.json", "metrics.json", "model.safetensors"}
+    assert not (out.parent / ".ddp.partial").exists()
+    history = (out / "history.csv").read_text().splitlines()
+    assert len(history) == 1 + 1 + 2  # header, head phase, two fine-tune epochs
