@@ -42,6 +42,7 @@ def plot_confusion(report: dict, path: str | Path, *, title: str = "Confusion ma
 
 def plot_history(rows: list[dict], path: str | Path) -> Path:
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     x = list(range(1, len(rows) + 1))
     for key, ax in (("loss", a1), ("acc", a2)):
@@ -50,7 +51,8 @@ def plot_history(rows: list[dict], path: str | Path) -> Path:
             if any(v not in (None, "") for v in ys):
                 ax.plot(x, [float(v) if v not in (None, "") else np.nan for v in ys], "o-",
                         label=split)
-        ax.set_xlabel("epoch (all phases)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch (all phases; the first is the head on cached features)")
         ax.set_ylabel(key)
         ax.legend()
         ax.grid(alpha=0.3)
