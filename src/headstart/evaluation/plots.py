@@ -52,7 +52,7 @@ def plot_history(rows: list[dict], path: str | Path) -> Path:
                 ax.plot(x, [float(v) if v not in (None, "") else np.nan for v in ys], "o-",
                         label=split)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel("epoch (all phases; the first is the head on cached features)")
+        ax.set_xlabel("epoch (all phases, in order)")
         ax.set_ylabel(key)
         ax.legend()
         ax.grid(alpha=0.3)
