@@ -116,6 +116,7 @@ def build_engines(args, cache_root):
     backbone = create_backbone("efficientnet_lite0", image_size=args.size).eval()
     t = time.perf_counter()
     extractor = FeatureExtractor(backbone, engine="onnxruntime", threads=threads)
+    extractor.session  # ONNX export + parity check happen on first use; do them now
     setup_s = time.perf_counter() - t
 
     def eager(x):

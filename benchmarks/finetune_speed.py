@@ -138,6 +138,8 @@ class Setting:
 
 
 def run_size(args, size: int) -> list[Setting]:
+    import torch
+    torch.manual_seed(0)  # the new head's initial weights
     model, phase = build(size)
     batches = make_batches(min(4, args.warmup + args.steps), args.batch_size, size)
     settings = [Setting(n, cl, bf, model, phase) for n, cl, bf in SETTINGS]

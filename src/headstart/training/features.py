@@ -65,11 +65,20 @@ class FeatureExtractor:
         self.size = backbone.image_size
         self.fingerprint = weights_fingerprint(backbone)
         self.threads = threads or torch.get_num_threads()
-        self.session = None
-        self.engine = "torch"
-        if engine in ("auto", "onnxruntime"):
-            self.session = self._onnx_session(strict=engine == "onnxruntime")
-            self.engine = "onnxruntime" if self.session is not None else "torch"
+        self.requested = engine
+        self._session = None
+        self._ready = engine == "torch"  # ONNX Runtime is set up on first use only
+
+    @property
+    def session(self):
+        if not self._ready:
+            self._ready = True
+            self._session = self._onnx_session(strict=self.requested == "onnxruntime")
+        return self._session
+
+    @property
+    def engine(self) -> str:
+        return "onnxruntime" if self.session is not None else "torch"
 
     def key(self, pre: Preprocess) -> str:
         return f"{self.backbone.config.name}|{self.fingerprint}|{pre.signature()}"
