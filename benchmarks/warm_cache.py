@@ -32,10 +32,6 @@ def parse_args():
     p.add_argument("--size", type=int, default=224, help="the fixed image size")
     p.add_argument("--no-auto", action="store_true", help="skip the image_size='auto' pair")
     p.add_argument("--no-cli", action="store_true", help="skip the CLI subprocess pair")
-    p.add_argument("--fit-threads", type=int, default=None,
-                   help="what-if experiment: run headstart's linear-head fit (L-BFGS) on this "
-                        "many torch threads by wrapping it in this process (src unchanged); "
-                        "in-process pairs only")
     a = p.parse_args()
     a.n = a.n or (500 if a.quick else 2000)
     a.cli = not (a.quick or a.no_cli)
@@ -94,63 +90,9 @@ def pair(label: str, run, after=None) -> dict:
     return {"label": label, "cold": cold, "warm": warm, "extra": extra}
 
 
-def fit_thread_check(data: Path, size: int, reps: int = 3) -> list[tuple[int, float, float]]:
-    """The head fit alone on the run's real (cached) training features: torch's default thread
-    count vs 1 thread, interleaved. Returns (threads, best s, median s) per setting."""
-    import torch
-
-    from headstart.api import preprocess_for
-    from headstart.backbones import create_backbone
-    from headstart.data.datasets import load_dataset
-    from headstart.training import FeatureCache, FeatureExtractor
-    from headstart.training.config import TrainConfig
-    from headstart.training.extract import extract_features
-    from headstart.training.headfit import fit_linear_head
-
-    ds = load_dataset(data)
-    cfg = TrainConfig(strategy="linear_probe", image_size=size)
-    ex = extract_features(ds, FeatureExtractor(create_backbone(cfg.backbone, image_size=size)),
-                          preprocess_for(cfg), views=2, cache=FeatureCache(), progress=False)
-    y = np.array([ds.classes.index(ds.labels[i]) for i in ex.kept])
-    idx = np.random.default_rng(0).permutation(len(y))[: int(len(y) * 0.8)]  # a training split
-    feats, y = ex.features[idx], y[idx]
-    default = torch.get_num_threads()
-    times = {default: [], 1: []}
-    for _ in range(reps):
-        for t in times:
-            torch.set_num_threads(t)
-            start = time.perf_counter()
-            fit_linear_head(feats, y, len(ds.classes))
-            times[t].append(time.perf_counter() - start)
-    torch.set_num_threads(default)
-    return [(t, min(v), C.median(v)) for t, v in times.items()]
-
-
-def limit_fit_threads(threads: int) -> None:
-    """Wrap fit_linear_head where headstart imported it, to run on `threads` torch threads."""
-    import torch
-
-    from headstart.training import headfit, loop, sizing
-    original = headfit.fit_linear_head
-
-    def fit(*a, **k):
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            return original(*a, **k)
-        finally:
-            torch.set_num_threads(before)
-    for module in (loop, sizing):
-        module.fit_linear_head = fit
-
-
 def main() -> None:
     args = parse_args()
     print(f"machine: {C.machine_line()}")
-    if args.fit_threads:
-        limit_fit_threads(args.fit_threads)
-        print(f"WHAT-IF: headstart's head fit wrapped to run on {args.fit_threads} torch "
-              "thread(s) in this process (not headstart's current behaviour)")
     with C.temp_dir() as tmp:
         from headstart.data.shipped import write_animal_mnist
         data = write_animal_mnist(tmp / "am", per_class=args.n // 10) / "train"
@@ -160,8 +102,7 @@ def main() -> None:
               "on (2 backbone passes per image), val fraction 0.2")
         with C.temp_cache():  # throw-away: imports, oneDNN/ORT initialisation
             api_run(small, 64)
-        pairs = [pair(f"api.train image_size={args.size}", lambda: api_run(data, args.size),
-                      after=lambda: fit_thread_check(data, args.size))]
+        pairs = [pair(f"api.train image_size={args.size}", lambda: api_run(data, args.size))]
         if not args.no_auto:
             pairs.append(pair("api.train image_size=auto", lambda: api_run(data, "auto")))
         if args.cli:
@@ -198,11 +139,6 @@ def report(pairs: list[dict], n: int) -> None:
     for p in pairs[1:]:
         print(f"warm-cache speed-up, {p['label']}: "
               f"{p['cold']['seconds'] / p['warm']['seconds']:.1f}x")
-    if first.get("extra"):
-        rows = [[f"{t} thread(s)", best, med] for t, best, med in first["extra"]]
-        print()
-        print(C.table(["fit_linear_head on the real features", "best s", "median s"], rows,
-                      title="the head fit alone, torch's default threads vs 1, interleaved"))
 
 
 def _acc(c: dict, w: dict) -> str:
