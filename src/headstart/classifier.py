@@ -124,8 +124,5 @@ class TransferClassifier:
 
 
 def _as_list(X) -> list:
-    if isinstance(X, (str, Path)):
-        return [X]
-    if isinstance(X, np.ndarray) and X.dtype != object and X.ndim in (3, 4):
-        return list(X)
-    return list(X)
+    """One path, or a sequence of images (an (N,H,W[,C]) array is N images)."""
+    return [X] if isinstance(X, (str, Path)) else list(X)
