@@ -1,7 +1,6 @@
 """The sub-commands. Each add_X registers its arguments; each run_X calls the library."""
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -186,5 +185,3 @@ def run_make_dataset(args) -> int:
     print(f"wrote {root}/train (training pool) and {root}/test (2,000-image hold-out)")
     return 0
 
-
-__all__ = ["argparse"]
