@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import os
 import warnings
 from pathlib import Path
 from typing import Union
@@ -38,28 +39,29 @@ def describe(source: ImageSource) -> str:
     return f"PIL image {getattr(source, 'size', '')}"
 
 
-def content_hash(source: ImageSource) -> str:
-    """A hash of the image's content: the file's bytes, or the pixels of an in-memory image."""
+def read_file(path: str | Path) -> bytes:
+    """The bytes of an image file, or an ImageReadError naming it and the fix."""
+    name = str(path)
+    if not os.path.lexists(path):  # a dangling link exists but "cannot be read"
+        raise ImageReadError(name, "does not exist", "check the path")
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise ImageReadError(name, f"cannot be read ({e.strerror or e})",
+                             "check that the file is readable") from None
+
+
+def content_hash(source: ImageSource, data: bytes | None = None) -> str:
+    """A hash of the image's content: the file's bytes (pass them as `data` if already read),
+    or the pixels of an in-memory image."""
     h = hashlib.blake2b(digest_size=16)
     if isinstance(source, (str, Path)):
-        try:
-            with open(source, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
-                    h.update(chunk)
-        except OSError as e:
-            raise ImageReadError(str(source), f"cannot be read ({e.strerror or e})",
-                                 "check that the file exists and is readable") from None
+        h.update(read_file(source) if data is None else data)
         return h.hexdigest()
-    arr = _array_of(source)
+    arr = np.asarray(source)
     h.update(str(arr.shape).encode() + str(arr.dtype).encode())
     h.update(np.ascontiguousarray(arr).tobytes())
     return h.hexdigest()
-
-
-def _array_of(source) -> np.ndarray:
-    if isinstance(source, Image.Image):
-        return np.asarray(source)
-    return np.asarray(source)
 
 
 def open_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -69,23 +71,12 @@ def open_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
         return _from_array(source, name)
     if isinstance(source, Image.Image):
         return _to_rgb(source, name)
-    path = Path(source)
-    if not path.exists():
-        raise ImageReadError(name, "does not exist", "check the path")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise ImageReadError(name, f"cannot be read ({e.strerror or e})",
-                             "check its permissions") from None
-    return decode_bytes(data, name, max_pixels=max_pixels)
+    return decode_bytes(read_file(source), name, max_pixels=max_pixels)
 
 
 def decode_bytes(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    if not data:
-        raise ImageReadError(name, "is empty (0 bytes)", "remove it or replace it with a real image")
     with pil_errors(name):
-        img = Image.open(io.BytesIO(data))
-        check_pixels(img, name, max_pixels)
+        img = _open_checked(data, name, max_pixels)
         if getattr(img, "is_animated", False):
             img.seek(0)  # GIF/WebP animations: the first frame
         img.load()
@@ -122,18 +113,24 @@ def check_pixels(img: Image.Image, name: str, max_pixels: int) -> None:
             "downscale it, or raise the limit with --max-pixels if you trust the file")
 
 
+def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
+    """Open (header only) and check the size; call inside pil_errors."""
+    if not data:
+        raise ImageReadError(name, "is empty (0 bytes)", "remove it or replace it with a real image")
+    img = Image.open(io.BytesIO(data))
+    check_pixels(img, name, max_pixels)
+    return img
+
+
 def read_checked(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
     """Content hash of a source, after a cheap header check (readable, an image, not too
-    large) for files. Full decoding errors can only show when the pixels are decoded."""
-    digest = content_hash(source)
-    if isinstance(source, (str, Path)):
-        name = str(source)
-        if Path(source).stat().st_size == 0:
-            raise ImageReadError(name, "is empty (0 bytes)", "remove it or replace it with a "
-                                 "real image")
-        with pil_errors(name), Image.open(source) as img:
-            check_pixels(img, name, max_pixels)
-    return digest
+    large) for files, from one read of the file. Decoding errors show only when decoded."""
+    if not isinstance(source, (str, Path)):
+        return content_hash(source)
+    data = read_file(source)
+    with pil_errors(str(source)):
+        _open_checked(data, str(source), max_pixels)
+    return content_hash(source, data)
 
 
 def _to_rgb(img: Image.Image, name: str) -> Image.Image:
