@@ -2,6 +2,7 @@
 feature cache, keyed by image content, backbone, weights and pre-processing."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import sqlite3
@@ -63,11 +64,16 @@ class FeatureExtractor:
     def __init__(self, backbone: Backbone, *, engine: str = "auto", threads: int | None = None):
         self.backbone = backbone.eval()
         self.size = backbone.image_size
-        self.fingerprint = weights_fingerprint(backbone)
         self.threads = threads or torch.get_num_threads()
         self.requested = engine
         self._session = None
         self._ready = engine == "torch"  # ONNX Runtime is set up on first use only
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        """Hash of the weights: needed for cache keys and ONNX files, not for eager inference
+        (the trainer's per-epoch validation skips it)."""
+        return weights_fingerprint(self.backbone)
 
     @property
     def session(self):
