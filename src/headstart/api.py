@@ -12,10 +12,13 @@ import torch
 
 from . import __version__
 from .backbones import create_backbone, get_config
-from .data.datasets import ImageDataset, load_dataset, stratified_split
+from .data.datasets import ImageDataset, LabelledData, load_dataset, require_two_per_class
+from .data.datasets import stratified_split
+from .data.texts import TextDataset, check_not_empty, detect_modality
+from .data.tokenize import TextPreprocess
 from .data.transforms import Preprocess
 from .evaluation import classification_report, plot_history
-from .exceptions import DataError
+from .exceptions import ConfigError, DataError
 from .heads import LinearHead, TransferModel
 from .strategies import build_plan
 from .training import FeatureCache, FeatureExtractor, RunWriter, Split, TrainConfig, Trainer
@@ -25,6 +28,7 @@ from .training.extract import extract_features
 from .training.headfit import head_logits
 from .training.predict import predict_logits, softmax
 from .training.sizing import choose_image_size
+from .training.text_extract import count_truncated
 
 
 @dataclass
@@ -38,13 +42,37 @@ class TrainedModel:
     label_values: list | None = None  # the user's labels (e.g. ints), in the order of classes
 
     @property
-    def preprocess(self) -> Preprocess:
+    def preprocess(self):
         return preprocess_for(self.config)
 
+    @property
+    def modality(self) -> str:
+        return get_config(self.config.backbone).modality
 
-def preprocess_for(cfg: TrainConfig) -> Preprocess:
+
+DEFAULT_BACKBONE = {"image": "efficientnet_lite0", "text": "minilm_l6"}
+
+
+def preprocess_for(cfg: TrainConfig):
+    """The backbone's input pipeline: image pre-processing, or the tokenizer and its windows."""
     b = get_config(cfg.backbone)
+    if b.modality == "text":
+        return TextPreprocess(b.tokenizer, int(cfg.image_size), truncate=cfg.truncate)
     return Preprocess(int(cfg.image_size), b.mean, b.std)
+
+
+def resolve_backbone(cfg: TrainConfig, modality: str):
+    """Fill in the default backbone for the data's modality and check that they agree."""
+    cfg.backbone = cfg.backbone or DEFAULT_BACKBONE[modality]
+    bcfg = get_config(cfg.backbone)
+    if bcfg.modality != modality:
+        other = DEFAULT_BACKBONE[modality]
+        raise ConfigError(f"backbone '{cfg.backbone}' reads {bcfg.modality}s but the data holds "
+                          f"{modality}s; pick a {modality} backbone such as '{other}' (see "
+                          "`headstart models`)")
+    if modality == "text":  # no image sizes, flips or crops: the window is the encoder's
+        cfg.image_size, cfg.flip, cfg.augment = bcfg.input_size, False, False
+    return bcfg
 
 
 def build_model(cfg: TrainConfig, num_classes: int, *, pretrained: bool) -> TransferModel:
@@ -53,9 +81,9 @@ def build_model(cfg: TrainConfig, num_classes: int, *, pretrained: bool) -> Tran
     return TransferModel(backbone, LinearHead(backbone.config.feature_dim, num_classes))
 
 
-def summarize(ds: ImageDataset) -> str:
+def summarize(ds: LabelledData) -> str:
     counts = ds.counts()
-    lines = [f"{len(ds)} images in {len(counts)} classes from {ds.root}"]
+    lines = [f"{len(ds)} {ds.unit} in {len(counts)} classes from {ds.root}"]
     lines += [f"  {c}: {n}" for c, n in counts.items()]
     if ds.ignored_system_files:
         lines.append(f"  (ignored {ds.ignored_system_files} hidden or system file(s))")
@@ -74,14 +102,20 @@ def train(data, out: str | Path | None = None, *, labels=None, config: TrainConf
           log: Callable[[str], None] = print) -> TrainedModel:
     t_start = time.perf_counter()
     cfg = replace(config or TrainConfig()).validate()
-    bcfg = get_config(cfg.backbone)
+    modality = detect_modality(data, labels)
+    bcfg = resolve_backbone(cfg, modality)
     dist.init_from_env()
     if not dist.is_main():  # under torchrun only rank 0 talks and writes
         log, progress = (lambda *_: None), False
     writer = RunWriter(out, overwrite=overwrite) if out is not None and dist.is_main() else None
-    ds = load_dataset(data, labels, skip_bad=cfg.skip_bad)
+    ds = load_dataset(data, labels, skip_bad=cfg.skip_bad, modality=modality,
+                      text_options=cfg.text_options())
     log(summarize(ds))
     report_skipped(ds.skipped, log)
+    if cfg.val_fraction > 0:
+        require_two_per_class(ds)
+    if modality == "text":
+        log_windows(ds.sources, preprocess_for(cfg), log)
     cache = FeatureCache()
     measurements: list[dict] = []
     if cfg.image_size == "auto":
@@ -92,7 +126,7 @@ def train(data, out: str | Path | None = None, *, labels=None, config: TrainConf
         log(f"image size: {size}px ({reason})")
         cfg.image_size = size
     plan = build_plan(cfg.strategy, bcfg.layer_groups, epochs=cfg.epochs, lr=cfg.lr,
-                      unfreeze=cfg.unfreeze)
+                      unfreeze=cfg.unfreeze, modality=modality)
     for phase in plan.phases:
         log(f"phase {phase.describe()}")
     classes = ds.classes
@@ -105,7 +139,8 @@ def train(data, out: str | Path | None = None, *, labels=None, config: TrainConf
     train_split, val_split, skipped = _prepare_splits(ds, y_all, tr_idx, va_idx, model, pre, cfg,
                                                       plan, cache, progress)
     report_skipped(skipped, log)
-    stored = {"headstart_version": __version__, "data": str(ds.root), "images": len(ds),
+    stored = {"headstart_version": __version__, "data": str(ds.root), "modality": modality,
+              "examples": len(ds),
               **cfg.to_dict(), "image_size_measurements": measurements}
     resume = writer.open(stored, restart=restart) if writer else None
     if resume:
@@ -133,6 +168,9 @@ def _prepare_splits(ds, y_all, tr_idx, va_idx, model, pre, cfg, plan, cache, pro
     splits, skipped = [], []
     for name, idx in (("train", tr_idx), ("val", va_idx)):
         sub = ds.subset(idx)
+        if ds.modality == "text" and extractor is None:  # texts were checked on loading
+            splits.append(Split(sub, y_all[np.asarray(idx, np.int64)]))
+            continue
         if not len(sub):
             splits.append(Split(sub, np.zeros(0, np.int64), np.zeros((0, views, 1), np.float32)))
             continue
@@ -157,13 +195,25 @@ def _final_metrics(model, val: Split, pre, cfg, classes, progress) -> dict:
         return {"val": None, "val_accuracy": None}
     if val.features is not None and all(not p.requires_grad for p in model.backbone.parameters()) \
             and cfg.strategy == "linear_probe":
-        logits = head_logits(val.features, model.head.fc.weight.detach(),
-                             model.head.fc.bias.detach())
+        logits = head_logits(val.features, *model.head.raw_weights())
     else:
         logits = predict_logits(model, val.ds, pre, flip=cfg.flip, progress=progress,
                                 batch_size=cfg.batch_size * 2)
     report = classification_report(val.y, logits.argmax(1), classes)
     return {"val": report, "val_accuracy": report["accuracy"]}
+
+
+def log_windows(texts: list[str], pre: TextPreprocess, log) -> None:
+    """Say how texts longer than the encoder's window are handled: never silently."""
+    long = count_truncated(pre, texts)
+    if not long:
+        return
+    if pre.truncate:
+        log(f"truncating: {long} of {len(texts)} texts are longer than {pre.size} tokens and "
+            "keep only their first window (--truncate)")
+    else:
+        log(f"{long} of {len(texts)} texts are longer than {pre.size} tokens: each is split into "
+            "windows whose embeddings are pooled (--truncate keeps only the first)")
 
 
 def save_run(result: TrainedModel, writer: RunWriter, *, overwrite: bool = False) -> Path:
@@ -190,7 +240,8 @@ def load(run: str | Path) -> TrainedModel:
 
 def evaluate(trained: TrainedModel, data, *, labels=None, skip_bad: bool = False,
              progress: bool = True) -> tuple[dict, list[str]]:
-    ds = load_dataset(data, labels, skip_bad=skip_bad, min_classes=1)
+    ds = load_dataset(data, labels, skip_bad=skip_bad, min_classes=1, modality=trained.modality,
+                      text_options=trained.config.text_options())
     unknown = sorted(set(ds.labels) - set(trained.classes))
     if unknown:
         raise DataError(f"{ds.root}: classes {', '.join(unknown)} are not among the run's "
@@ -202,12 +253,26 @@ def evaluate(trained: TrainedModel, data, *, labels=None, skip_bad: bool = False
     return report, ds.skipped + ex.skipped
 
 
+def unlabelled(trained: TrainedModel, inputs: list):
+    """A dataset of inputs to predict: image paths/arrays, or texts for a text run."""
+    if trained.modality == "text":
+        texts = [str(t) for t in inputs]
+        check_not_empty(texts, [f"text {i + 1}" for i in range(len(texts))])
+        return TextDataset(texts, ["?"] * len(texts))
+    return ImageDataset(list(inputs), ["?"] * len(inputs))
+
+
+def predict_probs(trained: TrainedModel, inputs: list, *, progress: bool = False) -> np.ndarray:
+    """Class probabilities (n, classes) in the order of trained.classes."""
+    return softmax(predict_logits(trained.model, unlabelled(trained, inputs), trained.preprocess,
+                                  flip=trained.config.flip, progress=progress))
+
+
 def predict_images(trained: TrainedModel, images: list, *, top: int = 5,
                    progress: bool = False) -> list[list[tuple[str, float]]]:
-    ds = ImageDataset(list(images), ["?"] * len(images))
-    probs = softmax(predict_logits(trained.model, ds, trained.preprocess,
-                                   flip=trained.config.flip, progress=progress))
-    return [_top(p, trained.classes, top) for p in probs]
+    """Top-k (class, probability) for each input: image paths/arrays, or texts for a text run."""
+    return [_top(p, trained.classes, top)
+            for p in predict_probs(trained, images, progress=progress)]
 
 
 def source_predict(images: list, *, backbone: str = "efficientnet_lite0", weights=None,

@@ -1,4 +1,5 @@
-"""TransferClassifier: a scikit-learn-style estimator over image paths, PIL images or arrays."""
+"""TransferClassifier: a scikit-learn-style estimator over image paths, PIL images, arrays, or
+texts."""
 from __future__ import annotations
 
 import inspect
@@ -7,33 +8,34 @@ from pathlib import Path
 import numpy as np
 
 from . import api
-from .data.datasets import ImageDataset
 from .exceptions import HeadstartError
 from .training.config import TrainConfig
-from .training.predict import predict_logits, softmax
 from .training.rundir import RunWriter
 
 
 class TransferClassifier:
-    """Fine-tune or probe a pre-trained backbone on your images.
+    """Fine-tune or probe a pre-trained backbone on your images or texts.
 
     >>> clf = TransferClassifier(backbone="efficientnet_lite0", strategy="linear_probe")
     >>> clf.fit(paths, labels).predict(more_paths)
+    >>> TransferClassifier(strategy="linear_probe").fit(texts, labels)  # backbone: minilm_l6
 
+    backbone=None picks the default for the data: efficientnet_lite0 for images, minilm_l6 for
+    texts.
     Parameters are those of `headstart train` (see TrainConfig); learned state ends in `_`.
     """
 
-    def __init__(self, backbone: str = "efficientnet_lite0", strategy: str = "fine_tune", *,
+    def __init__(self, backbone: str | None = None, strategy: str = "fine_tune", *,
                  epochs: int = 5, lr: float | None = None, unfreeze: str = "all",
                  image_size: int | str = "auto", batch_size: int = 32, val_fraction: float = 0.2,
                  seed: int = 0, patience: int = 3, flip: bool = True, augment: bool = True,
                  C: float = 1.0, weights: str | None = None, skip_bad: bool = False,
-                 verbose: bool = True) -> None:
+                 truncate: bool = False, verbose: bool = True) -> None:
         self.backbone, self.strategy, self.epochs, self.lr = backbone, strategy, epochs, lr
         self.unfreeze, self.image_size, self.batch_size = unfreeze, image_size, batch_size
         self.val_fraction, self.seed, self.patience, self.flip = val_fraction, seed, patience, flip
         self.augment, self.C, self.weights, self.skip_bad = augment, C, weights, skip_bad
-        self.verbose = verbose
+        self.truncate, self.verbose = truncate, verbose
 
     # scikit-learn's parameter protocol ---------------------------------------------------
     @classmethod
@@ -93,11 +95,7 @@ class TransferClassifier:
 
     def predict_proba(self, X) -> np.ndarray:
         self._check_fitted()
-        images = _as_list(X)
-        t = self.trained_
-        logits = predict_logits(t.model, ImageDataset(images, ["?"] * len(images)),
-                                t.preprocess, flip=t.config.flip, progress=False)
-        return softmax(logits)[:, self._columns]
+        return api.predict_probs(self.trained_, _as_list(X))[:, self._columns]
 
     def predict(self, X) -> np.ndarray:
         self._check_fitted()
@@ -124,5 +122,5 @@ class TransferClassifier:
 
 
 def _as_list(X) -> list:
-    """One path, or a sequence of images (an (N,H,W[,C]) array is N images)."""
+    """One path or text, or a sequence of images or texts (an (N,H,W[,C]) array is N images)."""
     return [X] if isinstance(X, (str, Path)) else list(X)

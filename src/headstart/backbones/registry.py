@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -27,6 +28,7 @@ class BackboneConfig:
     num_source_classes: int = 0  # size of the pre-training classifier kept for `predict`
     source_labels: str = ""  # "imagenet-1k" when the source classifier's names are known
     min_size: int = 32
+    tokenizer: str = ""  # text: the directory of the tokenizer files
     description: str = ""
     factory: Callable[..., "Backbone"] = field(default=None, compare=False, repr=False)
     weights_installed: Callable[[], bool] = field(default=lambda: False, compare=False,
@@ -71,9 +73,25 @@ def register_backbone(config: BackboneConfig) -> BackboneConfig:
 def get_config(name: str) -> BackboneConfig:
     _ensure_builtins()
     key = name.replace("-", "_").lower()
-    if key not in _REGISTRY:
-        raise UnknownBackboneError(name, _REGISTRY)
-    return _REGISTRY[key]
+    if key in _REGISTRY:
+        return _REGISTRY[key]
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if Path(name).is_dir():
+        return register_backbone(config_from_dir(Path(name)))
+    raise UnknownBackboneError(name, _REGISTRY)
+
+
+def config_from_dir(path: Path) -> BackboneConfig:
+    """A backbone from a local model directory (Hugging Face / sentence-transformers)."""
+    from ..exceptions import WeightsError
+    from .text import text_config
+
+    path = path.resolve()
+    if (path / "config.json").is_file():
+        return text_config(str(path), str(path))
+    raise WeightsError(f"{path}: not a model directory headstart can read (expected a Hugging "
+                       "Face or sentence-transformers directory with config.json)")
 
 
 def list_backbones() -> list[BackboneConfig]:
@@ -102,8 +120,19 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def dummy_input(config: BackboneConfig, size: int, batch: int = 1):
+    """A zero input of the backbone's kind: images, or full windows of `size` tokens."""
+    if config.modality == "text":
+        ids = torch.zeros(batch, size, dtype=torch.long)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                "doc": torch.arange(batch), "n_docs": batch}
+    return torch.zeros(batch, 3, size, size)
+
+
 def count_flops(backbone: Backbone, size: int | None = None) -> int:
-    """Floating-point operations (2 per multiply-add) of one forward pass of one image."""
+    """Floating-point operations (2 per multiply-add) of one forward pass of one image, or of
+    one full window of text (convolutions and linear layers; attention's own products, about
+    a tenth more at 256 tokens, are not counted)."""
     size = size or backbone.image_size
     total = 0
 
@@ -121,7 +150,7 @@ def count_flops(backbone: Backbone, size: int | None = None) -> int:
     try:
         backbone.eval()
         with torch.no_grad():
-            backbone(torch.zeros(1, 3, size, size))
+            backbone(dummy_input(backbone.config, size))
     finally:
         for h in handles:
             h.remove()
@@ -136,4 +165,4 @@ def _ensure_builtins() -> None:
     global _LOADED
     if not _LOADED:
         _LOADED = True
-        from . import efficientnet_lite, tiny  # noqa: F401  (they register themselves)
+        from . import efficientnet_lite, text, tiny  # noqa: F401  (they register themselves)

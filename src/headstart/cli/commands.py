@@ -34,12 +34,16 @@ def run_models(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'name':<20}{'input':>6}{'params':>8}{'GFLOPs':>8}  {'weights':<10}{'license':<12}"
+    print(f"{'name':<20}{'input':>8}{'params':>8}{'GFLOPs':>8}  {'weights':<10}{'license':<12}"
           "pre-training")
     for r in rows:
-        print(f"{r['name']:<20}{r['input_size']:>5}px{r['params_m']:>7.1f}M{r['gflops']:>8.2f}  "
+        unit = "tok" if r["modality"] == "text" else "px"
+        print(f"{r['name']:<20}{r['input_size']:>5}{unit:<3}{r['params_m']:>7.1f}M"
+              f"{r['gflops']:>8.2f}  "
               f"{'installed' if r['installed'] else 'missing':<10}{r['license']:<12}"
               f"{r['pretraining']}")
+    print("\ninput: image side in pixels, or text window in tokens (longer texts are split into "
+          "windows and pooled); GFLOPs per image or per full window")
     print("\nlayer groups (early -> late):")
     for r in rows:
         print(f"  {r['name']:<20}{' '.join(r['layer_groups'])}")
@@ -47,8 +51,11 @@ def run_models(args) -> int:
 
 
 def add_predict(sub) -> None:
-    p = sub.add_parser("predict", help="classify images: ImageNet top-5, or with a trained run")
-    p.add_argument("images", nargs="+", metavar="IMG")
+    p = sub.add_parser("predict", help="classify images (ImageNet top-5, or with a trained run) "
+                       "or texts (with a trained text run)")
+    p.add_argument("images", nargs="+", metavar="INPUT",
+                   help="image files; for a text run: texts, .txt files (one text each), or "
+                   ".csv/.tsv/.jsonl files (their text column)")
     p.add_argument("--run", help="a run directory from `headstart train`")
     p.add_argument("--backbone", default="efficientnet_lite0")
     p.add_argument("--weights", help="weights file/folder/URL for the backbone")
@@ -59,7 +66,12 @@ def add_predict(sub) -> None:
 
 def run_predict(args) -> int:
     if args.run:
-        results = api.predict_images(api.load(args.run), args.images, top=args.top)
+        trained = api.load(args.run)
+        inputs, names = args.images, args.images
+        if trained.modality == "text":
+            inputs, names = _texts_to_predict(args.images, trained.config)
+        results = api.predict_images(trained, inputs, top=args.top)
+        args.images = names
     else:
         results = api.source_predict(args.images, backbone=args.backbone, weights=args.weights,
                                      top=args.top)
@@ -97,12 +109,21 @@ def _common_train_args(p) -> None:
     p.add_argument("--precision", default=d.precision, choices=["auto", "fp32", "bf16"])
     p.add_argument("--bn-stats", default=d.bn_stats, choices=["auto", "keep", "update"],
                    help="BatchNorm running statistics while fine-tuning (auto: keep pre-trained)")
+    p.add_argument("--text-column", help="texts: the column holding the text (default: text, "
+                   "sentence, content, ...)")
+    p.add_argument("--label-column", help="the column holding the label (default: label, "
+                   "category, class, topic, ...)")
+    p.add_argument("--encoding", default=d.encoding,
+                   help="texts: file encoding (default utf-8; e.g. cp1252 for old Windows files)")
+    p.add_argument("--truncate", action="store_true", help="texts: keep only the first window "
+                   "of long texts (default: split into windows and pool)")
 
 
 def add_train(sub) -> None:
-    p = sub.add_parser("train", help="train a classifier on a folder or CSV of images")
-    p.add_argument("data", nargs="?", help="folder of class sub-folders, or CSV of path,label "
-                   f"(default: the shipped animal-mnist demo, {DEMO_PER_CLASS} per class)")
+    p = sub.add_parser("train", help="train a classifier on images or texts")
+    p.add_argument("data", nargs="?", help="folder of class sub-folders (images or .txt files), "
+                   "CSV of path,label, or CSV/TSV/JSONL of text,label (default: the shipped "
+                   f"animal-mnist demo, {DEMO_PER_CLASS} per class)")
     p.add_argument("--out", required=True, help="run directory to create")
     _common_train_args(p)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -118,7 +139,8 @@ def run_train(args) -> int:
         val_fraction=args.val_fraction, seed=args.seed, patience=args.patience,
         flip=not args.no_flip, augment=not args.no_augment, weights=args.weights,
         skip_bad=args.skip_bad, max_pixels=args.max_pixels, workers=args.workers,
-        precision=args.precision, bn_stats=args.bn_stats)
+        precision=args.precision, bn_stats=args.bn_stats, text_column=args.text_column,
+        label_column=args.label_column, encoding=args.encoding, truncate=args.truncate)
     data, test = args.data, None
     if data is None:
         from ..data.shipped import write_animal_mnist
@@ -133,11 +155,11 @@ def run_train(args) -> int:
         return 0
     m = result.metrics
     val = f"val accuracy {m['val_accuracy']:.4f}" if m["val_accuracy"] is not None else "no val"
-    print(f"done in {m['seconds']:.0f}s: {val} ({m['val_images']} images), run saved to "
+    print(f"done in {m['seconds']:.0f}s: {val} ({m['val_images']} examples), run saved to "
           f"{result.run_dir}")
     if test is not None:
         report, _ = api.evaluate(result, test, progress=not args.quiet)
-        print(f"held-out test accuracy {report['accuracy']:.4f} on {report['n']} images "
+        print(f"held-out test accuracy {report['accuracy']:.4f} on {report['n']} examples "
               f"({test})")
     return 0
 
@@ -145,7 +167,7 @@ def run_train(args) -> int:
 def add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="measure a trained run on labelled data")
     p.add_argument("run")
-    p.add_argument("data", help="folder of class sub-folders, or CSV of path,label")
+    p.add_argument("data", help="labelled data in the form the run was trained on")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--skip-bad", action="store_true")
     p.add_argument("--plot", help="confusion-matrix PNG path (default RUN/confusion_<data>.png)")
@@ -171,8 +193,8 @@ def run_evaluate(args) -> int:
 
 
 def add_make_dataset(sub) -> None:
-    p = sub.add_parser("make-dataset", help="write a shipped dataset as image folders")
-    p.add_argument("name", choices=["animal-mnist"])
+    p = sub.add_parser("make-dataset", help="write a shipped dataset as image or text folders")
+    p.add_argument("name", choices=["animal-mnist", "bbc-news"])
     p.add_argument("out")
     p.add_argument("--per-class", type=int, default=None, help="training images per class")
     p.add_argument("--seed", type=int, default=0)
@@ -180,8 +202,35 @@ def add_make_dataset(sub) -> None:
 
 
 def run_make_dataset(args) -> int:
-    from ..data.shipped import write_animal_mnist
+    from ..data.shipped import write_animal_mnist, write_bbc_news
+    if args.name == "bbc-news":
+        root = write_bbc_news(args.out, per_class=args.per_class, seed=args.seed)
+        print(f"wrote {root}/train (training pool) and {root}/test (700-article hold-out)")
+        return 0
     root = write_animal_mnist(args.out, per_class=args.per_class, seed=args.seed)
     print(f"wrote {root}/train (training pool) and {root}/test (2,000-image hold-out)")
     return 0
+
+
+def _texts_to_predict(args: list[str], cfg: TrainConfig) -> tuple[list[str], list[str]]:
+    """Texts from the command line: a .txt file is one text, a table gives its text column,
+    anything else is the text itself. Returns (texts, names to show)."""
+    from ..data.texts import TABLE_EXTENSIONS, TextOptions, check_not_empty, decode, from_table
+    texts, names = [], []
+    for a in args:
+        path = Path(a)
+        is_file = len(a) < 4096 and "\n" not in a and path.is_file()
+        if is_file and path.suffix.lower() in TABLE_EXTENSIONS:
+            ds = from_table(path, TextOptions(cfg.text_column, None, cfg.encoding),
+                            need_labels=False)
+            texts += ds.sources
+            names += ds.describe_sources()
+        elif is_file:
+            texts.append(decode(path.read_bytes(), a, cfg.encoding))
+            names.append(a)
+        else:
+            texts.append(a)
+            names.append(a if len(a) <= 60 else a[:57] + "...")
+    check_not_empty(texts, names)
+    return texts, names
 

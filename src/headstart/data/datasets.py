@@ -18,12 +18,15 @@ from .images import IMAGE_EXTENSIONS, ImageSource, describe, is_image_path, is_s
 
 
 @dataclass
-class ImageDataset:
-    sources: list[ImageSource]
+class LabelledData:
+    """Sources (image files or arrays, or texts) and their labels; `modality` says which."""
+    sources: list
     labels: list[str]
     root: str = "<memory>"
     skipped: list[str] = field(default_factory=list)  # "file: reason" for every skipped input
     ignored_system_files: int = 0
+    modality = "image"
+    unit = "images"
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -36,23 +39,36 @@ class ImageDataset:
         c = Counter(self.labels)
         return {k: c[k] for k in self.classes}
 
-    def subset(self, indices: Sequence[int]) -> "ImageDataset":
-        return ImageDataset([self.sources[i] for i in indices], [self.labels[i] for i in indices],
-                            root=self.root)
+    def subset(self, indices: Sequence[int]) -> "LabelledData":
+        return type(self)([self.sources[i] for i in indices], [self.labels[i] for i in indices],
+                          root=self.root)
 
     def describe_sources(self) -> list[str]:
         return [describe(s) for s in self.sources]
 
 
+@dataclass
+class ImageDataset(LabelledData):
+    sources: list[ImageSource]
+
+
 def load_dataset(data, labels=None, *, skip_bad: bool = False, min_classes: int = 2,
-                 ) -> ImageDataset:
-    """Turn what the user gave into an ImageDataset: a folder, a CSV file, or sources + labels.
+                 modality: str | None = None, text_options=None) -> LabelledData:
+    """Turn what the user gave into a dataset: a folder, a CSV/TSV/JSONL file, or sources +
+    labels. `modality` ('image' or 'text') is detected from the data when not given.
     Training needs two classes or more; evaluation (min_classes=1) accepts one."""
-    return validate(_load(data, labels, skip_bad), min_classes=min_classes)
+    from .texts import detect_modality, load_texts
+
+    modality = modality or detect_modality(data, labels)
+    if modality == "text":
+        ds = load_texts(data, labels, skip_bad=skip_bad, options=text_options)
+    else:
+        ds = _load(data, labels, skip_bad)
+    return validate(ds, min_classes=min_classes)
 
 
-def _load(data, labels, skip_bad: bool) -> ImageDataset:
-    if isinstance(data, ImageDataset):
+def _load(data, labels, skip_bad: bool) -> LabelledData:
+    if isinstance(data, LabelledData):
         return data
     if labels is not None:
         return from_memory(data, labels)
@@ -149,13 +165,25 @@ def from_memory(images, labels) -> ImageDataset:
     return ImageDataset(images, labels)
 
 
-def validate(ds: ImageDataset, *, min_classes: int = 2) -> ImageDataset:
+def validate(ds: LabelledData, *, min_classes: int = 2) -> LabelledData:
     if len(ds) == 0:
+        if ds.modality == "text":
+            raise DataError(f"{ds.root}: no texts found")
         raise DataError(f"{ds.root}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)})")
     if len(ds.classes) < min_classes:
         raise DataError(f"{ds.root}: only one class ('{ds.classes[0]}') found; a classifier needs "
                         "at least two classes, each in its own sub-folder or label")
     return ds
+
+
+def require_two_per_class(ds: LabelledData) -> None:
+    """Training with validation needs one example of each class on each side of the split."""
+    single = [c for c, n in ds.counts().items() if n < 2]
+    if single:
+        raise DataError(f"{ds.root}: class(es) {', '.join(repr(c) for c in single)} have a "
+                        f"single example; a class needs at least two {ds.unit} (one to train on, "
+                        "one to validate); add examples, remove the class, or pass "
+                        "--val-fraction 0")
 
 
 def stratified_split(labels: Sequence[str], val_fraction: float, seed: int,

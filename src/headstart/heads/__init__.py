@@ -8,15 +8,38 @@ from ..backbones import Backbone
 
 
 class LinearHead(nn.Module):
-    """Dropout then one linear layer from pooled features to the user's classes."""
+    """Standardise, dropout, then one linear layer from pooled features to the user's classes.
+
+    The standardisation (`shift`, `scale`: buffers, set when the head is fitted on cached
+    features) keeps dropout acting on centred features: on raw features whose mean is large
+    next to their spread (L2-normalised text embeddings, post-ReLU image features) dropping a
+    dimension moves the logits by its mean, not by its signal, and the first fine-tuning steps
+    would start from a wrecked head."""
 
     def __init__(self, in_features: int, num_classes: int, *, dropout: float = 0.2) -> None:
         super().__init__()
+        self.register_buffer("shift", torch.zeros(in_features))
+        self.register_buffer("scale", torch.ones(in_features))
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(in_features, num_classes)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.dropout(features))
+        return self.fc(self.dropout((features - self.shift) * self.scale))
+
+    @torch.no_grad()
+    def set_fit(self, weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
+                std: torch.Tensor) -> None:
+        """Load a head fitted on standardised features ((f - mean) / std)."""
+        self.shift.copy_(mean)
+        self.scale.copy_(1.0 / std)
+        self.fc.weight.copy_(weight)
+        self.fc.bias.copy_(bias)
+
+    @torch.no_grad()
+    def raw_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weight, bias) of the same affine map acting on raw features."""
+        w = self.fc.weight * self.scale
+        return w.clone(), self.fc.bias - w @ self.shift
 
 
 class TransferModel(nn.Module):

@@ -14,6 +14,8 @@ from ..exceptions import ConfigError
 
 STRATEGIES = ("linear_probe", "fine_tune", "gradual", "scratch")
 DEFAULT_LR = {"linear_probe": 1e-3, "fine_tune": 1e-3, "gradual": 1e-3, "scratch": 3e-3}
+# Transformers need far smaller steps than CNNs (BERT's own fine-tuning rates are 2e-5..1e-4)
+DEFAULT_LR_TEXT = {"linear_probe": 1e-3, "fine_tune": 1e-4, "gradual": 1e-4, "scratch": 5e-4}
 LR_MULT = 100.0  # earliest group's rate = top rate / LR_MULT (fastai's slice(lr/100, lr))
 
 
@@ -57,12 +59,14 @@ def spread_rates(groups: tuple[str, ...], top_lr: float, mult: float = LR_MULT) 
 
 
 def build_plan(strategy: str, groups: tuple[str, ...], *, epochs: int = 5,
-               lr: float | None = None, unfreeze: int | str = "all") -> Plan:
+               lr: float | None = None, unfreeze: int | str = "all",
+               modality: str = "image") -> Plan:
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown strategy '{strategy}'; choose one of {', '.join(STRATEGIES)}")
     if epochs < 1:
         raise ConfigError(f"epochs must be at least 1, got {epochs}")
-    lr = float(lr if lr is not None else DEFAULT_LR[strategy])
+    defaults = DEFAULT_LR_TEXT if modality == "text" else DEFAULT_LR
+    lr = float(lr if lr is not None else defaults[strategy])
     if not lr > 0:
         raise ConfigError(f"learning rate must be positive, got {lr}")
     rates = spread_rates(groups, lr)
@@ -117,6 +121,8 @@ def param_groups(model, phase: Phase, *, weight_decay: float = 0.01) -> list[dic
     out = []
     for g, lr in zip(phase.train_groups, phase.group_lrs):
         params = [p for m in groups[g] for p in m.parameters()]
+        if not params:  # e.g. a text encoder's pooling: no weights
+            continue
         out.append({"params": params, "lr": lr, "name": g, "weight_decay": weight_decay})
     out.append({"params": list(model.head.parameters()), "lr": phase.head_lr, "name": "head",
                 "weight_decay": weight_decay})

@@ -9,7 +9,7 @@ from ..exceptions import ConfigError
 
 @dataclass
 class TrainConfig:
-    backbone: str = "efficientnet_lite0"
+    backbone: str | None = None  # None: efficientnet_lite0 for images, minilm_l6 for texts
     strategy: str = "fine_tune"
     epochs: int = 5  # gradient epochs through the backbone (the budget scratch gets too)
     lr: float | None = None  # top learning rate; None = the strategy's default
@@ -29,6 +29,10 @@ class TrainConfig:
     precision: str = "auto"  # auto | fp32 | bf16
     channels_last: bool = True
     bn_stats: str = "auto"  # keep | update | auto (keep when starting from pre-trained weights)
+    text_column: str | None = None  # texts in a table: None = the first of text, sentence, ...
+    label_column: str | None = None  # None = the first of label, category, class, topic, ...
+    encoding: str = "utf-8"  # text files in another encoding (e.g. cp1252) decode with it
+    truncate: bool = False  # texts: keep only the first window (default: pool all windows)
 
     def validate(self) -> "TrainConfig":
         if not 0 <= self.val_fraction < 1:
@@ -51,6 +55,10 @@ class TrainConfig:
             raise ConfigError(f"patience must be at least 1, got {self.patience}")
         self.unfreeze = str(self.unfreeze)
         return self
+
+    def text_options(self):
+        from ..data.texts import TextOptions
+        return TextOptions(self.text_column, self.label_column, self.encoding)
 
     def to_dict(self) -> dict:
         return asdict(self)

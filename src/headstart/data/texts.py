@@ -1,0 +1,274 @@
+"""Labelled texts: a CSV, TSV or JSONL file with text and label columns, a folder of class
+sub-folders holding `.txt` files (one text per file), or Python lists.
+
+Nothing is dropped silently: an empty or whitespace-only text, a missing column, a file that is
+not valid in the stated encoding are errors naming the file and line, or, with `skip_bad`,
+skipped and listed.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..exceptions import DataError
+from .datasets import LabelledData
+from .images import is_image_path, is_system_file
+
+TABLE_EXTENSIONS = (".csv", ".tsv", ".jsonl", ".ndjson")
+TEXT_COLUMNS = ("text", "sentence", "content", "body", "review", "document", "comment")
+LABEL_COLUMNS = ("label", "labels", "category", "class", "topic", "target", "y")
+PATH_COLUMNS = ("path", "file", "image", "filename")
+
+
+@dataclass
+class TextDataset(LabelledData):
+    sources: list[str]  # the texts themselves
+    origins: list[str] = field(default_factory=list)  # "file, line N" of each text, for messages
+    modality = "text"
+    unit = "texts"
+
+    def subset(self, indices: Sequence[int]) -> "TextDataset":
+        return TextDataset([self.sources[i] for i in indices], [self.labels[i] for i in indices],
+                           root=self.root,
+                           origins=[self.origins[i] for i in indices] if self.origins else [])
+
+    def describe_sources(self) -> list[str]:
+        return self.origins or [f"text {i + 1}" for i in range(len(self))]
+
+
+@dataclass(frozen=True)
+class TextOptions:
+    text_column: str | None = None  # None: the first of TEXT_COLUMNS present
+    label_column: str | None = None  # None: the first of LABEL_COLUMNS present
+    encoding: str = "utf-8"  # another codec (e.g. cp1252) decodes files that are not UTF-8
+
+
+# -- what kind of data is this? ---------------------------------------------------------------
+def detect_modality(data, labels=None) -> str:
+    """'text' or 'image', from what the user passed (without reading more than a header)."""
+    if isinstance(data, LabelledData):
+        return data.modality
+    if isinstance(data, (str, Path)) and labels is None:
+        path = Path(data)
+        if path.is_dir():
+            return _folder_modality(path)
+        if path.suffix.lower() in (".jsonl", ".ndjson"):
+            return "text"
+        if path.suffix.lower() in (".csv", ".tsv") and path.is_file():
+            return _table_modality(path)
+        return "image"
+    if labels is not None and not isinstance(data, np.ndarray):
+        items = list(data)[:50]
+        if items and all(isinstance(x, str) for x in items):
+            looks_like_files = all(is_image_path(Path(x)) or Path(x).is_file() for x in items
+                                   if len(x) < 4096 and "\n" not in x)
+            return "image" if looks_like_files and all("\n" not in x for x in items) else "text"
+    return "image"
+
+
+def _folder_modality(root: Path) -> str:
+    for d in sorted(root.iterdir()):
+        if d.is_dir() and not d.name.startswith("."):
+            for p in sorted(d.rglob("*"))[:50]:
+                if p.is_file() and not is_system_file(p):
+                    if p.suffix.lower() == ".txt":
+                        return "text"
+                    if is_image_path(p):
+                        return "image"
+    return "image"
+
+
+def _table_modality(path: Path) -> str:
+    try:
+        with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
+            header = next(csv.reader(f, delimiter="\t" if path.suffix.lower() == ".tsv"
+                                     else ","), [])
+    except OSError:
+        return "image"
+    cols = [c.strip().lower() for c in header]
+    if any(c in TEXT_COLUMNS for c in cols):
+        return "text"
+    return "image"
+
+
+# -- loading ----------------------------------------------------------------------------------
+def load_texts(data, labels=None, *, skip_bad: bool = False,
+               options: TextOptions | None = None) -> TextDataset:
+    opts = options or TextOptions()
+    if isinstance(data, TextDataset):
+        return data
+    if labels is not None:
+        return _checked(from_lists(data, labels), skip_bad)
+    path = Path(data)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder; pass a CSV/TSV/JSONL file of text,label "
+                        "rows or a folder of class sub-folders holding .txt files")
+    if path.is_dir():
+        return _checked(from_text_folder(path, opts), skip_bad)
+    if path.suffix.lower() in TABLE_EXTENSIONS:
+        return _checked(from_table(path, opts), skip_bad)
+    raise DataError(f"{path}: expected a .csv, .tsv or .jsonl file of texts and labels, or a "
+                    f"folder of class sub-folders of .txt files, got a '{path.suffix}' file")
+
+
+def decode(raw: bytes, where: str, encoding: str) -> str:
+    """Bytes to text in the stated encoding, or an error naming the line of the first bad byte."""
+    try:
+        text = raw.decode("utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8")
+                          else encoding)
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DataError(f"{where}, line {line}: not valid {encoding} (byte 0x{raw[e.start]:02x} "
+                        f"at column {col}); re-save the file as UTF-8, or pass --encoding cp1252 "
+                        "(or the file's real encoding) to decode it") from None
+    except LookupError:
+        raise DataError(f"unknown encoding '{encoding}'; use a Python codec name such as utf-8, "
+                        "cp1252 or latin-1") from None
+    return text
+
+
+def _read(path: Path, encoding: str) -> str:
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror or e}); check that the file is "
+                        "readable") from None
+    return decode(raw, str(path), encoding)
+
+
+def _pick(columns: list[str], wanted: str | None, defaults: tuple[str, ...], what: str,
+          path: Path) -> str:
+    lowered = {c.strip().lower(): c for c in columns}
+    if wanted is not None:
+        if wanted in columns:
+            return wanted
+        if wanted.lower() in lowered:
+            return lowered[wanted.lower()]
+    else:
+        for d in defaults:
+            if d in lowered:
+                return lowered[d]
+    asked = f"'{wanted}'" if wanted else f"one of {', '.join(defaults[:4])}, ..."
+    flag = "--text-column" if what == "text" else "--label-column"
+    raise DataError(f"{path}: no {what} column {asked}; the columns are "
+                    f"{', '.join(repr(c) for c in columns) or '(none)'}; name it with {flag}")
+
+
+def from_table(path: Path, options: TextOptions | None = None, *,
+               need_labels: bool = True) -> TextDataset:
+    """Texts (and labels) from a CSV/TSV/JSONL file; without need_labels, labels are '?'."""
+    opts = options or TextOptions()
+    text = _read(path, opts.encoding)
+    if path.suffix.lower() in (".jsonl", ".ndjson"):
+        rows = _jsonl_rows(text, path)
+    else:
+        reader = csv.DictReader(io.StringIO(text, newline=""),
+                                delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+        rows = [(reader.line_num, r) for r in reader]
+        rows = _with_header(rows, reader.fieldnames or [], path)
+    columns = list(rows[0][1]) if rows else []
+    tcol = _pick(columns, opts.text_column, TEXT_COLUMNS, "text", path)
+    lcol = _pick(columns, opts.label_column, LABEL_COLUMNS, "label", path) if need_labels else ""
+    ds = TextDataset([], [], root=str(path))
+    for line, row in rows:
+        label = row.get(lcol) if need_labels else "?"
+        where = f"{path}, line {line}"
+        if label is None or not str(label).strip():
+            raise DataError(f"{where}: the label ('{lcol}') is empty; give every row a label")
+        ds.sources.append("" if row.get(tcol) is None else str(row.get(tcol)))
+        ds.labels.append(str(label).strip())
+        ds.origins.append(where)
+    return ds
+
+
+def _with_header(rows, fieldnames, path: Path):
+    if not fieldnames:
+        raise DataError(f"{path}: the file is empty; expected a header row such as 'text,label'")
+    return [(n, {k: v for k, v in r.items() if k is not None}) for n, r in rows
+            if any((v or "").strip() for v in r.values() if isinstance(v, str))]
+
+
+def _jsonl_rows(text: str, path: Path) -> list[tuple[int, dict]]:
+    rows = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except ValueError as e:
+            raise DataError(f"{path}, line {n}: not valid JSON ({e.msg}); write one JSON object "
+                            "per line") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}, line {n}: expected a JSON object like "
+                            '{"text": "...", "label": "..."}, got ' + type(obj).__name__)
+        rows.append((n, obj))
+    return rows
+
+
+def from_text_folder(root: Path, options: TextOptions | None = None) -> TextDataset:
+    opts = options or TextOptions()
+    class_dirs = [p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    if not class_dirs:
+        raise DataError(f"{root}: no class sub-folders found; expected {root}/<class>/<file>.txt")
+    ds = TextDataset([], [], root=str(root))
+    for d in class_dirs:
+        for p in sorted(d.rglob("*")):
+            if p.is_dir():
+                continue
+            if is_system_file(p):
+                ds.ignored_system_files += 1
+                continue
+            if p.suffix.lower() != ".txt":
+                raise DataError(f"{p}: not a .txt file; a text folder holds one .txt file per "
+                                "text; remove it or move it out")
+            ds.sources.append(_read(p, opts.encoding))
+            ds.labels.append(d.name)
+            ds.origins.append(str(p))
+    empty = [d.name for d in class_dirs if d.name not in set(ds.labels)]
+    if empty:
+        raise DataError(f"{root}: class folder(s) {', '.join(empty)} hold no .txt files; add "
+                        "texts or remove the folder(s)")
+    return ds
+
+
+def from_lists(texts, labels) -> TextDataset:
+    texts, labels = list(texts), [str(x) for x in np.asarray(labels).tolist()]
+    if len(texts) != len(labels):
+        raise DataError(f"got {len(texts)} texts but {len(labels)} labels; pass one label per "
+                        "text")
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise DataError(f"text {bad[0] + 1} is a {type(texts[bad[0]]).__name__}, not a string; "
+                        "pass texts as str")
+    return TextDataset(texts, labels, origins=[f"text {i + 1}" for i in range(len(texts))])
+
+
+def check_not_empty(texts: list[str], names: list[str]) -> None:
+    for t, n in zip(texts, names):
+        if not t.strip():
+            raise DataError(f"{n or 'a text'}: the text is empty or only whitespace; give a text "
+                            "to classify")
+
+
+def _checked(ds: TextDataset, skip_bad: bool) -> TextDataset:
+    """Empty or whitespace-only texts are errors (or, with skip_bad, skipped and listed)."""
+    empty = [i for i, t in enumerate(ds.sources) if not t.strip()]
+    if not empty:
+        return ds
+    names = ds.describe_sources()
+    if not skip_bad:
+        more = f" (and {len(empty) - 1} more)" if len(empty) > 1 else ""
+        raise DataError(f"{names[empty[0]]}: the text is empty or only whitespace{more}; remove "
+                        "it or pass --skip-bad")
+    keep = [i for i in range(len(ds)) if i not in set(empty)]
+    out = ds.subset(keep)
+    out.ignored_system_files = ds.ignored_system_files
+    out.skipped = [f"{names[i]}: empty or whitespace-only text" for i in empty]
+    return out

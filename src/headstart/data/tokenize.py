@@ -1,0 +1,105 @@
+"""Text pre-processing: the encoder's own tokenizer, and windows for texts longer than the
+encoder's window. A text of any length becomes consecutive windows of at most `size` tokens
+(special tokens included); the backbone pools them into one embedding. With `truncate` only
+the first window is kept, and the caller says how many texts lost tokens."""
+from __future__ import annotations
+
+import functools
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..exceptions import WeightsError
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json",
+                   "special_tokens_map.json")
+
+
+@functools.lru_cache(maxsize=8)
+def load_tokenizer(model_dir: str):
+    from transformers import AutoTokenizer
+
+    from ..backbones.text import _quiet_transformers
+
+    _quiet_transformers()
+    try:
+        return AutoTokenizer.from_pretrained(model_dir)
+    except (OSError, ValueError) as e:
+        raise WeightsError(f"{model_dir}: cannot load a tokenizer ({e}); the model directory "
+                           "needs tokenizer.json or vocab.txt") from None
+
+
+@functools.lru_cache(maxsize=8)
+def tokenizer_fingerprint(model_dir: str) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    for name in TOKENIZER_FILES:
+        p = Path(model_dir) / name
+        if p.is_file():
+            h.update(name.encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class TextPreprocess:
+    tokenizer_dir: str
+    size: int  # tokens per window, special tokens included
+    truncate: bool = False
+    modality = "text"
+
+    def signature(self) -> str:
+        mode = "first-window" if self.truncate else "all-windows"
+        return f"windows|{tokenizer_fingerprint(self.tokenizer_dir)}|{self.size}|{mode}"
+
+    @property
+    def tokenizer(self):
+        return load_tokenizer(self.tokenizer_dir)
+
+    def windows(self, texts: list[str]) -> list[list[list[int]]]:
+        """For each text, its windows of token ids, each wrapped in the special tokens."""
+        tok = self.tokenizer
+        body = self.size - 2
+        if body < 1:
+            raise WeightsError(f"window of {self.size} tokens is too small")
+        ids = tok(list(texts), add_special_tokens=False, truncation=False,
+                  return_attention_mask=False, verbose=False)["input_ids"]
+        cls, sep = tok.cls_token_id, tok.sep_token_id
+        out = []
+        for seq in ids:
+            chunks = [seq[i:i + body] for i in range(0, max(len(seq), 1), body)]
+            if self.truncate:
+                chunks = chunks[:1]
+            out.append([[cls, *c, sep] for c in chunks])
+        return out
+
+    def collate(self, docs: list[list[list[int]]]) -> dict:
+        """A batch for TextBackbone.forward from the windows of several documents."""
+        flat = [(d, w) for d, ws in enumerate(docs) for w in ws]
+        length = max(len(w) for _, w in flat)
+        ids = np.full((len(flat), length), self.tokenizer.pad_token_id or 0, np.int64)
+        mask = np.zeros((len(flat), length), np.int64)
+        for j, (_, w) in enumerate(flat):
+            ids[j, :len(w)] = w
+            mask[j, :len(w)] = 1
+        return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
+                "doc": torch.tensor([d for d, _ in flat], dtype=torch.long),
+                "n_docs": len(docs)}
+
+
+def doc_batches(windows: list[list[list[int]]], order: list[int], max_windows: int):
+    """Group documents (in the given order) so each batch holds at most max_windows windows
+    (a single longer document still forms its own batch)."""
+    batch: list[int] = []
+    count = 0
+    for i in order:
+        n = len(windows[i])
+        if batch and count + n > max_windows:
+            yield batch
+            batch, count = [], 0
+        batch.append(i)
+        count += n
+    if batch:
+        yield batch
