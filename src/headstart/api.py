@@ -136,8 +136,10 @@ def train(data, out: str | Path | None = None, *, labels=None, config: TrainConf
     model = build_model(cfg, len(classes), pretrained=plan.pretrained)
     model.keep_bn_stats = cfg.bn_stats == "keep" or (cfg.bn_stats == "auto" and plan.pretrained)
     pre = preprocess_for(cfg)
+    t_prep = time.perf_counter()
     train_split, val_split, skipped = _prepare_splits(ds, y_all, tr_idx, va_idx, model, pre, cfg,
                                                       plan, cache, progress)
+    prep_seconds = time.perf_counter() - t_prep
     report_skipped(skipped, log)
     stored = {"headstart_version": __version__, "data": str(ds.root), "modality": modality,
               "examples": len(ds),
@@ -153,7 +155,8 @@ def train(data, out: str | Path | None = None, *, labels=None, config: TrainConf
                     "image_size": cfg.image_size, "train_images": len(train_split.y),
                     "val_images": len(val_split.y), "skipped": ds.skipped + skipped,
                     "epochs_run": len(history), "stopped_early": trainer.stopped_early,
-                    "seconds": round(time.perf_counter() - t_start, 1)})
+                    "seconds": round(time.perf_counter() - t_start, 1),
+                    "prepare_seconds": round(prep_seconds, 2)})
     result = TrainedModel(model, classes, cfg, metrics, history)
     if writer is not None:
         result.run_dir = save_run(result, writer, overwrite=overwrite)
