@@ -249,8 +249,11 @@ def evaluate(trained: TrainedModel, data, *, labels=None, skip_bad: bool = False
     if unknown:
         raise DataError(f"{ds.root}: classes {', '.join(unknown)} are not among the run's "
                         f"classes ({', '.join(trained.classes)}); evaluate on the same classes")
+    # a linear probe's backbone is the source's: its cached features are valid and reused
+    cache = FeatureCache() if trained.config.strategy == "linear_probe" else None
     logits, ex = predict_logits(trained.model, ds, trained.preprocess, flip=trained.config.flip,
-                                progress=progress, skip_bad=skip_bad, return_kept=True)
+                                progress=progress, skip_bad=skip_bad, return_kept=True,
+                                cache=cache)
     y = np.array([trained.classes.index(ds.labels[i]) for i in ex.kept])
     report = classification_report(y, logits.argmax(1), trained.classes)
     return report, ds.skipped + ex.skipped

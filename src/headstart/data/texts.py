@@ -85,16 +85,21 @@ def _folder_modality(root: Path) -> str:
 
 
 def _table_modality(path: Path) -> str:
+    """A CSV of images names image files (a `path` column, or image file names in its first
+    column); any other table holds texts."""
     try:
         with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
-            header = next(csv.reader(f, delimiter="\t" if path.suffix.lower() == ".tsv"
-                                     else ","), [])
-    except OSError:
+            reader = csv.reader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+            header, first = next(reader, []), next(reader, [])
+    except (OSError, csv.Error):
         return "image"
     cols = [c.strip().lower() for c in header]
     if any(c in TEXT_COLUMNS for c in cols):
         return "text"
-    return "image"
+    if any(c in PATH_COLUMNS for c in cols):
+        return "image"
+    cells = [c.strip() for c in header[:1] + first[:1]]
+    return "image" if any(is_image_path(Path(c)) for c in cells if c) else "text"
 
 
 # -- loading ----------------------------------------------------------------------------------

@@ -12,7 +12,10 @@ the page when absent.
 
     title, data, backbone, modality, created    str ("created" is filled in when absent)
     classes        [str]                         class names, index = label
+    test           {"source": str, "n": int}     what the arms were scored on
+    budget         {"strategy", "epochs", "image_size", "seeds", ...}   shown in the header
     target         {"accuracy": float, "rule": str}   e.g. "95% of scratch's best val accuracy"
+    time_note      str                           how seconds were counted (under indicator 2)
     verdict        indicators.verdict(): {"label", "reason", "forgetting", "forgetting_reason"}
     arms           {"probe" | "transfer" | "scratch": {
                       "strategy": str,            e.g. "linear_probe", "fine_tune", "scratch"
@@ -23,15 +26,19 @@ the page when absent.
                       "time_to_target": indicators.time_to_target(),
                       "compute": indicators.compute_estimate(),
                       "confusion": [[int]]}}      rows = true class, columns = predicted
-    zero_shot      {"accuracy": float, "note": str}          source labels mapped to targets
+    confusion_note str                           shown under the confusion matrices
+    zero_shot      {"accuracy": float | None, "note": str, "ci": [lo, hi], "mapping":
+                    {class: [source label]}, "unmapped": [class]}   source labels -> classes
     difference     {"diff", "lo", "hi"}          transfer - scratch, indicators.paired_difference
     probe_difference {"diff", "lo", "hi"}        transfer - probe (the forgetting check)
     speedup        indicators.speedup(): {"epochs", "seconds", "lower_bound", "text"}
     class_drops    {"reference": arm name, "min_drop": float,
-                    "rows": indicators.per_class_drops()}
+                    "rows": indicators.per_class_drops()}, or a list of such dicts
     label_curve    {"shots": [int], "transfer": [float], "scratch": [float],
                     **indicators.label_efficiency()}     ("factor", "text", "lower_bound", ...)
+                   optional "labels" (tick labels, e.g. "all") and "note"
     compute_assumptions  str                      shown under the compute table
+    predictions    anything (per-example predictions): kept in report.json, not shown
 """
 from __future__ import annotations
 
@@ -47,11 +54,10 @@ from pathlib import Path
 import numpy as np
 
 from ..exceptions import DataError
-from .plots import _pyplot
+from .plots import (ARM_NAMES, COLOURS, _pyplot, accuracy_figure, confusions_figure,
+                    curves_figure, label_curve_figure)
 
 ARM_ORDER = ("probe", "transfer", "scratch")
-ARM_NAMES = {"probe": "frozen probe", "transfer": "transfer", "scratch": "from scratch"}
-COLOURS = {"probe": "#8250df", "transfer": "#0969da", "scratch": "#bc4c00"}
 BANNER = {"positive": "#1a7f37", "negative": "#cf222e"}  # anything else: grey
 
 
@@ -100,6 +106,12 @@ def to_jsonable(obj, path: str = "report"):
 def _header(d: dict) -> str:
     meta = [f"<b>{k}</b> {_v(k, d[k])}" for k in ("data", "backbone", "modality", "created")
             if d.get(k) is not None]
+    if d.get("test"):
+        meta.append(f'<b>test</b> {_v("test.source", d["test"].get("source", ""))} '
+                    f'({_v("test.n", d["test"].get("n"), "int")} examples)')
+    budget = d.get("budget") or {}
+    meta += [f"<b>{_e(k.replace('_', ' '))}</b> {_v(f'budget.{k}', v)}"
+             for k, v in budget.items() if isinstance(v, (str, int, float))]
     return (f'<header><h1>{_v("title", d["title"])}</h1>'
             f'<p class="meta">{" · ".join(meta)}</p></header>')
 
@@ -122,15 +134,27 @@ def _indicator1(d: dict, arms: list[str]) -> str:
                            "frozen features + linear head" + _ci("arms.probe", p)))
     if d.get("zero_shot"):
         z = d["zero_shot"]
-        cards.append(_card(_v("zero_shot.accuracy", z["accuracy"], "pct"), "zero-shot<br><small>"
+        cards.append(_card(_v("zero_shot.accuracy", z.get("accuracy"), "pct"), "zero-shot"
+                           + _ci("zero_shot", z) + "<br><small>"
                            f'{_v("zero_shot.note", z.get("note") or "")}</small>'))
     if not cards:
         return ""
+    extra = _zero_shot_mapping(d.get("zero_shot") or {})
     cards += [_card(_v(f"arms.{a}.accuracy", d["arms"][a]["accuracy"], "pct"),
                     f"{ARM_NAMES[a]}, for comparison", "muted")
               for a in ("scratch", "transfer") if a in arms]
     return _section("1", "Can the task be done with the transferred knowledge alone?",
-                    f'<div class="cards">{"".join(cards)}</div>')
+                    f'<div class="cards">{"".join(cards)}</div>' + extra)
+
+
+def _zero_shot_mapping(z: dict) -> str:
+    mapping, unmapped = z.get("mapping") or {}, z.get("unmapped") or []
+    if not mapping and not unmapped:
+        return ""
+    rows = [f"<li><b>{_e(c)}</b> ← {_e(', '.join(names))}</li>" for c, names in mapping.items()]
+    rows += [f"<li><b>{_e(c)}</b> ← no source label (unmapped)</li>" for c in unmapped]
+    return ('<details><summary>Zero-shot mapping of source labels to your classes</summary>'
+            f'<ul class="note">{"".join(rows)}</ul></details>')
 
 
 def _indicator2(d: dict, arms: list[str]) -> str:
@@ -153,7 +177,9 @@ def _indicator2(d: dict, arms: list[str]) -> str:
             _card(more + _v(f"speedup.{u}", s.get(u), "x"),
                   f"fewer {u} to reach the target with transfer") for u in ("epochs", "seconds"))
         body += f'</div><p class="note">{_v("speedup.text", s.get("text") or "")}</p>'
-    body += _img(_plot_curves(d, arms), "validation accuracy against epochs and seconds")
+    if d.get("time_note"):
+        body += f'<p class="note">{_v("time_note", d["time_note"])}</p>'
+    body += _img(curves_figure(d, arms), "validation accuracy against epochs and seconds")
     return _section("2", "How long does the task take to learn, with transfer and without?", body)
 
 
@@ -172,7 +198,7 @@ def _indicator3(d: dict, arms: list[str]) -> str:
         if d.get(key):
             diff, lo, hi = _cells(key, (("diff", "pts"), ("lo", "pts"), ("hi", "pts")), d)
             body += f'<p class="key">{what}: {diff} points (95% CI {lo} to {hi}).</p>'
-    body += _img(_plot_accuracy(d, arms), "test accuracy of each arm with 95% intervals")
+    body += _img(accuracy_figure(d, arms), "test accuracy of each arm with 95% intervals")
     return _section("3", "Is the final performance better with transfer than without?", body)
 
 
@@ -185,31 +211,50 @@ def _label_section(d: dict) -> str:
                  "more labels needed without transfer")
     body = (f'<div class="cards">{card}</div>'
             f'<p class="key">{_v("label_curve.text", lc["text"])}</p>'
-            + _img(_plot_label_curve(lc), "test accuracy against labelled examples per class"))
+            + _img(label_curve_figure(lc), "test accuracy against labelled examples per class"))
+    if lc.get("note"):
+        body += f'<p class="note">{_v("label_curve.note", lc["note"])}</p>'
+    body += _label_table(lc)
     return _section("", "Label efficiency", body)
+
+
+def _label_table(lc: dict) -> str:
+    ticks = lc.get("labels") or lc["shots"]
+    head = ["labelled examples per class"] + [str(t) for t in ticks]
+    rows = [[_e(ARM_NAMES[a])] + [_v(f"label_curve.{a}.{i}", v, "pct")
+                                  for i, v in enumerate(lc[a])] for a in ("transfer", "scratch")]
+    return _table(head, rows)
 
 
 def _confusion_section(d: dict, arms: list[str]) -> str:
     shown = [a for a in arms if d["arms"][a].get("confusion")]
     if not shown or not d.get("classes"):
         return ""
+    note = f'<p class="note">{_v("confusion_note", d["confusion_note"])}</p>' \
+        if d.get("confusion_note") else ""
     return _section("", "Confusion matrices",
-                    _img(_plot_confusions(d, shown), "confusion matrix of each arm"))
+                    _img(confusions_figure(d, shown), "confusion matrix of each arm") + note)
 
 
 def _drops_section(d: dict) -> str:
     cd = d.get("class_drops")
     if cd is None:
         return ""
+    if isinstance(cd, dict):
+        return _section("", "Per-class drops", _drops_table(d, cd, "class_drops"))
+    body = "".join(_drops_table(d, c, f"class_drops.{i}") for i, c in enumerate(cd))
+    return _section("", "Per-class drops", body)
+
+
+def _drops_table(d: dict, cd: dict, key: str) -> str:
     ref = ARM_NAMES.get(cd.get("reference"), cd.get("reference") or "the reference")
     body = (f"<p>Classes where transfer is at least "
-            f"{_v('class_drops.min_drop', cd.get('min_drop'), 'pct')} below {_e(ref)}.</p>")
+            f"{_v(f'{key}.min_drop', cd.get('min_drop'), 'pct')} below {_e(ref)}:</p>")
     specs = (("class", "text"), ("transfer_acc", "pct"), ("reference_acc", "pct"),
              ("drop", "pct"), ("n", "int"))
-    rows = [_cells(f"class_drops.rows.{i}", specs, d) for i in range(len(cd.get("rows") or []))]
-    body += _table(["class", "transfer", ref, "drop", "test examples"], rows) if rows \
-        else "<p>None.</p>"
-    return _section("", "Per-class drops", body)
+    rows = [_cells(f"{key}.rows.{i}", specs, d) for i in range(len(cd.get("rows") or []))]
+    return body + (_table(["class", "transfer", ref, "drop", "test examples"], rows) if rows
+                   else "<p>None.</p>")
 
 
 def _compute_section(d: dict, arms: list[str]) -> str:
@@ -225,93 +270,6 @@ def _compute_section(d: dict, arms: list[str]) -> str:
     if note:
         body += f'<p class="note">Estimates, not measurements: {_v(key, note)}</p>'
     return _section("", "Compute", body)
-
-
-# -- plots -----------------------------------------------------------------------------------
-def _plot_curves(d: dict, arms: list[str]):
-    plt = _pyplot()
-    fig, (ax_e, ax_s) = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
-    for a in arms:
-        rows = d["arms"][a].get("history") or []
-        acc = [np.nan if r.get("val_acc") in (None, "") else float(r["val_acc"]) for r in rows]
-        secs = np.cumsum([float(r.get("seconds") or 0) for r in rows])
-        style = dict(color=COLOURS.get(a), label=ARM_NAMES.get(a, a), marker="o",
-                     ms=3 if len(rows) > 1 else 8, zorder=3 if len(rows) == 1 else 2)
-        ax_e.plot(np.arange(1, len(rows) + 1), acc, **style)
-        ax_s.plot(secs, acc, **style)
-    target = (d.get("target") or {}).get("accuracy")
-    for ax, xlabel in ((ax_e, "epoch (all phases, in order)"), (ax_s, "wall seconds")):
-        if target is not None:
-            ax.axhline(target, color="#57606a", ls="--", lw=1, label="target")
-        ax.set_xlabel(xlabel)
-        ax.grid(alpha=0.3)
-    ax_e.set_ylabel("validation accuracy")
-    ax_e.legend(fontsize=8)
-    return fig
-
-
-def _plot_accuracy(d: dict, arms: list[str]):
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 0.6 * len(arms) + 1.6))
-    for i, a in enumerate(arms):
-        r = d["arms"][a]
-        lo, hi = r.get("ci") or (r["accuracy"], r["accuracy"])
-        ax.errorbar(r["accuracy"], i, xerr=[[r["accuracy"] - lo], [hi - r["accuracy"]]],
-                    fmt="o", color=COLOURS.get(a), capsize=5, ms=8)
-        seeds = r.get("seed_accuracies") or []
-        ax.plot(seeds, [i + 0.18] * len(seeds), "|", color=COLOURS.get(a), ms=10)
-    z = (d.get("zero_shot") or {}).get("accuracy")
-    if z is not None:
-        ax.axvline(z, color="#57606a", ls=":", label="zero-shot")
-        ax.legend(fontsize=8, loc="lower right")
-    ax.set_yticks(range(len(arms)), [ARM_NAMES.get(a, a) for a in arms])
-    ax.set_ylim(len(arms) - 0.4, -0.6)  # first arm on top, as in the table
-    ax.set_xlabel("test accuracy (dot: estimate, bar: 95% CI, ticks: single seeds)")
-    ax.grid(alpha=0.3, axis="x")
-    return fig
-
-
-def _plot_label_curve(lc: dict):
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    for a in ("transfer", "scratch"):
-        ax.plot(lc["shots"], lc[a], "o-", color=COLOURS[a], label=ARM_NAMES[a])
-    ax.set_xscale("log")
-    ax.set_xticks(lc["shots"], [f"{x:g}" for x in lc["shots"]])
-    ax.minorticks_off()
-    ax.axhline(lc["transfer"][0], color="#57606a", ls="--", lw=1,
-               label="transfer with the fewest labels")
-    if lc.get("scratch_shots") and not lc.get("lower_bound"):
-        ax.axvline(lc["scratch_shots"], color=COLOURS["scratch"], ls=":", lw=1)
-    ax.set_xlabel("labelled examples per class (log scale)")
-    ax.set_ylabel("test accuracy")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8)
-    return fig
-
-
-def _plot_confusions(d: dict, arms: list[str]):
-    plt = _pyplot()
-    names = [str(c).replace("$", r"\$") for c in d["classes"]]  # no mathtext from class names
-    k = len(names)
-    side = min(max(3.2, 0.35 * k + 1.8), 9.0)
-    names = names if k <= 40 else [""] * k  # too many to read: the colours tell
-    fig, axes = plt.subplots(1, len(arms), figsize=(side * len(arms), side), squeeze=False)
-    for ax, a in zip(axes[0], arms):
-        cm = np.asarray(d["arms"][a]["confusion"], dtype=float)
-        norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-        ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-        ax.set_xticks(range(k), names, rotation=45, ha="right", fontsize=7)
-        ax.set_yticks(range(k), names if ax is axes[0][0] else [""] * k, fontsize=7)
-        ax.set_title(ARM_NAMES.get(a, a), color=COLOURS.get(a))
-        ax.set_xlabel("predicted")
-        if k <= 15:
-            for (i, j), v in np.ndenumerate(cm):
-                if v:
-                    ax.text(j, i, int(v), ha="center", va="center", fontsize=7,
-                            color="white" if norm[i, j] > 0.5 else "black")
-    axes[0][0].set_ylabel("true")
-    return fig
 
 
 # -- helpers ---------------------------------------------------------------------------------
