@@ -12,6 +12,7 @@ import torch
 
 from . import __version__
 from .backbones import create_backbone, get_config
+from .backbones.source import check_fits
 from .data.datasets import ImageDataset, LabelledData, load_dataset, require_two_per_class
 from .data.datasets import stratified_split
 from .data.texts import TextDataset, check_not_empty, detect_modality
@@ -27,6 +28,8 @@ from .training import distributed as dist
 from .training.extract import extract_features
 from .training.headfit import head_logits
 from .training.predict import predict_logits, softmax
+from .training.forgetting import ForgettingMonitor
+from .training.forgetting import describe as describe_forgetting
 from .training.sizing import choose_image_size
 from .training.text_extract import count_truncated
 
@@ -65,6 +68,9 @@ def resolve_backbone(cfg: TrainConfig, modality: str):
     """Fill in the default backbone for the data's modality and check that they agree."""
     cfg.backbone = cfg.backbone or DEFAULT_BACKBONE[modality]
     bcfg = get_config(cfg.backbone)
+    check_fits(bcfg, image_size=cfg.image_size, modality=modality)
+    if bcfg.source_labels.startswith("run:"):  # your own source model: its own input size
+        cfg.image_size = bcfg.input_size
     if bcfg.modality != modality:
         other = DEFAULT_BACKBONE[modality]
         raise ConfigError(f"backbone '{cfg.backbone}' reads {bcfg.modality}s but the data holds "
@@ -99,7 +105,9 @@ def report_skipped(skipped: list[str], log: Callable[[str], None]) -> None:
 
 def train(data, out: str | Path | None = None, *, labels=None, config: TrainConfig | None = None,
           overwrite: bool = False, restart: bool = False, progress: bool = True,
-          log: Callable[[str], None] = print) -> TrainedModel:
+          log: Callable[[str], None] = print, extras=None) -> TrainedModel:
+    """Train a classifier on `data` (see load_dataset) and, with `out`, write its run directory.
+    `extras(writer, result, val_split)` may add files to the run before it is committed."""
     t_start = time.perf_counter()
     cfg = replace(config or TrainConfig()).validate()
     modality = detect_modality(data, labels)
@@ -148,9 +156,15 @@ def train(data, out: str | Path | None = None, *, labels=None, config: TrainConf
     if resume:
         log(f"resuming the interrupted run in {writer.partial} "
             f"({len(resume['history'])} epoch(s) done)")
+    fine_tunes = plan.pretrained and any(not p.cached for p in plan.phases)
+    monitor = ForgettingMonitor(model.backbone, pre) if fine_tunes else None
     trainer = Trainer(model, plan, pre=pre, cfg=cfg, writer=writer, progress=progress, log=log)
     history = trainer.fit(train_split, val_split, resume=resume)
     metrics = _final_metrics(model, val_split, pre, cfg, classes, progress)
+    if monitor is not None:
+        metrics["forgetting"] = monitor.report(model.backbone)
+        for line in describe_forgetting(metrics["forgetting"]):
+            log(line)
     metrics.update({"strategy": cfg.strategy, "backbone": cfg.backbone,
                     "image_size": cfg.image_size, "train_images": len(train_split.y),
                     "val_images": len(val_split.y), "skipped": ds.skipped + skipped,
@@ -159,6 +173,8 @@ def train(data, out: str | Path | None = None, *, labels=None, config: TrainConf
                     "prepare_seconds": round(prep_seconds, 2)})
     result = TrainedModel(model, classes, cfg, metrics, history)
     if writer is not None:
+        if extras is not None:
+            extras(writer, result, val_split)
         result.run_dir = save_run(result, writer, overwrite=overwrite)
     return result
 

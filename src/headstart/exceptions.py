@@ -86,3 +86,14 @@ def closest(name: str, known: list[str], cutoff: float = 0.6) -> str | None:
 def _few(items: list[str], limit: int = 4) -> str:
     shown = ", ".join(items[:limit])
     return shown + (f", … {len(items) - limit} more" if len(items) > limit else "")
+
+
+class SourceMismatchError(WeightsError):
+    """A source model (a headstart run used as a backbone) that does not fit what was asked:
+    another architecture, input size or modality. The message lists every difference."""
+
+    def __init__(self, source: str, differences: list[tuple[str, str, str]], fix: str) -> None:
+        self.differences = differences
+        shown = "; ".join(f"{what}: source {have} vs requested {want}"
+                          for what, have, want in differences)
+        super().__init__(f"source model {source} does not fit: {shown}. {fix}")

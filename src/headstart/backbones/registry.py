@@ -87,11 +87,16 @@ def config_from_dir(path: Path) -> BackboneConfig:
     from ..exceptions import WeightsError
     from .text import text_config
 
+    from .source import is_run_dir, source_config
+
     path = path.resolve()
+    if is_run_dir(path):
+        return source_config(path)
     if (path / "config.json").is_file():
         return text_config(str(path), str(path))
-    raise WeightsError(f"{path}: not a model directory headstart can read (expected a Hugging "
-                       "Face or sentence-transformers directory with config.json)")
+    raise WeightsError(f"{path}: not a model directory headstart can read (expected a source "
+                       "model from `headstart pretrain` or `train`, or a Hugging Face / "
+                       "sentence-transformers directory with config.json)")
 
 
 def list_backbones() -> list[BackboneConfig]:
@@ -165,4 +170,4 @@ def _ensure_builtins() -> None:
     global _LOADED
     if not _LOADED:
         _LOADED = True
-        from . import efficientnet_lite, text, tiny  # noqa: F401  (they register themselves)
+        from . import efficientnet_lite, small_cnn, text, tiny  # noqa: F401  (self-registering)

@@ -119,7 +119,10 @@ def load_weights(backbone, spec: str | os.PathLike) -> list[str]:
     network's keys (no 'net.' prefix), or a headstart run's model ('backbone.' prefix, head
     dropped). The source classifier is optional: a checkpoint without it (or with another
     class count) loads, and `predict` without a run then says it has no source labels."""
+    from .source import check_weights_file
+
     path = resolve(spec)
+    check_weights_file(path, backbone.config.name, backbone.image_size)
     state = read_checkpoint(path)
     if any(k.startswith("backbone.") for k in state):
         state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}

@@ -87,14 +87,20 @@ def run_predict(args) -> int:
     return 0
 
 
-def _common_train_args(p) -> None:
+def _common_train_args(p, *, pretrain: bool = False) -> None:
     d = TrainConfig()
-    p.add_argument("--backbone", default=d.backbone, help="see `headstart models`")
-    p.add_argument("--strategy", default=d.strategy,
-                   choices=["linear_probe", "fine_tune", "gradual", "scratch"])
+    if not pretrain:
+        p.add_argument("--backbone", default=d.backbone, help="a zoo name (see `headstart "
+                       "models`), a source model directory from `headstart pretrain`, or a "
+                       "Hugging Face / sentence-transformers directory")
+        p.add_argument("--strategy", default=d.strategy,
+                       choices=["linear_probe", "fine_tune", "gradual", "scratch"])
+        p.add_argument("--unfreeze", default=d.unfreeze, help="fine_tune: N top groups, or all")
+        p.add_argument("--l2sp", type=float, default=d.l2sp, help="L2-SP strength (e.g. 0.01): "
+                       "pull fine-tuned weights towards the pre-trained ones (0: off)")
+        p.add_argument("--weights", help="your own weights for the backbone: file, folder or URL")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--lr", type=float, default=None, help="top learning rate")
-    p.add_argument("--unfreeze", default=d.unfreeze, help="fine_tune: N top groups, or all")
     p.add_argument("--image-size", default="auto", help="pixels, or auto (measured)")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--val-fraction", type=float, default=d.val_fraction)
@@ -102,7 +108,6 @@ def _common_train_args(p) -> None:
     p.add_argument("--patience", type=int, default=d.patience)
     p.add_argument("--no-flip", action="store_true", help="no horizontal flips (text, digits)")
     p.add_argument("--no-augment", action="store_true")
-    p.add_argument("--weights", help="your own weights for the backbone: file, folder or URL")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable images, listed")
     p.add_argument("--max-pixels", type=int, default=d.max_pixels)
     p.add_argument("--workers", type=int, default=d.workers)
@@ -132,15 +137,22 @@ def add_train(sub) -> None:
     p.set_defaults(func=run_train)
 
 
-def run_train(args) -> int:
-    cfg = TrainConfig(
-        backbone=args.backbone, strategy=args.strategy, epochs=args.epochs, lr=args.lr,
-        unfreeze=args.unfreeze, image_size=args.image_size, batch_size=args.batch_size,
+def _config_from_args(args, **fixed) -> TrainConfig:
+    """A TrainConfig from the parsed options of train-like commands (`fixed` overrides)."""
+    get = lambda name, default=None: fixed.get(name, getattr(args, name, default))  # noqa: E731
+    return TrainConfig(
+        backbone=get("backbone"), strategy=get("strategy"), epochs=args.epochs, lr=args.lr,
+        unfreeze=get("unfreeze", "all"), image_size=args.image_size, batch_size=args.batch_size,
         val_fraction=args.val_fraction, seed=args.seed, patience=args.patience,
-        flip=not args.no_flip, augment=not args.no_augment, weights=args.weights,
+        flip=not args.no_flip, augment=not args.no_augment, weights=get("weights"),
         skip_bad=args.skip_bad, max_pixels=args.max_pixels, workers=args.workers,
-        precision=args.precision, bn_stats=args.bn_stats, text_column=args.text_column,
-        label_column=args.label_column, encoding=args.encoding, truncate=args.truncate)
+        precision=args.precision, bn_stats=args.bn_stats, l2sp=get("l2sp", 0.0),
+        text_column=args.text_column, label_column=args.label_column, encoding=args.encoding,
+        truncate=args.truncate)
+
+
+def run_train(args) -> int:
+    cfg = _config_from_args(args)
     data, test = args.data, None
     if data is None:
         from ..data.shipped import write_animal_mnist
@@ -161,6 +173,37 @@ def run_train(args) -> int:
         report, _ = api.evaluate(result, test, progress=not args.quiet)
         print(f"held-out test accuracy {report['accuracy']:.4f} on {report['n']} examples "
               f"({test})")
+    return 0
+
+
+def add_pretrain(sub) -> None:
+    p = sub.add_parser("pretrain", help="pre-train your own source model from scratch on an "
+                       "abundant related dataset")
+    p.add_argument("data", help="labelled source data, in any form `train` accepts")
+    p.add_argument("--arch", required=True, help="zoo architecture to train from random init, "
+                   "e.g. small_cnn (28-64 px images) or efficientnet_lite0 (see `headstart models`)")
+    p.add_argument("--out", required=True, help="source model directory to create")
+    p.add_argument("--sample-size", type=int, default=500, help="held-out source examples kept "
+                   "with the model to measure retention after fine-tuning (0: none)")
+    _common_train_args(p, pretrain=True)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--restart", action="store_true", help="discard an interrupted run")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_pretrain)
+
+
+def run_pretrain(args) -> int:
+    from ..pretrain import pretrain
+    cfg = _config_from_args(args, backbone=args.arch, strategy="scratch")
+    result = pretrain(args.data, args.out, arch=args.arch, config=cfg,
+                      sample_size=args.sample_size, overwrite=args.overwrite,
+                      restart=args.restart, progress=not args.quiet)
+    if result.run_dir is None:
+        return 0
+    m = result.metrics
+    print(f"done in {m['seconds']:.0f}s: held-out accuracy {m['val_accuracy']:.4f} "
+          f"({m['val_images']} examples); source model saved to {result.run_dir}")
+    print(f"transfer from it with: headstart train TARGET --backbone {result.run_dir} --out RUN")
     return 0
 
 

@@ -15,7 +15,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in ("models", "predict", "train", "evaluate", "make-dataset"):
+    for name in ("models", "predict", "train", "pretrain", "evaluate", "make-dataset"):
         getattr(commands, f"add_{name.replace('-', '_')}")(sub)
     try:
         from .compare_cmd import add_compare

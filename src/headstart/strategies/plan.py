@@ -116,14 +116,19 @@ def apply_phase(model, phase: Phase) -> None:
     model.train(model.training)  # re-apply BatchNorm policy now
 
 
-def param_groups(model, phase: Phase, *, weight_decay: float = 0.01) -> list[dict]:
+def param_groups(model, phase: Phase, *, weight_decay: float = 0.01,
+                 backbone_decay: float | None = None) -> list[dict]:
+    """Optimizer groups: one per trainable layer group at its rate, then the head.
+    backbone_decay (default: weight_decay) is 0 under L2-SP, which pulls towards the
+    pre-trained weights instead of towards zero."""
     groups = model.backbone.group_modules()
+    decay = weight_decay if backbone_decay is None else backbone_decay
     out = []
     for g, lr in zip(phase.train_groups, phase.group_lrs):
         params = [p for m in groups[g] for p in m.parameters()]
         if not params:  # e.g. a text encoder's pooling: no weights
             continue
-        out.append({"params": params, "lr": lr, "name": g, "weight_decay": weight_decay})
+        out.append({"params": params, "lr": lr, "name": g, "weight_decay": decay})
     out.append({"params": list(model.head.parameters()), "lr": phase.head_lr, "name": "head",
                 "weight_decay": weight_decay})
     return out

@@ -29,6 +29,7 @@ class TrainConfig:
     precision: str = "auto"  # auto | fp32 | bf16
     channels_last: bool = True
     bn_stats: str = "auto"  # keep | update | auto (keep when starting from pre-trained weights)
+    l2sp: float = 0.0  # L2-SP strength alpha (0 = off): pull fine-tuned weights to pre-trained
     text_column: str | None = None  # texts in a table: None = the first of text, sentence, ...
     label_column: str | None = None  # None = the first of label, category, class, topic, ...
     encoding: str = "utf-8"  # text files in another encoding (e.g. cp1252) decode with it
@@ -51,6 +52,9 @@ class TrainConfig:
                 raise ConfigError(f"image_size must be between 8 and 1024, got {self.image_size}")
         if self.bn_stats not in ("auto", "keep", "update"):
             raise ConfigError(f"bn_stats must be auto, keep or update, got {self.bn_stats!r}")
+        if not 0 <= self.l2sp < 1e4:
+            raise ConfigError(f"l2sp must be 0 (off) or a positive strength such as 0.01, got "
+                              f"{self.l2sp}")
         if self.patience < 1:
             raise ConfigError(f"patience must be at least 1, got {self.patience}")
         self.unfreeze = str(self.unfreeze)

@@ -1,0 +1,115 @@
+"""The classic split experiment ("apples first, then pears"), on the real animal-mnist images:
+
+1. pre-train small_cnn from scratch on ALL images of classes 0-4 (bear, bird, cat, cow, dog);
+2. transfer it to classes 5-9 (elephant, giraffe, horse, sheep, zebra) with 10 labelled images
+   per class, and train the same architecture from scratch on those 50 images, same budget;
+3. measure both on the held-out test images of classes 5-9 (200 per class, never trained on),
+   and the source-task retention (source head on held-out source images) after fine-tuning with
+   and without L2-SP.
+
+    python benchmarks/pretrain_split.py --seeds 0 1 2          # about 10 minutes on 2 cores
+
+Fine-tuning runs train on all 50 images for a fixed number of epochs (no validation split, no
+early stopping), so every arm gets the same data and budget and retention is measured on the
+weights fine-tuning actually produced.
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+import _common  # noqa: F401  (puts src/ on the path)
+
+from headstart import api
+from headstart.data.shipped import ANIMAL_CLASSES, write_animal_mnist
+from headstart.pretrain import pretrain
+from headstart.training import TrainConfig
+
+SOURCE, TARGET = ANIMAL_CLASSES[:5], ANIMAL_CLASSES[5:]
+QUIET = dict(progress=False, log=lambda *_: None)
+
+
+def folders(work: Path, seed: int, per_class: int) -> tuple[Path, Path, Path]:
+    """(source data, target train, target test) folders built from the shipped hold-out split."""
+    full = write_animal_mnist(work / "animal-mnist")
+    few = write_animal_mnist(work / f"animal-mnist-{per_class}-{seed}", per_class=per_class,
+                             seed=seed)
+    src, tgt, test = work / "source", work / f"target-{seed}", work / "target-test"
+    for c in SOURCE:  # all their images: training pool and hold-out alike
+        if not (src / c).exists():
+            shutil.copytree(full / "train" / c, src / c)
+            shutil.copytree(full / "test" / c, src / c, dirs_exist_ok=True)
+    for c in TARGET:
+        if not (tgt / c).exists():
+            shutil.copytree(few / "train" / c, tgt / c)
+        if not (test / c).exists():
+            shutil.copytree(full / "test" / c, test / c)
+    return src, tgt, test
+
+
+def arm(tgt: Path, test: Path, cfg: TrainConfig) -> dict:
+    t0 = time.perf_counter()
+    r = api.train(tgt, config=cfg, **QUIET)
+    report, _ = api.evaluate(r, test, progress=False)
+    ret = (r.metrics.get("forgetting") or {}).get("retention") or {}
+    return {"acc": report["accuracy"], "retention": ret.get("source_accuracy_after"),
+            "before": ret.get("source_accuracy_before"), "seconds": time.perf_counter() - t0}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--per-class", type=int, default=10)
+    p.add_argument("--pretrain-epochs", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=20, help="fine-tune and scratch budget")
+    p.add_argument("--l2sp", type=float, nargs="+", default=[0.01, 0.1, 1.0])
+    p.add_argument("--work", default="benchmark-work/pretrain-split")
+    args = p.parse_args()
+    work = Path(args.work)
+    src_data, _, _ = folders(work, args.seeds[0], args.per_class)
+    source = work / "source-model"
+    if not source.exists():
+        t0 = time.perf_counter()
+        pretrain(src_data, source, arch="small_cnn", config=TrainConfig(
+            epochs=args.pretrain_epochs, image_size=32), **QUIET)
+        print(f"pre-trained small_cnn on {len(list(src_data.rglob('*.png')))} images of "
+              f"{', '.join(SOURCE)} in {time.perf_counter() - t0:.0f}s")
+    common = dict(epochs=args.epochs, val_fraction=0.0, image_size=32)
+    arms = {"scratch": dict(backbone="small_cnn", strategy="scratch"),
+            "transfer probe": dict(backbone=str(source), strategy="linear_probe"),
+            "transfer fine_tune": dict(backbone=str(source), strategy="fine_tune")}
+    arms.update({f"fine_tune + L2-SP {a:g}": dict(backbone=str(source), strategy="fine_tune",
+                                                 l2sp=a) for a in args.l2sp})
+    results: dict[str, list[dict]] = {k: [] for k in arms}
+    for seed in args.seeds:
+        _, tgt, test = folders(work, seed, args.per_class)
+        for name, kw in arms.items():
+            results[name].append(arm(tgt, test, TrainConfig(seed=seed, **common, **kw)))
+            r = results[name][-1]
+            kept = "-" if r["retention"] is None else f"{r['retention']:.4f}"
+            print(f"seed {seed} {name:<26} test {r['acc']:.4f}  source accuracy after {kept}",
+                  flush=True)
+    report(results, args)
+
+
+def report(results: dict[str, list[dict]], args) -> None:
+    mean = lambda rows, k: statistics.mean(r[k] for r in rows)  # noqa: E731
+    print(f"\n{args.per_class} labelled images per class of {', '.join(TARGET)}; test = 1,000 "
+          f"held-out images; {len(args.seeds)} seed(s); budget {args.epochs} epochs")
+    print(f"{'arm':<28}{'test acc':>10}{'source acc after':>18}")
+    for name, rows in results.items():
+        ret = None if rows[0]["retention"] is None else mean(rows, "retention")
+        print(f"{name:<28}{mean(rows, 'acc'):>10.4f}{'' if ret is None else f'{ret:.4f}':>18}")
+    base = mean(results["scratch"], "acc")
+    best = max((k for k in results if k != "scratch"), key=lambda k: mean(results[k], "acc"))
+    print(f"\ntransfer ({best}) minus scratch: {100 * (mean(results[best], 'acc') - base):+.1f} "
+          "points (target: at least +15)")
+    before = results["transfer fine_tune"][0]["before"]
+    print(f"source accuracy before fine-tuning: {before:.4f}")
+
+
+if __name__ == "__main__":
+    main()

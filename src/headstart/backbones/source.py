@@ -1,0 +1,113 @@
+"""Your own source models: any finished headstart run (typically from `headstart pretrain`)
+used as a backbone with `--backbone RUN_DIR`, exactly like a shipped one.
+
+The run records its architecture, input size and labels; its backbone weights are loaded into
+that architecture and its head becomes the backbone's source classifier (for LEEP/NCE ranking
+and for measuring how much of the source task survives fine-tuning). `source.json`, written by
+`headstart pretrain`, adds what data the source saw and its held-out accuracy, and
+`source_sample/` keeps held-out source examples for the retention measurement.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import yaml
+
+from ..exceptions import SourceMismatchError, WeightsError
+from .registry import BackboneConfig, get_config
+
+SOURCE_META = "source.json"
+SOURCE_SAMPLE = "source_sample"
+
+
+def is_run_dir(path: Path) -> bool:
+    return all((path / f).is_file() for f in ("config.yaml", "labels.json", "model.safetensors"))
+
+
+def read_meta(path: Path) -> tuple[dict, list, dict]:
+    """(stored config, labels, source.json or {}) of a run directory."""
+    try:
+        stored = yaml.safe_load((path / "config.yaml").read_text()) or {}
+        labels = json.loads((path / "labels.json").read_text())
+        meta = json.loads((path / SOURCE_META).read_text()) if (path / SOURCE_META).is_file() \
+            else {}
+    except (OSError, ValueError, yaml.YAMLError) as e:
+        raise WeightsError(f"{path}: unreadable run files ({e}); re-run `headstart pretrain`") \
+            from None
+    return stored, labels, meta
+
+
+def source_config(path: Path) -> BackboneConfig:
+    stored, labels, meta = read_meta(path)
+    if not stored.get("backbone"):
+        raise WeightsError(f"{path}: config.yaml names no backbone; not a headstart run")
+    base = get_config(str(stored["backbone"]))
+    held = meta.get("held_out_accuracy")
+    what = (f"your source model: {stored['backbone']} trained on {stored.get('data', '?')} "
+            f"({meta.get('examples', stored.get('examples', '?'))} examples, {len(labels)} "
+            "classes" + (f", held-out accuracy {held:.3f}" if held is not None else "") + ")")
+    return dataclasses.replace(
+        base, name=str(path), input_size=int(stored.get("image_size") or base.input_size),
+        pretraining=what, weights_source=str(path / "model.safetensors"),
+        num_source_classes=len(labels), source_labels=f"run:{path}",
+        description=f"source model from {path.name} ({base.name})",
+        factory=lambda cfg, s, pretrained: build_source(cfg, base, path, s, pretrained),
+        weights_installed=lambda: is_run_dir(path))
+
+
+def build_source(cfg: BackboneConfig, base: BackboneConfig, path: Path, size: int,
+                 pretrained: bool):
+    """The architecture of the run; with `pretrained`, its weights and its head as the source
+    classifier. Without (the scratch baseline), the same architecture from random init."""
+    from ..heads import LinearHead
+    from ..training.rundir import read_run
+    from .weights import load_state_dict_checked
+
+    module = base.factory(base, size, pretrained=False)
+    module.config = cfg
+    if not pretrained:
+        return module
+    _, labels, state, _ = read_run(path)
+    body = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    load_state_dict_checked(module, body, source=str(path), arch=base.name)
+    head = LinearHead(base.feature_dim, len(labels))
+    head.load_state_dict({k[len("head."):]: v for k, v in state.items() if k.startswith("head.")})
+    head.eval()
+    # plain attributes, not sub-modules: the source head is no part of the target's weights
+    object.__setattr__(module, "source_head_", head)
+    module.source_label_names = [str(x) for x in labels]
+    module.source_classifier = lambda: head
+    return module
+
+
+def check_fits(cfg: BackboneConfig, *, image_size, modality: str) -> None:
+    """Refuse a source model used with another input size or modality, listing what differs."""
+    if not cfg.source_labels.startswith("run:"):
+        return
+    diffs = []
+    if cfg.modality != modality:
+        diffs.append(("modality", cfg.modality, modality))
+    if image_size != "auto" and int(image_size) != cfg.input_size and cfg.modality == "image":
+        diffs.append(("input size", f"{cfg.input_size}px", f"{image_size}px"))
+    if diffs:
+        raise SourceMismatchError(cfg.name, diffs, "Transfer at the source's own input: drop "
+                                  "--image-size (or pass the source's), and use a source model "
+                                  "of your data's modality")
+
+
+def check_weights_file(path: Path, arch: str, size) -> None:
+    """`--weights RUN_DIR/model.safetensors` from another architecture: say so plainly, before
+    the tensor-by-tensor report."""
+    run = path.parent
+    if not is_run_dir(run):
+        return
+    stored, _, _ = read_meta(run)
+    have = str(stored.get("backbone", "?"))
+    diffs = []
+    if have != arch:
+        diffs.append(("architecture", have, arch))
+    if diffs:
+        raise SourceMismatchError(str(run), diffs, f"Use --backbone {run} to transfer from it "
+                                  "(its own architecture and input size are used)")
