@@ -26,7 +26,6 @@ from .training import FeatureCache, FeatureExtractor, RunWriter, Split, TrainCon
 from .training import read_run
 from .training import distributed as dist
 from .training.extract import extract_features
-from .training.headfit import head_logits
 from .training.predict import predict_logits, softmax
 from .training.forgetting import ForgettingMonitor
 from .training.forgetting import describe as describe_forgetting
@@ -160,7 +159,10 @@ def train(data, out: str | Path | None = None, *, labels=None, config: TrainConf
     monitor = ForgettingMonitor(model.backbone, pre) if fine_tunes else None
     trainer = Trainer(model, plan, pre=pre, cfg=cfg, writer=writer, progress=progress, log=log)
     history = trainer.fit(train_split, val_split, resume=resume)
-    metrics = _final_metrics(model, val_split, pre, cfg, classes, progress)
+    metrics = _final_metrics(model, val_split, pre, cfg, classes, progress,
+                             holdout=trainer.holdout_logits)
+    if cfg.strategy == "linear_probe" and len(val_split.y):
+        metrics["head_refit_on"] = len(train_split.y) + len(val_split.y)
     if monitor is not None:
         metrics["forgetting"] = monitor.report(model.backbone)
         for line in describe_forgetting(metrics["forgetting"]):
@@ -209,12 +211,13 @@ def _prepare_splits(ds, y_all, tr_idx, va_idx, model, pre, cfg, plan, cache, pro
     return splits[0], splits[1], skipped
 
 
-def _final_metrics(model, val: Split, pre, cfg, classes, progress) -> dict:
+def _final_metrics(model, val: Split, pre, cfg, classes, progress, holdout=None) -> dict:
+    """Validation report. A probe's comes from its head fitted on the training split alone
+    (`holdout` logits): the saved head was then refitted with the validation examples too."""
     if not len(val.y):
         return {"val": None, "val_accuracy": None}
-    if val.features is not None and all(not p.requires_grad for p in model.backbone.parameters()) \
-            and cfg.strategy == "linear_probe":
-        logits = head_logits(val.features, *model.head.raw_weights())
+    if holdout is not None and cfg.strategy == "linear_probe":
+        logits = holdout
     else:
         logits = predict_logits(model, val.ds, pre, flip=cfg.flip, progress=progress,
                                 batch_size=cfg.batch_size * 2)

@@ -80,6 +80,9 @@ class Trainer:
         self.best_state: dict | None = None
         self.stopped_early = False
         self.since_best = 0
+        # a probe's validation logits from the head fitted on the training split alone, kept
+        # because its final head is then refitted on training + validation examples
+        self.holdout_logits: np.ndarray | None = None
 
     # -- the plan -------------------------------------------------------------------------
     def fit(self, train: Split, val: Split, *, resume: dict | None = None) -> list[dict]:
@@ -109,7 +112,13 @@ class Trainer:
         row = {"phase": phase.name, "epoch": 1}
         row.update(_scores("train", head_logits(train.features, W, b), train.y))
         if len(val.y):
-            row.update(_scores("val", head_logits(val.features, W, b), val.y))
+            self.holdout_logits = head_logits(val.features, W, b)
+            row.update(_scores("val", self.holdout_logits, val.y))
+            if len(self.plan.phases) == 1:  # a probe: the final head learns from every label
+                both = np.concatenate([train.features, val.features])
+                self.model.head.set_fit(*fit_standardized_head(
+                    both, np.concatenate([train.y, val.y]), k, C=self.cfg.C, seed=self.cfg.seed))
+                row["refit_on"] = len(both)
         self._end_epoch(pi, 0, row, t0, optimizer=None)
 
     def _gradient_phase(self, pi: int, phase: Phase, train: Split, val: Split, *,
