@@ -278,3 +278,12 @@ def test_auto_image_size_is_measured_and_stored(cli, make_folder, tmp_path):
     assert sizes == [16, 24, 32]
     assert config["image_size"] in sizes and f"image size: {config['image_size']}px" in r.out
     assert api.load(out).preprocess.size == config["image_size"]
+
+
+def test_probe_head_is_refit_on_train_and_val_with_honest_val_figures(tiny_data):
+    cfg = TrainConfig(backbone="tiny_cnn", strategy="linear_probe", image_size=32)
+    r = api.train(tiny_data, config=cfg, progress=False, log=lambda *_: None)
+    assert r.metrics["head_refit_on"] == r.metrics["train_images"] + r.metrics["val_images"] == 16
+    assert r.history[0]["refit_on"] == 16
+    # the reported validation accuracy is the one of the head fitted before the refit
+    assert r.metrics["val_accuracy"] == pytest.approx(r.history[0]["val_acc"])
