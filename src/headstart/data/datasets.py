@@ -102,25 +102,33 @@ def from_folder(root: Path, *, skip_bad: bool = False) -> ImageDataset:
         raise DataError(f"{root}: no class sub-folders found; expected {root}/<class>/<image>."
                         + hint)
     ds = ImageDataset([], [], root=str(root))
+    for d, p in class_files(class_dirs, ds):
+        if is_image_path(p):
+            ds.sources.append(str(p))
+            ds.labels.append(d.name)
+        elif skip_bad:
+            ds.skipped.append(f"{p}: not an image file (extension '{p.suffix}')")
+        else:
+            raise DataError(f"{p}: not an image file (expected one of "
+                            f"{', '.join(IMAGE_EXTENSIONS)}); remove it or pass --skip-bad")
+    empty = [d.name for d in class_dirs if d.name not in set(ds.labels)]
+    if empty:
+        raise DataError(f"{root}: class folder(s) {', '.join(empty)} hold no images; add images "
+                        "or remove the folder(s)")
+    return ds
+
+
+def class_files(class_dirs: list[Path], ds: LabelledData):
+    """(class folder, file) for every file under the class folders, in sorted order; hidden and
+    system files are counted in ds.ignored_system_files instead."""
     for d in class_dirs:
         for p in sorted(d.rglob("*")):
             if p.is_dir():
                 continue
             if is_system_file(p):
                 ds.ignored_system_files += 1
-            elif is_image_path(p):
-                ds.sources.append(str(p))
-                ds.labels.append(d.name)
-            elif skip_bad:
-                ds.skipped.append(f"{p}: not an image file (extension '{p.suffix}')")
-            else:
-                raise DataError(f"{p}: not an image file (expected one of "
-                                f"{', '.join(IMAGE_EXTENSIONS)}); remove it or pass --skip-bad")
-    empty = [d.name for d in class_dirs if d.name not in set(ds.labels)]
-    if empty:
-        raise DataError(f"{root}: class folder(s) {', '.join(empty)} hold no images; add images "
-                        "or remove the folder(s)")
-    return ds
+                continue
+            yield d, p
 
 
 def from_csv(path: Path, *, skip_bad: bool = False) -> ImageDataset:

@@ -17,7 +17,7 @@ from typing import Sequence
 import numpy as np
 
 from ..exceptions import DataError
-from .datasets import LabelledData
+from .datasets import LabelledData, class_files
 from .images import is_image_path, is_system_file
 
 TABLE_EXTENSIONS = (".csv", ".tsv", ".jsonl", ".ndjson")
@@ -223,19 +223,13 @@ def from_text_folder(root: Path, options: TextOptions | None = None) -> TextData
     if not class_dirs:
         raise DataError(f"{root}: no class sub-folders found; expected {root}/<class>/<file>.txt")
     ds = TextDataset([], [], root=str(root))
-    for d in class_dirs:
-        for p in sorted(d.rglob("*")):
-            if p.is_dir():
-                continue
-            if is_system_file(p):
-                ds.ignored_system_files += 1
-                continue
-            if p.suffix.lower() != ".txt":
-                raise DataError(f"{p}: not a .txt file; a text folder holds one .txt file per "
-                                "text; remove it or move it out")
-            ds.sources.append(_read(p, opts.encoding))
-            ds.labels.append(d.name)
-            ds.origins.append(str(p))
+    for d, p in class_files(class_dirs, ds):
+        if p.suffix.lower() != ".txt":
+            raise DataError(f"{p}: not a .txt file; a text folder holds one .txt file per "
+                            "text; remove it or move it out")
+        ds.sources.append(_read(p, opts.encoding))
+        ds.labels.append(d.name)
+        ds.origins.append(str(p))
     empty = [d.name for d in class_dirs if d.name not in set(ds.labels)]
     if empty:
         raise DataError(f"{root}: class folder(s) {', '.join(empty)} hold no .txt files; add "
