@@ -4,6 +4,9 @@
     python benchmarks/accuracy.py fine_tune                             # animal-mnist, all 8,000
     python benchmarks/accuracy.py linear_probe --dataset bbc-news --per-class 8 --seeds 0 1 2 3 4
     python benchmarks/accuracy.py linear_probe --dataset bbc-news --per-class 0   # all articles
+    python benchmarks/accuracy.py fine_tune --dataset bbc-news --per-class 0 --epochs 2 --unfreeze 3
+
+Options the script does not know are passed on to `headstart train`.
 
 The hold-outs (animal-mnist: 2,000 images with no exact duplicate in the package; bbc-news: 700
 articles, likewise) are never trained on; each run's validation split comes out of its training
@@ -38,8 +41,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--image-size", default="auto")
     p.add_argument("--work", default=None, help="folder for data and runs (default: temporary)")
-    p.add_argument("extra", nargs="*", help="more `headstart train` options, after --")
-    args = p.parse_args()
+    args, args.extra = p.parse_known_args()  # anything else goes to `headstart train`
     per_class = args.per_class if args.per_class is not None else (
         10 if args.strategy == "linear_probe" else None)
     per_class = per_class or None
