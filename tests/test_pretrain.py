@@ -128,3 +128,14 @@ def test_text_source_model(tmp_path):
                   labels=["b", "s", "b", "s"], config=TrainConfig(
                       backbone=str(tmp_path / "tsrc"), strategy="fine_tune", epochs=1), **QUIET)
     assert r.metrics["forgetting"]["retention"]["source_examples"] == 4
+
+
+def test_source_model_features_keep_the_cache_outside_the_source(source, tmp_path):
+    from headstart.training import FeatureExtractor
+    from headstart.backbones import cache_dir
+
+    ex = FeatureExtractor(create_backbone(str(source)))
+    ex(torch.zeros(2, 3, 32, 32).numpy())
+    assert not list(source.parent.glob("*.onnx"))  # the exported graph lives in the cache
+    if ex.engine == "onnxruntime":
+        assert list((cache_dir() / "onnx").glob("src-*-32.onnx"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import re
 import sqlite3
 import warnings
 from concurrent.futures import ThreadPoolExecutor
@@ -103,7 +104,9 @@ class FeatureExtractor:
             if strict:
                 raise
             return None
-        path = cache_dir() / "onnx" / f"{self.backbone.config.name}-{self.fingerprint}-{self.size}.onnx"
+        # a source model's name is its directory path: keep only its last part, file-safe
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(self.backbone.config.name).name)
+        path = cache_dir() / "onnx" / f"{name}-{self.fingerprint}-{self.size}.onnx"
         try:
             if not path.is_file():
                 export_onnx(self.backbone, path)
