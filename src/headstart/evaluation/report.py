@@ -32,7 +32,7 @@ the page when absent.
     difference     {"diff", "lo", "hi"}          transfer - scratch, indicators.paired_difference
     probe_difference {"diff", "lo", "hi"}        transfer - probe (the forgetting check)
     speedup        indicators.speedup(): {"epochs", "seconds", "lower_bound", "text"}
-    class_drops    {"reference": arm name, "min_drop": float,
+    class_drops    {"reference": arm name, "min_drop": float, "note": str (optional),
                     "rows": indicators.per_class_drops()}, or a list of such dicts
     label_curve    {"shots": [int], "transfer": [float], "scratch": [float],
                     **indicators.label_efficiency()}     ("factor", "text", "lower_bound", ...)
@@ -253,6 +253,8 @@ def _drops_table(d: dict, cd: dict, key: str) -> str:
     specs = (("class", "text"), ("transfer_acc", "pct"), ("reference_acc", "pct"),
              ("drop", "pct"), ("n", "int"))
     rows = [_cells(f"{key}.rows.{i}", specs, d) for i in range(len(cd.get("rows") or []))]
+    if cd.get("note"):
+        body += f'<p class="note">{_v(f"{key}.note", cd["note"])}</p>'
     return body + (_table(["class", "transfer", ref, "drop", "test examples"], rows) if rows
                    else "<p>None.</p>")
 
@@ -368,7 +370,8 @@ color:#1f2328}h1{margin:.2em 0}h2{border-bottom:1px solid #d0d7de;margin-top:1.6
 .banner{color:#fff;border-radius:10px;padding:1em 1.4em}.banner p{margin:.4em 0}
 .banner .label{font-size:1.9em;font-weight:700}.cards{display:flex;flex-wrap:wrap;gap:1em}
 .warn{background:#fff8c5;color:#7d4e00;padding:.5em .8em;border-radius:6px;font-weight:600}
-.card{border:1px solid #d0d7de;border-radius:8px;padding:.8em 1.2em;min-width:180px}
+.card{border:1px solid #d0d7de;border-radius:8px;padding:.8em 1.2em;min-width:180px;
+max-width:420px}
 .muted{opacity:.65}.big{font-size:1.8em;font-weight:700}img{max-width:100%}
 table{border-collapse:collapse;margin:.6em 0}th{background:#f6f8fa}
 td,th{border-bottom:1px solid #d0d7de;padding:.3em .8em;text-align:left}

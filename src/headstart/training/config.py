@@ -29,6 +29,7 @@ class TrainConfig:
     precision: str = "auto"  # auto | fp32 | bf16
     channels_last: bool = True
     bn_stats: str = "auto"  # keep | update | auto (keep when starting from pre-trained weights)
+    refit: bool = True  # linear_probe: refit the final head on training + validation examples
     l2sp: float = 0.0  # L2-SP strength alpha (0 = off): pull fine-tuned weights to pre-trained
     text_column: str | None = None  # texts in a table: None = the first of text, sentence, ...
     label_column: str | None = None  # None = the first of label, category, class, topic, ...

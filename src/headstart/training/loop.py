@@ -114,7 +114,7 @@ class Trainer:
         if len(val.y):
             self.holdout_logits = head_logits(val.features, W, b)
             row.update(_scores("val", self.holdout_logits, val.y))
-            if len(self.plan.phases) == 1:  # a probe: the final head learns from every label
+            if len(self.plan.phases) == 1 and self.cfg.refit:  # a probe: learn from every label
                 both = np.concatenate([train.features, val.features])
                 self.model.head.set_fit(*fit_standardized_head(
                     both, np.concatenate([train.y, val.y]), k, C=self.cfg.C, seed=self.cfg.seed))
