@@ -250,3 +250,17 @@ def test_minilm_linear_probe_on_real_bbc_articles(bbc):
     assert trained.config.backbone == "minilm_l6"
     report, _ = api.evaluate(trained, test_texts, labels=test_labels, progress=False)
     assert report["accuracy"] >= 0.8  # 6 labelled articles per topic; chance is 0.2
+
+
+@pytest.mark.integration
+def test_backbone_auto_ranks_and_records_the_choice(tmp_path, cli, bbc):
+    (texts, labels), _ = bbc
+    data = write_csv(tmp_path / "short.csv", [t.split("\n")[0] for t in texts], labels)
+    r = cli("train", data, "--out", tmp_path / "run", "--backbone", "auto", "--quiet")
+    assert r.rc == 0, r.err
+    assert "recommendation: --backbone" in r.out
+    import yaml
+    stored = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    choice = stored["backbone_choice"]
+    assert choice["backbone"] == stored["backbone"] and not choice["candidate"].startswith(
+        "random") and choice["reason"]

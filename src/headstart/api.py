@@ -110,6 +110,7 @@ def train(data, out: str | Path | None = None, *, labels=None, config: TrainConf
     t_start = time.perf_counter()
     cfg = replace(config or TrainConfig()).validate()
     modality = detect_modality(data, labels)
+    choice = _auto_backbone(data, labels, cfg, progress, log) if cfg.backbone == "auto" else None
     bcfg = resolve_backbone(cfg, modality)
     dist.init_from_env()
     if not dist.is_main():  # under torchrun only rank 0 talks and writes
@@ -149,7 +150,7 @@ def train(data, out: str | Path | None = None, *, labels=None, config: TrainConf
     prep_seconds = time.perf_counter() - t_prep
     report_skipped(skipped, log)
     stored = {"headstart_version": __version__, "data": str(ds.root), "modality": modality,
-              "examples": len(ds),
+              "examples": len(ds), "backbone_choice": choice,
               **cfg.to_dict(), "image_size_measurements": measurements}
     resume = writer.open(stored, restart=restart) if writer else None
     if resume:
@@ -179,6 +180,19 @@ def train(data, out: str | Path | None = None, *, labels=None, config: TrainConf
             extras(writer, result, val_split)
         result.run_dir = save_run(result, writer, overwrite=overwrite)
     return result
+
+
+def _auto_backbone(data, labels, cfg: TrainConfig, progress: bool, log) -> dict:
+    """`--backbone auto`: rank the candidates on the data, take the recommendation (backbone,
+    weights, strategy, depth) into cfg, and return it to be recorded in the run."""
+    from .transferability.rank import recommend
+
+    rec = recommend(data, labels=labels, log=log, truncate=cfg.truncate, progress=progress,
+                    text_options=cfg.text_options(), skip_bad=cfg.skip_bad)
+    for key, value in rec.train_options().items():
+        setattr(cfg, key, value)
+    return {"candidate": rec.candidate, "by": rec.by, "reason": rec.reason,
+            **rec.train_options()}
 
 
 def _prepare_splits(ds, y_all, tr_idx, va_idx, model, pre, cfg, plan, cache, progress):

@@ -91,8 +91,9 @@ def _common_train_args(p, *, pretrain: bool = False) -> None:
     d = TrainConfig()
     if not pretrain:
         p.add_argument("--backbone", default=d.backbone, help="a zoo name (see `headstart "
-                       "models`), a source model directory from `headstart pretrain`, or a "
-                       "Hugging Face / sentence-transformers directory")
+                       "models`), a source model directory from `headstart pretrain`, a "
+                       "Hugging Face / sentence-transformers directory, or auto (ranked on "
+                       "your data by `headstart rank`; also sets --strategy and --unfreeze)")
         p.add_argument("--strategy", default=d.strategy,
                        choices=["linear_probe", "fine_tune", "gradual", "scratch"])
         p.add_argument("--unfreeze", default=d.unfreeze, help="fine_tune: N top groups, or all")

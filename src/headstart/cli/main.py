@@ -17,12 +17,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name in ("models", "predict", "train", "pretrain", "evaluate", "make-dataset"):
         getattr(commands, f"add_{name.replace('-', '_')}")(sub)
-    try:
-        from .compare_cmd import add_compare
-    except ImportError:  # pragma: no cover - module being written
-        add_compare = None
-    if add_compare is not None:
-        add_compare(sub)
+    from .compare_cmd import add_compare
+    from .rank_cmd import add_rank
+
+    add_compare(sub)
+    add_rank(sub)
     return p
 
 

@@ -1,0 +1,59 @@
+"""`headstart rank`: which source model (and which cut, which strategy) will transfer best to
+the user's data, before any training."""
+from __future__ import annotations
+
+import json
+
+EPILOG = """\
+candidates: `all` (default: every installed backbone of the data's kind, earlier cuts of the
+default backbone, and a random-initialisation control that should rank last), or a comma list:
+  efficientnet_lite0            a zoo backbone
+  efficientnet_lite0@stage5     the same network cut after a layer group
+  random:efficientnet_lite0     the architecture with random weights (a control)
+  runs/my-source                a source model from `headstart pretrain` (or a model folder)
+Use the recommendation directly with `headstart train DATA --backbone auto`.
+"""
+
+
+def add_rank(sub) -> None:
+    import argparse
+
+    p = sub.add_parser("rank", help="rank source models by transferability before training",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("data", help="labelled images or texts, as for `headstart train`")
+    p.add_argument("--candidates", default="all", help="all, or a comma list (see below)")
+    p.add_argument("--by", default="logme", choices=["logme", "hscore", "leep", "nce"],
+                   help="the score that ranks (default logme)")
+    p.add_argument("--max-per-class", type=int, help="examples per class to score (default: "
+                   "about 1,000 in all)")
+    p.add_argument("--image-size", type=int, help="pixels for every image candidate (default: "
+                   "each backbone's own)")
+    p.add_argument("--source-sample", help="data from the source domain, for a feature-distance "
+                   "(MMD) domain column")
+    p.add_argument("--n-boot", type=int, default=10, help="resamples for the intervals")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--text-column")
+    p.add_argument("--label-column")
+    p.add_argument("--encoding", default="utf-8")
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run_rank)
+
+
+def run_rank(args) -> int:
+    from ..data.texts import TextOptions
+    from ..transferability.rank import decide, rank
+
+    quiet = args.quiet or args.json
+    result = rank(args.data, candidates=args.candidates, by=args.by,
+                  max_per_class=args.max_per_class, image_size=args.image_size,
+                  source_sample=args.source_sample, n_boot=args.n_boot, seed=args.seed,
+                  text_options=TextOptions(args.text_column, args.label_column, args.encoding),
+                  progress=not quiet, log=(lambda *_: None) if quiet else print)
+    rec = decide(result)
+    if args.json:
+        print(json.dumps({**result.to_dict(), "recommendation": rec.__dict__}, default=str))
+        return 0
+    print(result.table())
+    print(str(rec))
+    return 0
