@@ -45,5 +45,9 @@ SCORES: dict[str, ScoreInfo] = {info.name: info for info in [
               "how easily a linear classifier tells source from target (0 to 2)"),
 ]}
 
+from .candidates import Candidate, parse_candidates  # noqa: E402
+from .rank import RankResult, Recommendation, decide, rank, recommend  # noqa: E402
+
 __all__ = ["SCORES", "ScoreInfo", "bootstrap", "frechet_distance", "hscore", "ledoit_wolf",
-           "leep", "logme", "mmd", "nce", "proxy_a_distance"]
+           "leep", "logme", "mmd", "nce", "proxy_a_distance", "Candidate", "parse_candidates",
+           "RankResult", "Recommendation", "decide", "rank", "recommend"]

@@ -19,12 +19,17 @@ comma list of these)::
 
 ``@GROUP`` combines with all of them (``random:minilm_l6@layer2``, ``runs/cats@stage6``).
 
-Features are cached in the FeatureCache like training's: the key holds the backbone's config
-name (a cut's name ends in ``@GROUP``), the fingerprint of its weights (so the random control
-and each checkpoint have their own entries) and the pre-processing.
+Candidates of one network (a backbone and its cuts) share one forward pass: the cuts tap it
+on the way (forward hooks on each group's last module), and without the whole network among
+them it stops after the deepest cut (the hook raises). Features are cached in the
+FeatureCache like training's, every candidate included: the key holds the pass's config name
+(``efficientnet_lite0``, or ``efficientnet_lite0@stage4+stage6+out`` for a tapped pass), the
+fingerprint of the weights (the random control and each checkpoint have their own) and the
+pre-processing.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -57,12 +62,21 @@ class Candidate:
 
     @property
     def kind(self) -> str:
+        """control, cut, checkpoint, pretrained, or untrained (a fixed-init test backbone)."""
         if self.random:
             return "control"
-        return "cut" if self.cut else ("checkpoint" if self.weights else "pretrained")
+        if self.cut or self.weights:
+            return "cut" if self.cut else "checkpoint"
+        return "untrained" if get_config(self.backbone).pretraining.startswith("none") \
+            else "pretrained"
 
-    def build(self, *, image_size: int | None = None) -> Backbone:
-        """The backbone module (eval mode), cut when asked; image_size applies to images."""
+    @property
+    def network(self) -> tuple:
+        """Candidates with the same network share one forward pass (cuts tap it on the way)."""
+        return self.backbone, self.weights, self.random, self.seed if self.random else 0
+
+    def build_network(self, *, image_size: int | None = None) -> Backbone:
+        """The whole network (eval mode), uncut; image_size applies to image backbones."""
         size = image_size if get_config(self.backbone).modality == "image" else None
         if self.random:
             with torch.random.fork_rng(devices=[]):
@@ -70,63 +84,98 @@ class Candidate:
                 net = create_backbone(self.backbone, pretrained=False, image_size=size)
         else:
             net = create_backbone(self.backbone, image_size=size, weights=self.weights)
-        return (CutBackbone(net, self.cut) if self.cut else net).eval()
+        return net.eval()
+
+    def build(self, *, image_size: int | None = None) -> Backbone:
+        net = self.build_network(image_size=image_size)
+        return CutBackbone(net, (self.cut,)).eval() if self.cut else net
 
 
 # ----------------------------------------------------------------------------- cut backbones
 
 class _Stop(Exception):
-    """Raised by the hook on the cut group's last module to end the forward pass early."""
-
-    def __init__(self, output) -> None:
-        super().__init__()
-        self.output = output[0] if isinstance(output, tuple) else output
-
-
-def _stop_hook(module, inputs, output):
-    raise _Stop(output)
+    """Raised by the hook on the deepest tapped group to end the forward pass early."""
 
 
 class CutBackbone(Backbone):
-    """``base`` up to the end of layer group ``group``. Image features are the global average
-    pool of the group's output (of its last module: for `stem` and `top`, before the final
-    activation); text features average the group's hidden states over tokens with the
+    """``base`` tapped at the end of layer groups ``groups``: features are the pooled output of
+    each tapped group (concatenated early to late), then the base's own output when
+    ``keep_output``; without it the forward pass stops after the deepest tapped group. Image
+    taps are global average pools of the group's last module's output (for `stem` and `top`,
+    before the final activation); text taps average the hidden states over tokens with the
     attention mask, then over each document's windows, L2-normalised as the full encoder's."""
 
-    def __init__(self, base: Backbone, group: str) -> None:
-        groups = base.config.layer_groups
-        if group not in groups:
-            hint = closest(group, list(groups))
-            raise ConfigError(f"'{base.config.name}' has no layer group '{group}'"
-                              + (f"; did you mean '{hint}'?" if hint else "")
-                              + f" Its groups are {', '.join(groups)}.")
-        modules = base.group_modules()[group]
-        if not modules:
-            raise ConfigError(f"layer group '{group}' of '{base.config.name}' has no layers to "
-                              f"cut after; pick one of {', '.join(_cuttable(base))}.")
-        kept = groups[:groups.index(group) + 1]
-        config = replace(base.config, name=f"{base.config.name}@{group}", layer_groups=kept,
+    def __init__(self, base: Backbone, groups: tuple[str, ...], *,
+                 keep_output: bool = False) -> None:
+        order = base.config.layer_groups
+        for g in groups:
+            _check_group(base, g)
+        groups = tuple(sorted(set(groups), key=order.index))
+        last = order[-1] if keep_output else groups[-1]
+        name = base.config.name + "@" + "+".join(groups) + ("+out" if keep_output else "")
+        config = replace(base.config, name=name, layer_groups=order[:order.index(last) + 1],
                          num_source_classes=0, source_labels="")
         super().__init__(config, base.image_size)
-        self.base, self.group = base, group
-        self._hook = modules[-1].register_forward_hook(_stop_hook)
-        with torch.inference_mode():
-            dim = int(self(dummy_input(config, 8 if config.modality == "text" else
-                                       base.image_size)).shape[1])
-        self.config = replace(config, feature_dim=dim)
+        self.base, self.groups, self.keep_output = base, groups, keep_output
+        self._seen: list[torch.Tensor] = []
+        mods = base.group_modules()
+        self._hooks = [mods[g][-1].register_forward_hook(self._tap(stop=g == groups[-1]
+                                                                   and not keep_output))
+                       for g in groups]
+        was_training = base.training
+        base.eval()  # the probe must not move BatchNorm statistics
+        with torch.inference_mode(), one_thread():
+            size = 8 if config.modality == "text" else base.image_size
+            self.dims = [int(t.shape[1]) for t in self.parts(dummy_input(config, size))]
+        base.train(was_training)
+        self.config = replace(config, feature_dim=sum(self.dims))
 
-    def forward(self, x):
+    def _tap(self, *, stop: bool):
+        def hook(module, inputs, output):
+            self._seen.append(output[0] if isinstance(output, tuple) else output)
+            if stop:
+                raise _Stop
+        return hook
+
+    def parts(self, x) -> list[torch.Tensor]:
+        """Pooled features of each tapped group (and of the output), early to late."""
+        self._seen = []
         try:
-            self.base(x)
-        except _Stop as stop:
-            if self.config.modality == "text":
-                return pool_tokens(stop.output, x, normalize=getattr(self.base, "normalize", True))
-            return stop.output.mean(dim=(2, 3))
-        raise RuntimeError(f"layer group '{self.group}' never ran")  # a backbone bug, not user's
+            out = self.base(x)
+        except _Stop:
+            out = None
+        seen, self._seen = self._seen, []
+        if self.config.modality == "text":
+            norm = getattr(self.base, "normalize", True)
+            pooled = [pool_tokens(h, x, normalize=norm) for h in seen]
+        else:
+            pooled = [h.mean(dim=(2, 3)) for h in seen]
+        return pooled + ([out] if self.keep_output else [])
+
+    def forward(self, x) -> torch.Tensor:
+        parts = self.parts(x)
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
     def group_modules(self):
         mods = self.base.group_modules()
         return {g: mods[g] for g in self.config.layer_groups}
+
+    def remove_hooks(self) -> None:
+        for h in self._hooks:
+            h.remove()
+
+
+def _check_group(base: Backbone, group: str) -> None:
+    groups = base.config.layer_groups
+    if group not in groups:
+        hint = closest(group, list(groups))
+        raise ConfigError(f"'{base.config.name}' has no layer group '{group}'"
+                          + (f"; did you mean '{hint}'?" if hint else "")
+                          + f" Its groups are {', '.join(groups)}.")
+    if not base.group_modules()[group]:
+        cuttable = [g for g, m in base.group_modules().items() if m]
+        raise ConfigError(f"layer group '{group}' of '{base.config.name}' has no layers to "
+                          f"cut after; pick one of {', '.join(cuttable)}.")
 
 
 def pool_tokens(hidden: torch.Tensor, batch: dict, *, normalize: bool) -> torch.Tensor:
@@ -140,12 +189,6 @@ def pool_tokens(hidden: torch.Tensor, batch: dict, *, normalize: bool) -> torch.
     counts = torch.zeros(n_docs, 1, dtype=sums.dtype).index_add_(0, doc, m.sum(1).float())
     emb = out / counts.clamp_min(1.0)
     return torch.nn.functional.normalize(emb, dim=-1) if normalize else emb
-
-
-def _cuttable(net_or_groups) -> list[str]:
-    """Layer groups with modules, early to late (the groups a cut can end at)."""
-    mods = net_or_groups.group_modules()
-    return [g for g in net_or_groups.config.layer_groups if mods[g]]
 
 
 def default_cuts(name: str) -> list[str]:
@@ -206,7 +249,8 @@ def parse_candidate(text: str, modality: str, *, seed: int = 0) -> Candidate:
     cfg = get_config(arch)
     if cfg.modality != modality:
         raise ConfigError(f"candidate '{text}' reads {cfg.modality}s but the data holds "
-                          f"{modality}s; pick a {modality} backbone such as "
+                          f"{modality}s; pick {'an' if modality == 'image' else 'a'} {modality} "
+                          "backbone such as "
                           f"'{DEFAULT_BACKBONE[modality]}' (see `headstart models`)")
     if random and weights:
         raise ConfigError(f"candidate '{text}': random: re-initialises an architecture, it takes "
@@ -276,9 +320,18 @@ class CandidateFeatures:
     features: np.ndarray  # (n_kept, dim) float32
     source_probs: np.ndarray | None  # (n_kept, source classes) softmax, when a source head fits
     kept: list[int]  # indices into the dataset
-    seconds: float
+    seconds: float  # of the forward pass this candidate shared with `shared` others
     from_cache: int
-    gflops: float  # per input (image, or full text window)
+    gflops: float  # per input (image, or full text window) of this candidate alone
+    shared: int = 0
+
+
+def by_network(cands: list[Candidate]) -> list[list[Candidate]]:
+    """Candidates grouped by network, in order of first appearance (one forward pass each)."""
+    groups: dict[tuple, list[Candidate]] = {}
+    for c in cands:
+        groups.setdefault(c.network, []).append(c)
+    return list(groups.values())
 
 
 def preprocess_of(net: Backbone, *, truncate: bool = False):
@@ -288,26 +341,72 @@ def preprocess_of(net: Backbone, *, truncate: bool = False):
     return Preprocess(int(net.image_size), c.mean, c.std)
 
 
-def candidate_features(candidate: Candidate, ds, *, image_size: int | None = None,
-                       cache: FeatureCache | None = None, engine: str = "auto",
-                       truncate: bool = False, skip_bad: bool = False, batch_size: int = 32,
-                       progress: bool = True) -> CandidateFeatures:
-    """Pooled features of `ds` under the candidate (one view, no flips), and the source head's
-    softmax outputs when the candidate keeps a source classifier (not for cuts, and not for
-    checkpoints saved without it)."""
+def network_features(cands: list[Candidate], ds, *, image_size: int | None = None,
+                     cache: FeatureCache | None = None, engine: str = "auto",
+                     truncate: bool = False, skip_bad: bool = False, batch_size: int = 32,
+                     progress: bool = True) -> list[CandidateFeatures]:
+    """Features of `ds` (one view, no flips) for candidates of one network, in one forward
+    pass: cuts tap it on the way, and it stops after the deepest cut when no candidate needs
+    the whole network. The whole network's candidate also gets the source head's softmax
+    outputs when it keeps a source classifier (checkpoints saved without one do not)."""
+    if len({c.network for c in cands}) != 1:
+        raise ConfigError("network_features takes candidates of one network; group them by "
+                          "Candidate.network")
+    start = time.perf_counter()
+    net = cands[0].build_network(image_size=image_size)
+    cuts = tuple(c.cut for c in cands if c.cut)
+    full = any(c.cut is None for c in cands)
+    run = CutBackbone(net, cuts, keep_output=full).eval() if cuts else net
+    ex = extract_features(ds, FeatureExtractor(run, engine=engine), preprocess_of(
+        run, truncate=truncate), cache=cache, skip_bad=skip_bad, batch_size=batch_size,
+        progress=progress, desc=cands[0].name if len(cands) == 1 else run.config.name)
+    feats = ex.features[:, 0]
+    seconds = time.perf_counter() - start
+    if cuts:
+        run.remove_hooks()
+    parts = np.split(feats, np.cumsum(run.dims)[:-1], axis=1) if cuts else [feats]
+    blocks = dict(zip(run.groups, parts)) if cuts else {}
+    out = []
+    for c in cands:
+        f = np.ascontiguousarray(blocks[c.cut] if c.cut else parts[-1], np.float32)
+        probs = None if c.cut else _source_probs(net, f)
+        out.append(CandidateFeatures(f, probs, ex.kept, seconds, ex.from_cache,
+                                     _gflops(net, c.cut), len(cands) - 1))
+    return out
+
+
+def _source_probs(net: Backbone, feats: np.ndarray) -> np.ndarray | None:
+    head = net.source_classifier()
+    if head is None or not getattr(net, "source_classifier_loaded", True):
+        return None
+    with torch.inference_mode():
+        return torch.softmax(head.eval()(torch.from_numpy(feats)).double(), 1).numpy()
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Batch-1 probes run on one thread: as fast on an idle machine, and on a loaded one
+    (other jobs on the other core) 100x faster than waiting for a second thread per op."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+_GFLOPS: dict[tuple, float] = {}  # (backbone, cut, input size) -> GFLOPs, per process
+
+
+def _gflops(net: Backbone, cut: str | None) -> float:
+    """FLOPs of one input through the candidate (one batch-1 forward pass, remembered)."""
     from ..backbones import count_flops
 
-    start = time.perf_counter()
-    net = candidate.build(image_size=image_size)
-    ex = extract_features(ds, FeatureExtractor(net, engine=engine), preprocess_of(
-        net, truncate=truncate), cache=cache, skip_bad=skip_bad, batch_size=batch_size,
-        progress=progress, desc=candidate.name)
-    feats = np.ascontiguousarray(ex.features[:, 0], np.float32)
-    probs = None
-    head = net.source_classifier()
-    if head is not None and getattr(net, "source_classifier_loaded", True):
-        with torch.inference_mode():
-            probs = torch.softmax(head.eval()(torch.from_numpy(feats)).double(), 1).numpy()
-    gflops = count_flops(net) / 1e9
-    return CandidateFeatures(feats, probs, ex.kept, time.perf_counter() - start, ex.from_cache,
-                             gflops)
+    key = (net.config.name, cut, net.image_size)
+    if key not in _GFLOPS:
+        tap = CutBackbone(net, (cut,)) if cut else net
+        with one_thread():
+            _GFLOPS[key] = count_flops(tap) / 1e9
+        if cut:
+            tap.remove_hooks()
+    return _GFLOPS[key]
