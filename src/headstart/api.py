@@ -12,6 +12,7 @@ import torch
 
 from . import __version__
 from .backbones import create_backbone, get_config
+from .backbones.registry import DEFAULT_BACKBONE
 from .backbones.source import check_fits
 from .data.datasets import ImageDataset, LabelledData, load_dataset, require_two_per_class
 from .data.datasets import stratified_split
@@ -52,7 +53,6 @@ class TrainedModel:
         return get_config(self.config.backbone).modality
 
 
-DEFAULT_BACKBONE = {"image": "efficientnet_lite0", "text": "minilm_l6"}
 
 
 def preprocess_for(cfg: TrainConfig):

@@ -62,6 +62,8 @@ class Backbone(nn.Module):
 
 
 _REGISTRY: dict[str, BackboneConfig] = {}
+# the zoo's default for each kind of data
+DEFAULT_BACKBONE = {"image": "efficientnet_lite0", "text": "minilm_l6"}
 
 
 def register_backbone(config: BackboneConfig) -> BackboneConfig:

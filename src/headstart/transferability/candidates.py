@@ -38,15 +38,13 @@ import numpy as np
 import torch
 
 from ..backbones import Backbone, create_backbone, get_config, list_backbones
-from ..backbones.registry import dummy_input
+from ..backbones.registry import DEFAULT_BACKBONE, dummy_input
 from ..data.tokenize import TextPreprocess
 from ..data.transforms import Preprocess
 from ..exceptions import ConfigError, UnknownBackboneError, WeightsError, closest
 from ..training.extract import extract_features
 from ..training.features import FeatureCache, FeatureExtractor
 
-# the zoo's default per modality (as api.DEFAULT_BACKBONE; transferability may not import api)
-DEFAULT_BACKBONE = {"image": "efficientnet_lite0", "text": "minilm_l6"}
 _WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 
 
