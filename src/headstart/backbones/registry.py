@@ -1,6 +1,7 @@
 """The zoo: a registry of named backbones described by data, built on request."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -77,15 +78,18 @@ def get_config(name: str) -> BackboneConfig:
     key = name.replace("-", "_").lower()
     if key in _REGISTRY:
         return _REGISTRY[key]
-    if name in _REGISTRY:
-        return _REGISTRY[name]
-    if Path(name).is_dir():
-        return register_backbone(config_from_dir(Path(name)))
+    if Path(name).is_dir():  # a model directory: described on request, not listed in the zoo
+        path = Path(name).resolve()
+        stamp = max((f.stat().st_mtime_ns for f in path.iterdir() if f.is_file()), default=0)
+        return config_from_dir(path, stamp)
     raise UnknownBackboneError(name, _REGISTRY)
 
 
-def config_from_dir(path: Path) -> BackboneConfig:
-    """A backbone from a local model directory (Hugging Face / sentence-transformers)."""
+@functools.lru_cache(maxsize=64)
+def config_from_dir(path: Path, stamp: int = 0) -> BackboneConfig:
+    """A backbone from a local model directory: a headstart source model (run directory) or a
+    Hugging Face / sentence-transformers directory. `stamp` (the files' latest modification)
+    keys the cache, so a directory written again is read again."""
     from ..exceptions import WeightsError
     from .text import text_config
 
