@@ -100,7 +100,7 @@ class ForgettingMonitor:
 
 def describe(report: dict) -> list[str]:
     drift = report["drift"]
-    lines = ["drift from the pre-trained weights (relative L2, per group): " +
+    lines = ["drift of the kept weights from the pre-trained ones (relative L2, per group): " +
              ", ".join(f"{g} {v:.3f}" for g, v in drift.items())]
     r = report["retention"]
     if r:
