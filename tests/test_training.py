@@ -287,3 +287,21 @@ def test_probe_head_is_refit_on_train_and_val_with_honest_val_figures(tiny_data)
     assert r.history[0]["refit_on"] == 16
     # the reported validation accuracy is the one of the head fitted before the refit
     assert r.metrics["val_accuracy"] == pytest.approx(r.history[0]["val_acc"])
+
+
+def test_equal_accuracy_at_lower_loss_counts_as_better():
+    from headstart.data.transforms import Preprocess
+    from headstart.heads import LinearHead, TransferModel
+    from headstart.strategies import build_plan
+
+    backbone = create_backbone("tiny_cnn")
+    model = TransferModel(backbone, LinearHead(32, 2))
+    plan = build_plan("fine_tune", backbone.config.layer_groups, epochs=5)
+    trainer = loop.Trainer(model, plan, pre=Preprocess(32, (0.5,) * 3, (0.5,) * 3),
+                           cfg=TrainConfig(patience=5), progress=False, log=lambda *_: None)
+    for epoch, loss, since in ((1, 1.0, 0), (2, 0.5, 0), (3, 0.7, 1)):
+        with torch.no_grad():
+            model.head.fc.bias.fill_(epoch)
+        trainer._end_epoch(1, epoch, {"val_acc": 0.5, "val_loss": loss}, 0.0, optimizer=None)
+        assert trainer.since_best == since
+    assert float(trainer.best_state["head.fc.bias"][0]) == 2.0  # epoch 2: same acc, lower loss

@@ -77,6 +77,7 @@ class Trainer:
         self.bf16 = use_bf16(cfg.precision, pre.size)
         self.history: list[dict] = []
         self.best_score = -math.inf
+        self.best_loss = math.inf
         self.best_state: dict | None = None
         self.stopped_early = False
         self.since_best = 0
@@ -207,8 +208,12 @@ class Trainer:
         row["seconds"] = round(time.perf_counter() - t0, 2)
         self.history.append(row)
         score = row.get("val_acc", row.get("train_acc", 0.0))
-        if score > self.best_score + 1e-9 or "val_acc" not in row:
-            self.best_score = score
+        loss = row.get("val_loss", math.inf)
+        # better accuracy, or the same accuracy at a lower loss (a tie is not a reason to keep
+        # the earlier weights: on small validation sets accuracy moves in coarse steps)
+        tie_break = abs(score - self.best_score) <= 1e-9 and loss < self.best_loss - 1e-6
+        if score > self.best_score + 1e-9 or tie_break or "val_acc" not in row:
+            self.best_score, self.best_loss = score, loss
             self.best_state = copy.deepcopy(self.model.state_dict())
             self.since_best = 0
         else:
@@ -226,7 +231,8 @@ class Trainer:
             self.writer.save_checkpoint({
                 "phase": pi + 1 if done_phase else pi, "epoch": 0 if done_phase else epoch,
                 "model": self.model.state_dict(), "best": self.best_state,
-                "best_score": self.best_score, "since_best": self.since_best,
+                "best_score": self.best_score, "best_loss": self.best_loss,
+                "since_best": self.since_best,
                 "history": self.history, "stopped_early": self.stopped_early,
                 "optimizer": None if optimizer is None or done_phase else optimizer[0].state_dict(),
                 "scheduler": None if optimizer is None or done_phase else optimizer[1].state_dict(),
@@ -236,6 +242,7 @@ class Trainer:
     def _restore(self, ckpt: dict) -> tuple[int, int]:
         self.model.load_state_dict(ckpt["model"])
         self.best_state, self.best_score = ckpt["best"], ckpt["best_score"]
+        self.best_loss = ckpt.get("best_loss", math.inf)
         self.since_best, self.history = ckpt["since_best"], list(ckpt["history"])
         self.stopped_early = ckpt["stopped_early"]
         return ckpt["phase"], ckpt["epoch"]
