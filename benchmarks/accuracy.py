@@ -3,6 +3,7 @@
     python benchmarks/accuracy.py linear_probe --seeds 0 1 2 3 4        # animal-mnist, 10/class
     python benchmarks/accuracy.py fine_tune                             # animal-mnist, all 8,000
     python benchmarks/accuracy.py linear_probe --dataset bbc-news --per-class 8 --seeds 0 1 2 3 4
+    python benchmarks/accuracy.py contrastive --dataset bbc-news --per-class 8 --seeds 0 1 2 3 4
     python benchmarks/accuracy.py linear_probe --dataset bbc-news --per-class 0   # all articles
     python benchmarks/accuracy.py fine_tune --dataset bbc-news --per-class 0 --epochs 2 --unfreeze 3
 
@@ -32,7 +33,8 @@ def run(cmd: list[str]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("strategy", choices=["linear_probe", "fine_tune", "gradual", "scratch"])
+    p.add_argument("strategy", choices=["linear_probe", "fine_tune", "gradual", "scratch",
+                                        "contrastive"])
     p.add_argument("--dataset", default="animal-mnist", choices=["animal-mnist", "bbc-news"])
     p.add_argument("--per-class", type=int, default=None,
                    help="training examples per class (default: 10 for linear_probe, else all; "
@@ -43,7 +45,7 @@ def main() -> None:
     p.add_argument("--work", default=None, help="folder for data and runs (default: temporary)")
     args, args.extra = p.parse_known_args()  # anything else goes to `headstart train`
     per_class = args.per_class if args.per_class is not None else (
-        10 if args.strategy == "linear_probe" else None)
+        10 if args.strategy in ("linear_probe", "contrastive") else None)
     per_class = per_class or None
     work = Path(args.work or tempfile.mkdtemp(prefix="headstart-acc-"))
     os.environ.setdefault("HEADSTART_CACHE", str(work / "cache"))

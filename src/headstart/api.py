@@ -30,6 +30,7 @@ from .training.extract import extract_features
 from .training.predict import predict_logits, softmax
 from .training.forgetting import ForgettingMonitor
 from .training.forgetting import describe as describe_forgetting
+from .training.layers import choose_feature_layers
 from .training.sizing import choose_image_size
 from .training.text_extract import count_truncated
 
@@ -83,7 +84,8 @@ def resolve_backbone(cfg: TrainConfig, modality: str):
 def build_model(cfg: TrainConfig, num_classes: int, *, pretrained: bool) -> TransferModel:
     backbone = create_backbone(cfg.backbone, pretrained=pretrained, image_size=int(cfg.image_size),
                                weights=cfg.weights if pretrained else None)
-    return TransferModel(backbone, LinearHead(backbone.config.feature_dim, num_classes))
+    backbone.set_feature_layers(1 if cfg.layers == "auto" else int(cfg.layers))
+    return TransferModel(backbone, LinearHead(backbone.feature_dim, num_classes))
 
 
 def summarize(ds: LabelledData) -> str:
@@ -135,11 +137,14 @@ def train(data, out: str | Path | None = None, *, labels=None, config: TrainConf
         cfg.image_size = size
     plan = build_plan(cfg.strategy, bcfg.layer_groups, epochs=cfg.epochs, lr=cfg.lr,
                       unfreeze=cfg.unfreeze, modality=modality)
-    for phase in plan.phases:
-        log(f"phase {phase.describe()}")
     classes = ds.classes
     y_all = np.array([classes.index(v) for v in ds.labels])
     tr_idx, va_idx = stratified_split(ds.labels, cfg.val_fraction, cfg.seed)
+    layer_rows: list[dict] = []
+    if cfg.layers == "auto":
+        cfg.layers, layer_rows = _auto_layers(ds.subset(tr_idx), cfg, plan, cache, progress, log)
+    for phase in plan.phases:
+        log(f"phase {phase.describe()}")
     torch.manual_seed(cfg.seed)  # random init of the head (and of everything for scratch)
     model = build_model(cfg, len(classes), pretrained=plan.pretrained)
     model.keep_bn_stats = cfg.bn_stats == "keep" or (cfg.bn_stats == "auto" and plan.pretrained)
@@ -151,7 +156,8 @@ def train(data, out: str | Path | None = None, *, labels=None, config: TrainConf
     report_skipped(skipped, log)
     stored = {"headstart_version": __version__, "data": str(ds.root), "modality": modality,
               "examples": len(ds), "backbone_choice": choice,
-              **cfg.to_dict(), "image_size_measurements": measurements}
+              **cfg.to_dict(), "image_size_measurements": measurements,
+              "layer_measurements": layer_rows}
     resume = writer.open(stored, restart=restart) if writer else None
     if resume:
         log(f"resuming the interrupted run in {writer.partial} "
@@ -162,7 +168,7 @@ def train(data, out: str | Path | None = None, *, labels=None, config: TrainConf
     history = trainer.fit(train_split, val_split, resume=resume)
     metrics = _final_metrics(model, val_split, pre, cfg, classes, progress,
                              holdout=trainer.holdout_logits)
-    if cfg.strategy == "linear_probe" and len(val_split.y):
+    if trainer.holdout_logits is not None and cfg.refit:
         metrics["head_refit_on"] = len(train_split.y) + len(val_split.y)
     if monitor is not None:
         metrics["forgetting"] = monitor.report(model.backbone)
@@ -182,6 +188,19 @@ def train(data, out: str | Path | None = None, *, labels=None, config: TrainConf
     return result
 
 
+def _auto_layers(train_ds, cfg: TrainConfig, plan, cache, progress: bool, log):
+    """`--layers auto`: for a pre-trained text encoder, how many top layers to pool, measured
+    by cross-validation on the training split; 1 for images and for scratch."""
+    if train_ds.modality != "text" or not plan.pretrained:
+        return 1, []
+    k, rows, reason = choose_feature_layers(train_ds, cfg, preprocess_for(cfg), cache=cache,
+                                            progress=progress)
+    for r in rows:
+        log(f"  {r['layers']} layer(s)  cv accuracy {r['cv_accuracy']:.4f}")
+    log(f"feature layers: {k} ({reason})")
+    return k, rows
+
+
 def _auto_backbone(data, labels, cfg: TrainConfig, progress: bool, log) -> dict:
     """`--backbone auto`: rank the candidates on the data, take the recommendation (backbone,
     weights, strategy, depth) into cfg, and return it to be recorded in the run."""
@@ -197,7 +216,7 @@ def _auto_backbone(data, labels, cfg: TrainConfig, progress: bool, log) -> dict:
 
 def _prepare_splits(ds, y_all, tr_idx, va_idx, model, pre, cfg, plan, cache, progress):
     """Read every image once: features for cached phases, or a decode check for scratch."""
-    needs_features = any(p.cached for p in plan.phases)
+    needs_features = any(p.cached and not p.fresh for p in plan.phases)
     extractor = FeatureExtractor(model.backbone) if needs_features else None
     views = 2 if cfg.flip else 1
     splits, skipped = [], []
@@ -226,11 +245,12 @@ def _prepare_splits(ds, y_all, tr_idx, va_idx, model, pre, cfg, plan, cache, pro
 
 
 def _final_metrics(model, val: Split, pre, cfg, classes, progress, holdout=None) -> dict:
-    """Validation report. A probe's comes from its head fitted on the training split alone
-    (`holdout` logits): the saved head was then refitted with the validation examples too."""
+    """Validation report. When the plan ends with a head fitted in closed form (linear_probe,
+    contrastive) it comes from that head as fitted on the training split alone (`holdout`
+    logits): the saved head was then refitted with the validation examples too."""
     if not len(val.y):
         return {"val": None, "val_accuracy": None}
-    if holdout is not None and cfg.strategy == "linear_probe":
+    if holdout is not None:
         logits = holdout
     else:
         logits = predict_logits(model, val.ds, pre, flip=cfg.flip, progress=progress,

@@ -86,7 +86,7 @@ class TransferClassifier:
         self.history_ = t.history
         self.metrics_ = t.metrics
         self.image_size_ = t.config.image_size
-        self.n_features_in_ = t.model.backbone.config.feature_dim
+        self.n_features_in_ = t.model.backbone.feature_dim
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "trained_"):

@@ -49,6 +49,19 @@ class Backbone(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N,3,S,S) -> (N, feature_dim)
         raise NotImplementedError
 
+    feature_layers = 1  # text encoders may pool several top layers (set_feature_layers)
+
+    @property
+    def feature_dim(self) -> int:
+        """Size of the features this backbone puts out (config.feature_dim per pooled layer)."""
+        return self.config.feature_dim * self.feature_layers
+
+    def set_feature_layers(self, k: int) -> None:
+        if int(k) != 1:
+            from ..exceptions import ConfigError
+            raise ConfigError(f"--layers {k}: only text encoders pool several layers; use 1 "
+                              f"(or auto) with '{self.config.name}'")
+
     def group_modules(self) -> dict[str, list[nn.Module]]:
         """Modules of each layer group, in the order of config.layer_groups."""
         raise NotImplementedError

@@ -75,12 +75,30 @@ class TextBackbone(Backbone):
     def layers(self) -> nn.ModuleList:  # not an attribute: its weights would be saved twice
         return _encoder_layers(self.encoder)
 
+    def set_feature_layers(self, k: int) -> None:
+        """Features = the pooled outputs of the last k transformer layers, the last first,
+        each L2-normalised, concatenated (k = 1: the sentence embedding itself). Lower layers
+        keep more of the words; the last is tuned for sentence similarity."""
+        n = len(self.layers)
+        if not 1 <= int(k) <= n:
+            from ..exceptions import ConfigError
+            raise ConfigError(f"--layers {k}: '{self.config.name}' has {n} transformer "
+                              f"layers; use a number from 1 to {n}, or auto")
+        self.feature_layers = int(k)
+
     def forward(self, batch: dict) -> torch.Tensor:
         ids, mask, doc = batch["input_ids"], batch["attention_mask"], batch["doc"]
-        hidden = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        k = self.feature_layers
+        out = self.encoder(input_ids=ids, attention_mask=mask, output_hidden_states=k > 1)
+        states = [out.last_hidden_state] if k == 1 else [out.hidden_states[-1 - j]
+                                                           for j in range(k)]
+        n_docs = int(batch.get("n_docs", int(doc.max()) + 1 if len(doc) else 0))
+        return torch.cat([self._pool(h, mask, doc, n_docs) for h in states], dim=-1)
+
+    def _pool(self, hidden, mask, doc, n_docs: int) -> torch.Tensor:
+        """Mean over every token of a document's windows, then L2-normalised."""
         m = mask.unsqueeze(-1).to(hidden.dtype)
         sums = (hidden * m).sum(1).float()
-        n_docs = int(batch.get("n_docs", int(doc.max()) + 1 if len(doc) else 0))
         out = torch.zeros(n_docs, sums.shape[1], dtype=sums.dtype, device=sums.device)
         out.index_add_(0, doc, sums)
         counts = torch.zeros(n_docs, 1, dtype=sums.dtype, device=sums.device)

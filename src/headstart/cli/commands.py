@@ -9,6 +9,7 @@ from .. import api
 from ..backbones import cache_dir, count_flops, count_parameters, create_backbone
 from ..backbones import list_backbones
 from ..evaluation import format_confusion, format_report, plot_confusion
+from ..strategies import STRATEGIES
 from ..training.config import TrainConfig
 
 DEMO_PER_CLASS = 100
@@ -94,9 +95,14 @@ def _common_train_args(p, *, pretrain: bool = False) -> None:
                        "models`), a source model directory from `headstart pretrain`, a "
                        "Hugging Face / sentence-transformers directory, or auto (ranked on "
                        "your data by `headstart rank`; also sets --strategy and --unfreeze)")
-        p.add_argument("--strategy", default=d.strategy,
-                       choices=["linear_probe", "fine_tune", "gradual", "scratch"])
-        p.add_argument("--unfreeze", default=d.unfreeze, help="fine_tune: N top groups, or all")
+        p.add_argument("--strategy", default=d.strategy, choices=list(STRATEGIES),
+                       help="linear_probe: frozen backbone + logistic head; fine_tune (default): "
+                       "head, then the top groups with discriminative rates; gradual: one more "
+                       "group per epoch; scratch: same network, random init; contrastive: "
+                       "few-shot, the backbone learns from pairs of examples (SetFit-style), "
+                       "then a logistic head")
+        p.add_argument("--unfreeze", default=d.unfreeze,
+                       help="fine_tune, contrastive: N top groups, or all")
         p.add_argument("--l2sp", type=float, default=d.l2sp, help="L2-SP strength (e.g. 0.01): "
                        "pull fine-tuned weights towards the pre-trained ones (0: off)")
         p.add_argument("--weights", help="your own weights for the backbone: file, folder or URL")
@@ -123,6 +129,9 @@ def _common_train_args(p, *, pretrain: bool = False) -> None:
                    help="texts: file encoding (default utf-8; e.g. cp1252 for old Windows files)")
     p.add_argument("--truncate", action="store_true", help="texts: keep only the first window "
                    "of long texts (default: split into windows and pool)")
+    p.add_argument("--layers", default=d.layers, help="texts: features pool the last N "
+                   "transformer layers, concatenated; auto (default) measures 1, 2 and 4 by "
+                   "cross-validation on the training texts")
 
 
 def add_train(sub) -> None:
@@ -149,7 +158,7 @@ def _config_from_args(args, **fixed) -> TrainConfig:
         skip_bad=args.skip_bad, max_pixels=args.max_pixels, workers=args.workers,
         precision=args.precision, bn_stats=args.bn_stats, l2sp=get("l2sp", 0.0),
         text_column=args.text_column, label_column=args.label_column, encoding=args.encoding,
-        truncate=args.truncate)
+        truncate=args.truncate, layers=getattr(args, "layers", "auto"))
 
 
 def run_train(args) -> int:

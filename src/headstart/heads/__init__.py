@@ -61,8 +61,11 @@ class TransferModel(nn.Module):
         self.frozen: tuple[str, ...] = ()
         self.keep_bn_stats = False
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
+    def forward(self, x: torch.Tensor, embed: bool = False) -> torch.Tensor:
+        """Logits; with embed=True the backbone's features (the pair objective trains on them,
+        through the same module so that DistributedDataParallel sees the call)."""
+        features = self.backbone(x)
+        return features if embed else self.head(features)
 
     def train(self, mode: bool = True) -> "TransferModel":
         super().train(mode)

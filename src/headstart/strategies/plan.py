@@ -1,8 +1,13 @@
 """Build a strategy's plan and apply a phase of it to a model.
 
 A plan is data: a list of phases. Each names the backbone groups that train (the head always
-trains), the learning rate of each, the number of epochs, and whether features may come from
-the cache (only when no backbone group trains). One trainer runs any plan.
+trains, except under the pair objective), the learning rate of each, the number of epochs, the
+objective, and whether features may come from the cache (only when no backbone group trains).
+One trainer runs any plan.
+
+`contrastive` is few-shot tuning in the spirit of SetFit (Tunstall et al., 2022): the backbone
+first learns from pairs of labelled examples (embeddings of the same class pulled together, of
+different classes pushed apart), then a logistic head is fitted on its new embeddings.
 """
 from __future__ import annotations
 
@@ -12,10 +17,13 @@ from torch import nn
 
 from ..exceptions import ConfigError
 
-STRATEGIES = ("linear_probe", "fine_tune", "gradual", "scratch")
-DEFAULT_LR = {"linear_probe": 1e-3, "fine_tune": 1e-3, "gradual": 1e-3, "scratch": 3e-3}
+STRATEGIES = ("linear_probe", "fine_tune", "gradual", "scratch", "contrastive")
+DEFAULT_LR = {"linear_probe": 1e-3, "fine_tune": 1e-3, "gradual": 1e-3, "scratch": 3e-3,
+              "contrastive": 1e-4}
 # Transformers need far smaller steps than CNNs (BERT's own fine-tuning rates are 2e-5..1e-4)
-DEFAULT_LR_TEXT = {"linear_probe": 1e-3, "fine_tune": 1e-4, "gradual": 1e-4, "scratch": 5e-4}
+DEFAULT_LR_TEXT = {"linear_probe": 1e-3, "fine_tune": 1e-4, "gradual": 1e-4, "scratch": 5e-4,
+                   "contrastive": 2e-5}
+OBJECTIVES = ("classify", "pairs")
 LR_MULT = 100.0  # earliest group's rate = top rate / LR_MULT (fastai's slice(lr/100, lr))
 
 
@@ -26,16 +34,21 @@ class Phase:
     group_lrs: tuple[float, ...]
     head_lr: float
     epochs: int
-    cached: bool = False
+    cached: bool = False  # head only, fitted in closed form on features, no gradient epochs
+    objective: str = "classify"  # or "pairs": the backbone alone learns from example pairs
+    fresh: bool = False  # cached phase whose features come from the tuned backbone, not the cache
 
     def describe(self) -> str:
+        if self.cached and self.fresh:
+            return f"{self.name}: head only, on the tuned backbone's features"
         if self.cached:
             return f"{self.name}: head only, on cached frozen features"
         if not self.train_groups:
             return f"{self.name}: head only, {self.epochs} epoch(s)"
         rates = f"lr {min(self.group_lrs):.1e}..{max(self.group_lrs):.1e}"
+        what = "pairs of examples, no head" if self.objective == "pairs" else "+ head"
         return (f"{self.name}: {len(self.train_groups)} group(s) "
-                f"{self.train_groups[0]}..{self.train_groups[-1]} + head, {rates}, "
+                f"{self.train_groups[0]}..{self.train_groups[-1]} {what}, {rates}, "
                 f"{self.epochs} epoch(s)")
 
 
@@ -75,6 +88,12 @@ def build_plan(strategy: str, groups: tuple[str, ...], *, epochs: int = 5,
         return Plan(strategy, True, (head,))
     if strategy == "scratch":
         return Plan(strategy, False, (Phase("scratch", groups, (lr,) * len(groups), lr, epochs),))
+    if strategy == "contrastive":
+        top = _top_groups(groups, unfreeze)
+        return Plan(strategy, True, (
+            Phase("contrastive", top, tuple(rates[g] for g in top), lr, epochs,
+                  objective="pairs"),
+            Phase("head", (), (), lr, 1, cached=True, fresh=True)))
     if strategy == "fine_tune":
         top = _top_groups(groups, unfreeze)
         return Plan(strategy, True, (head, Phase("fine_tune", top, tuple(rates[g] for g in top),
@@ -110,8 +129,8 @@ def apply_phase(model, phase: Phase) -> None:
     for g in phase.train_groups:
         for p in (p for m in groups[g] for p in m.parameters()):
             p.requires_grad_(True)
-    for p in model.head.parameters():
-        p.requires_grad_(True)
+    for p in model.head.parameters():  # under the pair objective the head waits for its fit
+        p.requires_grad_(phase.objective != "pairs")
     model.frozen = tuple(g for g in groups if g not in phase.train_groups)
     model.train(model.training)  # re-apply BatchNorm policy now
 
@@ -129,8 +148,9 @@ def param_groups(model, phase: Phase, *, weight_decay: float = 0.01,
         if not params:  # e.g. a text encoder's pooling: no weights
             continue
         out.append({"params": params, "lr": lr, "name": g, "weight_decay": decay})
-    out.append({"params": list(model.head.parameters()), "lr": phase.head_lr, "name": "head",
-                "weight_decay": weight_decay})
+    if phase.objective != "pairs":
+        out.append({"params": list(model.head.parameters()), "lr": phase.head_lr,
+                    "name": "head", "weight_decay": weight_decay})
     return out
 
 

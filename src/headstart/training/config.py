@@ -35,6 +35,7 @@ class TrainConfig:
     label_column: str | None = None  # None = the first of label, category, class, topic, ...
     encoding: str = "utf-8"  # text files in another encoding (e.g. cp1252) decode with it
     truncate: bool = False  # texts: keep only the first window (default: pool all windows)
+    layers: int | str = "auto"  # texts: pool the last N layers; auto = measured (1 for images)
 
     def validate(self) -> "TrainConfig":
         if not 0 <= self.val_fraction < 1:
@@ -58,6 +59,14 @@ class TrainConfig:
                               f"{self.l2sp}")
         if self.patience < 1:
             raise ConfigError(f"patience must be at least 1, got {self.patience}")
+        if self.layers != "auto":
+            try:
+                self.layers = int(self.layers)
+            except (TypeError, ValueError):
+                raise ConfigError(f"layers must be a number of layers or 'auto', got "
+                                  f"{self.layers!r}") from None
+            if self.layers < 1:
+                raise ConfigError(f"layers must be at least 1, got {self.layers}")
         self.unfreeze = str(self.unfreeze)
         return self
 

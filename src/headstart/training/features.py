@@ -89,7 +89,9 @@ class FeatureExtractor:
         return "onnxruntime" if self.session is not None else "torch"
 
     def key(self, pre: Preprocess) -> str:
-        return f"{self.backbone.config.name}|{self.fingerprint}|{pre.signature()}"
+        layers = self.backbone.feature_layers
+        return (f"{self.backbone.config.name}|{self.fingerprint}|{pre.signature()}"
+                + (f"|layers{layers}" if layers > 1 else ""))
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         if self.session is not None:

@@ -9,7 +9,7 @@ import copy
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -21,8 +21,11 @@ from ..data.images import open_image
 from ..data.transforms import Augment, Preprocess
 from ..strategies import Phase, Plan, apply_phase, param_groups
 from . import distributed as dist
+from .extract import extract_features
+from .features import FeatureExtractor
 from .forgetting import L2SP
 from .headfit import fit_standardized_head, head_logits
+from .pairs import pair_loss, pair_order
 from .rundir import RunWriter
 
 
@@ -51,6 +54,8 @@ class ImageTorchDataset(torch.utils.data.Dataset):
 # was fitted on whole centre crops, and a small target set has few views of each object.
 CROP_SCALE = (0.5, 1.0)
 BF16_MIN_SIZE = 160  # measured: below this bf16 autocast gains nothing over channels_last fp32
+PAIR_BATCH = 16  # examples per batch under the pair objective: 120 pairs per step
+MIN_PAIR_STEPS = 16  # optimizer steps per epoch under the pair objective, at least
 
 
 def use_bf16(precision: str, image_size: int) -> bool:
@@ -81,9 +86,15 @@ class Trainer:
         self.best_state: dict | None = None
         self.stopped_early = False
         self.since_best = 0
-        # a probe's validation logits from the head fitted on the training split alone, kept
-        # because its final head is then refitted on training + validation examples
+        # validation logits of a plan's final head (a probe's, or contrastive's) as fitted on
+        # the training split alone, kept because that head is then refitted on training +
+        # validation examples
         self.holdout_logits: np.ndarray | None = None
+        # (train, val) features of the tuned backbone: of the latest pair-objective epoch, and
+        # of the best one (reused by the final head phase)
+        self._last_feats: tuple | None = None
+        self._fresh: tuple | None = None
+        self._val_logits: np.ndarray | None = None
 
     # -- the plan -------------------------------------------------------------------------
     def fit(self, train: Split, val: Split, *, resume: dict | None = None) -> list[dict]:
@@ -93,6 +104,8 @@ class Trainer:
         for pi, phase in enumerate(self.plan.phases):
             if pi < start_phase or self.stopped_early:
                 continue
+            if phase.fresh and self.best_state is not None:  # the head goes on the best body
+                self.model.load_state_dict(self.best_state)
             apply_phase(self.model, phase)
             if phase.cached:
                 self._cached_phase(pi, phase, train, val)
@@ -106,21 +119,48 @@ class Trainer:
 
     def _cached_phase(self, pi: int, phase: Phase, train: Split, val: Split) -> None:
         t0 = time.perf_counter()
-        k = self.model.head.fc.out_features
-        self.model.head.set_fit(*fit_standardized_head(train.features, train.y, k, C=self.cfg.C,
-                                                        seed=self.cfg.seed))
-        W, b = self.model.head.raw_weights()
+        if phase.fresh:  # the backbone was tuned: its own features, never the frozen cache
+            f_train, f_val = self._fresh or (self._embed(train), self._embed(val))
+        else:
+            f_train, f_val = train.features, val.features
         row = {"phase": phase.name, "epoch": 1}
-        row.update(_scores("train", head_logits(train.features, W, b), train.y))
-        if len(val.y):
-            self.holdout_logits = head_logits(val.features, W, b)
-            row.update(_scores("val", self.holdout_logits, val.y))
-            if len(self.plan.phases) == 1 and self.cfg.refit:  # a probe: learn from every label
-                both = np.concatenate([train.features, val.features])
+        row.update(self._fit_head(f_train, train.y, f_val, val.y))
+        final = pi == len(self.plan.phases) - 1
+        if len(val.y) and final:
+            self.holdout_logits = self._val_logits
+            if self.cfg.refit:  # the final head: learn from every label
+                both = np.concatenate([f_train, f_val])
                 self.model.head.set_fit(*fit_standardized_head(
-                    both, np.concatenate([train.y, val.y]), k, C=self.cfg.C, seed=self.cfg.seed))
+                    both, np.concatenate([train.y, val.y]), self.model.head.fc.out_features,
+                    C=self.cfg.C, seed=self.cfg.seed))
                 row["refit_on"] = len(both)
         self._end_epoch(pi, 0, row, t0, optimizer=None)
+
+    def _fit_head(self, f_train, y_train, f_val, y_val) -> dict:
+        """Fit the head in closed form on features; scores on both splits."""
+        k = self.model.head.fc.out_features
+        self.model.head.set_fit(*fit_standardized_head(f_train, y_train, k, C=self.cfg.C,
+                                                        seed=self.cfg.seed))
+        W, b = self.model.head.raw_weights()
+        row = _scores("train", head_logits(f_train, W, b), y_train)
+        self._val_logits = head_logits(f_val, W, b) if len(y_val) else None
+        if len(y_val):
+            row.update(_scores("val", self._val_logits, y_val))
+        return row
+
+    def _embed(self, split: Split) -> np.ndarray:
+        """Features of the backbone as it is now (eager PyTorch, no cache)."""
+        views = 2 if self.cfg.flip and not self.text else 1
+        if not len(split.y):
+            return np.zeros((0, views, self.model.backbone.feature_dim), np.float32)
+        was = self.model.training
+        try:
+            ex = extract_features(split.ds, FeatureExtractor(self.model.backbone, engine="torch"),
+                                  self.pre, views=views, batch_size=self.cfg.batch_size * 2,
+                                  progress=False, max_pixels=self.cfg.max_pixels)
+        finally:
+            self.model.train(was)
+        return ex.features
 
     def _gradient_phase(self, pi: int, phase: Phase, train: Split, val: Split, *,
                         first_epoch: int, resume: dict | None) -> None:
@@ -130,8 +170,7 @@ class Trainer:
         opt = torch.optim.AdamW(param_groups(model, phase,
                                              backbone_decay=0.0 if self.l2sp else None))
         shard = len(dist.shard(range(len(train.ds)), seed=0, epoch=0))
-        steps_per_epoch = (math.ceil(shard / self.cfg.batch_size) if self.text or
-                           shard <= self.cfg.batch_size else shard // self.cfg.batch_size)
+        _, _, steps_per_epoch = self._epoch_shape(phase, shard)
         total = max(1, steps_per_epoch * phase.epochs)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_cosine(total, steps_per_epoch))
         if resume is not None and resume.get("optimizer"):
@@ -149,19 +188,45 @@ class Trainer:
             torch.manual_seed(seed)
             row = {"phase": phase.name, "epoch": epoch + 1}
             row.update(self._train_epoch(net, opt, sched, train, augment, seed, phase, epoch))
-            if len(val.y):
+            if phase.objective == "pairs":  # judged by a head fitted on the new embeddings
+                self._last_feats = (self._embed(train), self._embed(val))
+                row.update({k: v for k, v in self._fit_head(self._last_feats[0], train.y,
+                                                            self._last_feats[1], val.y).items()
+                            if k != "train_loss"})
+            elif len(val.y):
                 row.update(self._validate(val))
             if self._end_epoch(pi, epoch + 1, row, t0, optimizer=(opt, sched)):
                 break
 
-    def _batches(self, train: Split, augment, seed: int, epoch: int):
+    def _epoch_shape(self, phase: Phase, shard: int) -> tuple[int, int, int]:
+        """(batch size, passes over the shard, optimizer steps) of one epoch.
+
+        Under the pair objective batches hold at most PAIR_BATCH examples, and a small
+        training set is passed over several times per epoch so that an epoch makes at least
+        MIN_PAIR_STEPS steps (SetFit likewise draws many pairs per example: 8 labelled
+        examples per class would otherwise give one or two steps an epoch)."""
+        bs, passes = self.cfg.batch_size, 1
+        if phase.objective == "pairs":
+            bs = min(bs, PAIR_BATCH)
+            passes = max(1, math.ceil(MIN_PAIR_STEPS / math.ceil(max(shard, 1) / bs)))
+        n = shard * passes
+        steps = math.ceil(n / bs) if self.text or n <= bs else n // bs
+        return bs, passes, steps
+
+    def _batches(self, train: Split, augment, seed: int, epoch: int, phase: Phase):
         """(batch, targets) pairs of one epoch of this process's shard, and their number."""
         order = dist.shard(range(len(train.ds)), seed=seed, epoch=epoch)
-        bs = self.cfg.batch_size
+        bs, passes, _ = self._epoch_shape(phase, len(order))
+        if phase.objective == "pairs":  # same-class chunks: every batch holds positive pairs
+            order = [i for k in range(passes)
+                     for i in pair_order(list(order), train.y, seed * 31 + k)]
         if self.text:
-            windows = self.pre.windows([train.ds.sources[i] for i in order])
+            # pair steps read each text's first window, as SetFit does: the cost of a step does
+            # not grow with the length of the texts (the head's embeddings use every window)
+            pre = replace(self.pre, truncate=True) if phase.objective == "pairs" else self.pre
+            windows = pre.windows([train.ds.sources[i] for i in order])
             starts = range(0, len(order), bs)
-            return ((self.pre.collate(windows[s:s + bs]),
+            return ((pre.collate(windows[s:s + bs]),
                      torch.from_numpy(np.asarray(train.y[order[s:s + bs]], np.int64)))
                     for s in starts), len(starts)
         data = ImageTorchDataset(train, augment, seed=seed, epoch=epoch)
@@ -171,7 +236,8 @@ class Trainer:
         return loader, len(loader)
 
     def _train_epoch(self, net, opt, sched, train: Split, augment, seed, phase, epoch) -> dict:
-        batches, n_batches = self._batches(train, augment, seed, epoch)
+        pairs = phase.objective == "pairs"
+        batches, n_batches = self._batches(train, augment, seed, epoch, phase)
         self.model.train()
         loss_sum, correct, seen = 0.0, 0, 0
         bar = tqdm(batches, desc=f"{phase.name} {epoch + 1}/{phase.epochs}", unit="batch",
@@ -180,8 +246,8 @@ class Trainer:
             if self.cfg.channels_last and not self.text:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-                logits = net(x)
-            loss = nn.functional.cross_entropy(logits.float(), t)
+                out = net(x, embed=pairs)  # embeddings under the pair objective, else logits
+            loss = pair_loss(out, t) if pairs else nn.functional.cross_entropy(out.float(), t)
             if self.l2sp is not None:
                 loss = loss + self.l2sp.penalty()
             opt.zero_grad(set_to_none=True)
@@ -189,12 +255,15 @@ class Trainer:
             opt.step()
             sched.step()
             loss_sum += float(loss.detach()) * len(t)
-            correct += int((logits.argmax(1) == t).sum())
+            correct += 0 if pairs else int((out.argmax(1) == t).sum())
             seen += len(t)
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}",
+                            **({} if pairs else {"acc": f"{correct / seen:.3f}"}))
         loss_sum, correct, seen = dist.all_reduce_sum(loss_sum, correct, seen)
-        return {"train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
-                "lr": opt.param_groups[-1]["lr"]}
+        row = {"train_loss": loss_sum / max(seen, 1), "lr": opt.param_groups[-1]["lr"]}
+        if pairs:  # the pair loss; train_acc comes from the head fitted after the epoch
+            return {"pair_loss": row.pop("train_loss"), **row}
+        return {**row, "train_acc": correct / max(seen, 1)}
 
     def _validate(self, val: Split) -> dict:
         from .predict import predict_logits
@@ -212,13 +281,17 @@ class Trainer:
         # better accuracy, or the same accuracy at a lower loss (a tie is not a reason to keep
         # the earlier weights: on small validation sets accuracy moves in coarse steps)
         tie_break = abs(score - self.best_score) <= 1e-9 and loss < self.best_loss - 1e-6
-        if score > self.best_score + 1e-9 or tie_break or "val_acc" not in row:
+        # a fresh head phase is fitted on the best body found so far: it is that state, finished
+        finishes = self.plan.phases[pi].fresh
+        if score > self.best_score + 1e-9 or tie_break or finishes or "val_acc" not in row:
             self.best_score, self.best_loss = score, loss
             self.best_state = copy.deepcopy(self.model.state_dict())
+            self._fresh = self._last_feats
             self.since_best = 0
         else:
             self.since_best += 1
-        shown = {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in row.items()}
+        shown = {k: (f"{v:.2e}" if k == "lr" else f"{v:.4f}" if isinstance(v, float) else v)
+                 for k, v in row.items()}
         self.log("  ".join(f"{k}={v}" for k, v in shown.items()))
         phase = self.plan.phases[pi]
         stop = not phase.cached and self.since_best >= self.cfg.patience and epoch < phase.epochs

@@ -20,7 +20,7 @@ def text_hash(text: str) -> str:
 def embed_texts(backbone, pre: TextPreprocess, texts: list[str], *, batch_size: int = 32,
                 progress: bool = False, desc: str = "embedding") -> np.ndarray:
     """(n, dim) float32 embeddings, in the order of `texts`."""
-    out = np.zeros((len(texts), backbone.config.feature_dim), np.float32)
+    out = np.zeros((len(texts), backbone.feature_dim), np.float32)
     if not texts:
         return out
     windows = pre.windows(texts)
@@ -54,7 +54,7 @@ def extract_text_features(ds, extractor, pre: TextPreprocess, *, cache=None,
     key = extractor.key(pre) if cache is not None else ""
     cached = cache.get_many(key, hashes, 0) if cache is not None else {}
     todo = [i for i, h in enumerate(hashes) if h not in cached]
-    feats = np.zeros((len(texts), 1, extractor.backbone.config.feature_dim), np.float32)
+    feats = np.zeros((len(texts), 1, extractor.backbone.feature_dim), np.float32)
     for i, h in enumerate(hashes):
         if h in cached:
             feats[i, 0] = cached[h]

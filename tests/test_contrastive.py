@@ -1,0 +1,156 @@
+"""The contrastive (SetFit-style) strategy: its pair loss, its batch order, its plan, and runs on
+the tiny text and image backbones through the API and the CLI."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from headstart import api
+from headstart.backbones import create_backbone, get_config
+from headstart.data.shipped import bbc_split, load_bbc_news
+from headstart.strategies import apply_phase, build_plan, param_groups
+from headstart.training import TrainConfig
+from headstart.training.pairs import pair_loss, pair_order
+
+QUIET = dict(progress=False, log=lambda *_: None)
+
+
+@pytest.fixture(scope="module")
+def articles():
+    texts, labels, _ = load_bbc_news()
+    pool, test = bbc_split(texts, labels)
+    pick = [i for c in sorted(set(labels)) for i in [j for j in pool if labels[j] == c][:6]]
+    return [texts[i] for i in pick], [labels[i] for i in pick]
+
+
+def test_pair_loss_is_the_balanced_mean_over_every_pair():
+    torch.manual_seed(0)
+    emb = torch.randn(6, 5)
+    t = torch.tensor([0, 0, 1, 1, 1, 2])
+    e = emb / emb.norm(dim=1, keepdim=True)
+    pos, neg = [], []
+    for i, j in itertools.permutations(range(6), 2):  # written out pair by pair
+        cos = float(e[i] @ e[j])
+        (pos if t[i] == t[j] else neg).append((cos - (1.0 if t[i] == t[j] else 0.0)) ** 2)
+    expected = 0.5 * np.mean(pos) + 0.5 * np.mean(neg)
+    assert float(pair_loss(emb, t)) == pytest.approx(expected, rel=1e-5)
+    assert float(pair_loss(emb, torch.zeros(6, dtype=torch.long))) == pytest.approx(
+        np.mean([(float(e[i] @ e[j]) - 1) ** 2 for i, j in itertools.permutations(range(6), 2)]),
+        rel=1e-5)  # one class: only positives
+    assert float(pair_loss(emb[:1], t[:1])) == 0.0
+
+
+def test_pair_loss_pulls_a_class_together_and_pushes_classes_apart():
+    torch.manual_seed(1)
+    emb = torch.randn(8, 4, requires_grad=True)
+    t = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    before = float(pair_loss(emb.detach(), t))
+    opt = torch.optim.SGD([emb], lr=2.0)
+    for _ in range(500):
+        opt.zero_grad()
+        pair_loss(emb, t).backward()
+        opt.step()
+    e = torch.nn.functional.normalize(emb.detach(), dim=1)
+    sim = e @ e.T
+    assert float(pair_loss(emb.detach(), t)) < 0.01 * before
+    assert sim[:4, :4].min() > 0.9 and sim[4:, 4:].min() > 0.9
+    assert sim[:4, 4:].abs().max() < 0.1
+
+
+def test_pair_order_keeps_every_index_once_and_gives_batches_positive_pairs():
+    y = np.repeat(np.arange(20), 5)  # 20 classes: random batches of 16 would rarely hold pairs
+    idx = list(range(0, 100, 1))
+    order = pair_order(idx, y, seed=3)
+    assert sorted(order) == idx
+    for s in range(0, 96, 16):
+        batch = y[order[s:s + 16]]
+        assert len(set(batch)) < len(batch), "every batch holds a same-class pair"
+    assert pair_order(idx, y, seed=3) == order and pair_order(idx, y, seed=4) != order
+    sub = [3, 7, 11, 50, 51]  # a process's shard: only its own indices
+    assert sorted(pair_order(sub, y, seed=0)) == sub
+
+
+def test_plan_is_pairs_then_a_head_on_fresh_features():
+    groups = get_config("tiny_text").layer_groups
+    plan = build_plan("contrastive", groups, epochs=4, modality="text")
+    pairs, head = plan.phases
+    assert plan.pretrained and pairs.objective == "pairs" and pairs.epochs == 4
+    assert pairs.train_groups == groups and not pairs.cached
+    assert head.cached and head.fresh and head.train_groups == ()
+    assert max(pairs.group_lrs) == pytest.approx(2e-5)  # SetFit's body rate for transformers
+    top2 = build_plan("contrastive", groups, unfreeze="2", modality="text").phases[0]
+    assert top2.train_groups == groups[-2:]
+
+
+def test_pair_phase_trains_the_backbone_not_the_head():
+    cfg = TrainConfig(backbone="tiny_text", image_size=64)
+    model = api.build_model(cfg, 3, pretrained=True)
+    phase = build_plan("contrastive", model.backbone.config.layer_groups, modality="text").phases[0]
+    apply_phase(model, phase)
+    assert not any(p.requires_grad for p in model.head.parameters())
+    assert all(p.requires_grad for p in model.backbone.parameters())
+    assert [g["name"] for g in param_groups(model, phase)] == ["embeddings", "layer1", "layer2"]
+
+
+def test_contrastive_on_texts_tunes_the_body_then_refits_the_head(articles):
+    texts, labels = articles
+    init = create_backbone("tiny_text").state_dict()
+    trained = api.train(texts, labels=labels, config=TrainConfig(
+        backbone="tiny_text", strategy="contrastive", epochs=2, lr=1e-3, val_fraction=0.2), **QUIET)
+    phases = [r["phase"] for r in trained.history]
+    assert phases == ["contrastive", "contrastive", "head"]
+    assert all("pair_loss" in r and "val_acc" in r for r in trained.history[:2])
+    state = trained.model.backbone.state_dict()
+    assert any(not torch.equal(state[k], init[k]) for k in init), "the body moved"
+    # the saved head was refitted on training + validation; the reported validation figure
+    # is the one from the head fitted on training alone
+    assert trained.metrics["head_refit_on"] == len(texts)
+    assert trained.metrics["val_accuracy"] == pytest.approx(trained.history[-1]["val_acc"])
+    assert trained.metrics["forgetting"]["drift"]["layer2"] > 0
+    report, _ = api.evaluate(trained, texts[:5], labels=labels[:5], progress=False)
+    assert report["n"] == 5
+
+
+def test_contrastive_head_matches_the_saved_body(articles, tmp_path):
+    """The final head is fitted on the kept body's embeddings: a reloaded run predicts the
+    training texts it was refitted on as the in-memory model does."""
+    texts, labels = articles
+    trained = api.train(texts, labels=labels, out=tmp_path / "run", config=TrainConfig(
+        backbone="tiny_text", strategy="contrastive", epochs=2, lr=1e-3), **QUIET)
+    again = api.load(tmp_path / "run")
+    a = api.predict_probs(trained, texts[:8])
+    b = api.predict_probs(again, texts[:8])
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    assert (tmp_path / "run" / "history.png").is_file()
+
+
+def test_contrastive_on_images(tmp_path):
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (24, 24, 3), dtype=np.uint8) for _ in range(24)]
+    for i in range(12):  # class b: brighter
+        images[i] = np.clip(images[i].astype(int) + 80, 0, 255).astype(np.uint8)
+    labels = ["b"] * 12 + ["d"] * 12
+    init = create_backbone("tiny_cnn").state_dict()
+    trained = api.train(images, labels=labels, config=TrainConfig(
+        backbone="tiny_cnn", strategy="contrastive", epochs=2, image_size=16, batch_size=8),
+        **QUIET)
+    state = trained.model.backbone.state_dict()
+    assert any(not torch.equal(state[k], init[k]) for k in init if "running" not in k)
+    assert [r["phase"] for r in trained.history] == ["contrastive", "contrastive", "head"]
+
+
+def test_cli_offers_contrastive(tmp_path, cli, articles):
+    import csv
+    texts, labels = articles
+    data = tmp_path / "t.csv"
+    with open(data, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([("text", "label"), *zip(texts, labels)])
+    r = cli("train", data, "--out", tmp_path / "run", "--backbone", "tiny_text", "--strategy",
+            "contrastive", "--epochs", "1", "--quiet")
+    assert r.rc == 0, r.err
+    assert "contrastive" in (tmp_path / "run" / "config.yaml").read_text()
+    r = cli("predict", "--run", tmp_path / "run", "Shares rose as profits beat forecasts")
+    assert r.rc == 0, r.err
