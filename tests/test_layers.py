@@ -74,7 +74,8 @@ def test_auto_measures_and_records_the_choice(tmp_path, articles):
     lines: list[str] = []
     trained = api.train(texts, labels=labels, out=tmp_path / "run", progress=False,
                         log=lines.append, config=TrainConfig(backbone="tiny_text",
-                                                             strategy="linear_probe"))
+                                                             strategy="linear_probe",
+                                                             layers="auto"))
     stored = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     rows = stored["layer_measurements"]
     assert [r["layers"] for r in rows] == [1, 2]  # tiny_text has two layers: 4 is not tried
@@ -105,9 +106,20 @@ def test_explicit_layers_through_the_cli(tmp_path, cli, articles):
     assert not (tmp_path / "bad").exists()
 
 
+def test_default_is_the_sentence_embedding(articles):
+    texts, labels = articles
+    trained = api.train(texts, labels=labels, config=TrainConfig(
+        backbone="tiny_text", strategy="linear_probe"), **QUIET)
+    assert trained.config.layers == 1 and trained.model.head.fc.in_features == 32
+
+
 def test_images_and_scratch_use_one_layer(tmp_path):
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (20, 20, 3), dtype=np.uint8) for _ in range(12)]
     trained = api.train(images, labels=["a", "b"] * 6, config=TrainConfig(
-        backbone="tiny_cnn", strategy="linear_probe", image_size=16), **QUIET)
+        backbone="tiny_cnn", strategy="linear_probe", image_size=16, layers="auto"), **QUIET)
     assert trained.config.layers == 1
+    scratch = api.train(["some words here", "other words there"] * 4, labels=["a", "b"] * 4,
+                        config=TrainConfig(backbone="tiny_text", strategy="scratch", epochs=1,
+                                           layers="auto"), **QUIET)
+    assert scratch.config.layers == 1

@@ -82,7 +82,7 @@ def _check_options(config, *, test, test_fraction, seeds, target) -> TrainConfig
     cfg = replace(config or TrainConfig()).validate()
     if cfg.strategy not in STRATEGIES or cfg.strategy == "scratch":
         raise ConfigError(f"strategy {cfg.strategy!r} cannot be the transfer arm (scratch is "
-                          "the baseline); pick fine_tune, gradual or linear_probe")
+                          "the baseline); pick fine_tune, gradual, contrastive or linear_probe")
     if not (isinstance(cfg.epochs, int) and cfg.epochs >= 1):
         raise ConfigError(f"epochs must be a whole number >= 1, got {cfg.epochs!r}")
     if not cfg.val_fraction > 0:

@@ -130,8 +130,8 @@ def _common_train_args(p, *, pretrain: bool = False) -> None:
     p.add_argument("--truncate", action="store_true", help="texts: keep only the first window "
                    "of long texts (default: split into windows and pool)")
     p.add_argument("--layers", default=d.layers, help="texts: features pool the last N "
-                   "transformer layers, concatenated; auto (default) measures 1, 2 and 4 by "
-                   "cross-validation on the training texts")
+                   "transformer layers, concatenated (default 1, the sentence embedding); auto "
+                   "measures 1, 2 and 4 by cross-validation on the training texts")
 
 
 def add_train(sub) -> None:
@@ -158,7 +158,7 @@ def _config_from_args(args, **fixed) -> TrainConfig:
         skip_bad=args.skip_bad, max_pixels=args.max_pixels, workers=args.workers,
         precision=args.precision, bn_stats=args.bn_stats, l2sp=get("l2sp", 0.0),
         text_column=args.text_column, label_column=args.label_column, encoding=args.encoding,
-        truncate=args.truncate, layers=getattr(args, "layers", "auto"))
+        truncate=args.truncate, layers=getattr(args, "layers", 1))
 
 
 def run_train(args) -> int:

@@ -36,7 +36,7 @@ def add_compare(sub) -> None:
                    "efficientnet_lite0 for images, minilm_l6 for texts) or a source model "
                    "directory from `headstart pretrain`")
     p.add_argument("--strategy", default=d.strategy, choices=["fine_tune", "gradual",
-                                                             "linear_probe"],
+                                                             "contrastive", "linear_probe"],
                    help="the transfer arm's strategy (default fine_tune)")
     p.add_argument("--epochs", type=int, default=d.epochs,
                    help=f"gradient epochs of every arm (default {d.epochs})")

@@ -25,6 +25,11 @@ DEFAULT_LR_TEXT = {"linear_probe": 1e-3, "fine_tune": 1e-4, "gradual": 1e-4, "sc
                    "contrastive": 2e-5}
 OBJECTIVES = ("classify", "pairs")
 LR_MULT = 100.0  # earliest group's rate = top rate / LR_MULT (fastai's slice(lr/100, lr))
+# Transformers: layer-wise rate decay of about 0.8 per layer (ELECTRA's fine-tuning recipe,
+# Clark et al. 2020), i.e. about 5x from the top layer down to the embeddings of a 6-layer
+# encoder. A CNN-style 100x spread leaves a transformer's lower layers practically frozen.
+LR_MULT_TEXT = 5.0
+# contrastive: one rate for every trained group, as SetFit trains the sentence encoder
 
 
 @dataclass(frozen=True)
@@ -82,7 +87,8 @@ def build_plan(strategy: str, groups: tuple[str, ...], *, epochs: int = 5,
     lr = float(lr if lr is not None else defaults[strategy])
     if not lr > 0:
         raise ConfigError(f"learning rate must be positive, got {lr}")
-    rates = spread_rates(groups, lr)
+    mult = 1.0 if strategy == "contrastive" else LR_MULT_TEXT if modality == "text" else LR_MULT
+    rates = spread_rates(groups, lr, mult)
     head = Phase("head", (), (), lr, 1, cached=True)
     if strategy == "linear_probe":
         return Plan(strategy, True, (head,))

@@ -35,7 +35,7 @@ class TrainConfig:
     label_column: str | None = None  # None = the first of label, category, class, topic, ...
     encoding: str = "utf-8"  # text files in another encoding (e.g. cp1252) decode with it
     truncate: bool = False  # texts: keep only the first window (default: pool all windows)
-    layers: int | str = "auto"  # texts: pool the last N layers; auto = measured (1 for images)
+    layers: int | str = 1  # texts: pool the last N layers; auto = measured (1 for images)
 
     def validate(self) -> "TrainConfig":
         if not 0 <= self.val_fraction < 1:
