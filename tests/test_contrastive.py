@@ -154,3 +154,21 @@ def test_cli_offers_contrastive(tmp_path, cli, articles):
     assert "contrastive" in (tmp_path / "run" / "config.yaml").read_text()
     r = cli("predict", "--run", tmp_path / "run", "Shares rose as profits beat forecasts")
     assert r.rc == 0, r.err
+
+
+def test_an_image_met_again_in_a_later_pass_gets_a_fresh_crop(tmp_path):
+    from PIL import Image
+
+    from headstart.data.datasets import ImageDataset
+    from headstart.training.loop import ImageTorchDataset, Split
+    paths = []
+    for i in range(2):
+        paths.append(tmp_path / f"{i}.png")
+        Image.new("RGB", (8, 8), (i * 100, 0, 0)).save(paths[-1])
+    split = Split(ImageDataset([str(p) for p in paths], ["a", "b"]), np.array([0, 1]))
+    draw = lambda img, rng: np.array([rng.random()], np.float32)  # noqa: E731
+    data = ImageTorchDataset(split, draw, seed=0, epoch=0, order=[0, 1, 0, 1], per_pass=2)
+    first, again = float(data[0][0]), float(data[2][0])
+    assert first != again and data[2][1] == data[0][1] == 0
+    same = ImageTorchDataset(split, draw, seed=0, epoch=0, order=[0, 1, 0, 1], per_pass=2)
+    assert float(same[2][0]) == again  # seeded: a resumed epoch sees the same crops

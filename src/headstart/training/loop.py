@@ -38,15 +38,22 @@ class Split:
 
 
 class ImageTorchDataset(torch.utils.data.Dataset):
-    def __init__(self, split: Split, transform, *, seed: int, epoch: int) -> None:
+    """The images of one epoch in the given order; an image met again in a later pass over the
+    data (the pair objective's small sets) gets a fresh random crop."""
+
+    def __init__(self, split: Split, transform, *, seed: int, epoch: int, order: list[int],
+                 per_pass: int) -> None:
         self.split, self.transform, self.seed, self.epoch = split, transform, seed, epoch
+        self.order, self.per_pass = order, max(1, per_pass)
 
     def __len__(self) -> int:
-        return len(self.split.ds)
+        return len(self.order)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, pos: int):
+        i, k = self.order[pos], pos // self.per_pass
         img = open_image(self.split.ds.sources[i])
-        rng = random.Random(f"{self.seed}-{self.epoch}-{i}")  # same crops after a resume
+        # seeded by position: the same crops after a resume
+        rng = random.Random(f"{self.seed}-{self.epoch}-{i}" + (f"-{k}" if k else ""))
         return torch.from_numpy(self.transform(img, rng)), int(self.split.y[i])
 
 
@@ -216,7 +223,8 @@ class Trainer:
     def _batches(self, train: Split, augment, seed: int, epoch: int, phase: Phase):
         """(batch, targets) pairs of one epoch of this process's shard, and their number."""
         order = dist.shard(range(len(train.ds)), seed=seed, epoch=epoch)
-        bs, passes, _ = self._epoch_shape(phase, len(order))
+        per_pass = len(order)
+        bs, passes, _ = self._epoch_shape(phase, per_pass)
         if phase.objective == "pairs":  # same-class chunks: every batch holds positive pairs
             order = [i for k in range(passes)
                      for i in pair_order(list(order), train.y, seed * 31 + k)]
@@ -229,9 +237,10 @@ class Trainer:
             return ((pre.collate(windows[s:s + bs]),
                      torch.from_numpy(np.asarray(train.y[order[s:s + bs]], np.int64)))
                     for s in starts), len(starts)
-        data = ImageTorchDataset(train, augment, seed=seed, epoch=epoch)
+        data = ImageTorchDataset(train, augment, seed=seed, epoch=epoch, order=order,
+                                 per_pass=per_pass)
         loader = torch.utils.data.DataLoader(
-            torch.utils.data.Subset(data, order), batch_size=bs,
+            data, batch_size=bs,
             num_workers=self.cfg.workers, drop_last=len(order) > bs)
         return loader, len(loader)
 
