@@ -50,8 +50,9 @@ class Phase:
             return f"{self.name}: head only, on cached frozen features"
         if not self.train_groups:
             return f"{self.name}: head only, {self.epochs} epoch(s)"
-        rates = f"lr {min(self.group_lrs):.1e}..{max(self.group_lrs):.1e}"
-        what = "pairs of examples, no head" if self.objective == "pairs" else "+ head"
+        lo, hi = min(self.group_lrs), max(self.group_lrs)
+        rates = f"lr {hi:.1e}" if lo == hi else f"lr {lo:.1e}..{hi:.1e}"
+        what = "on pairs of examples (the head waits)" if self.objective == "pairs" else "+ head"
         return (f"{self.name}: {len(self.train_groups)} group(s) "
                 f"{self.train_groups[0]}..{self.train_groups[-1]} {what}, {rates}, "
                 f"{self.epochs} epoch(s)")
