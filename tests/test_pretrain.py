@@ -69,7 +69,7 @@ def test_shipped_backbone_drift_without_retention(tmp_path):
     r = api.train(target, config=TrainConfig(backbone="tiny_cnn", strategy="fine_tune",
                                              epochs=1, image_size=32, val_fraction=0), **QUIET)
     f = r.metrics["forgetting"]
-    assert f["retention"] is None and "ImageNet images do not ship" in f["retention_note"]
+    assert f["retention"] is None and "ImageNet's images" in f["retention_note"]
 
 
 def test_mismatched_source_is_refused_with_a_report(source, tmp_path, cli):

@@ -87,7 +87,9 @@ class ForgettingMonitor:
         if self.sample is None:
             out["retention"] = None
             out["retention_note"] = ("not measured: the source model keeps no head or no "
-                                     "held-out source examples (ImageNet images do not ship)")
+                                     "held-out source examples (neither ImageNet's images nor "
+                                     "the text encoder's training pairs ship; a source model "
+                                     "from `headstart pretrain` keeps both)")
             return out
         after = source_accuracy(backbone, backbone.source_head_, self.sample, self.pre,
                                 progress=self.progress)
