@@ -172,3 +172,12 @@ def test_an_image_met_again_in_a_later_pass_gets_a_fresh_crop(tmp_path):
     assert first != again and data[2][1] == data[0][1] == 0
     same = ImageTorchDataset(split, draw, seed=0, epoch=0, order=[0, 1, 0, 1], per_pass=2)
     assert float(same[2][0]) == again  # seeded: a resumed epoch sees the same crops
+
+
+def test_epoch_shape_passes_small_sets_several_times():
+    from headstart.training.loop import epoch_shape
+    assert epoch_shape("pairs", 30, 32, text=True) == (16, 8, 15)  # 8 labelled per class
+    assert epoch_shape("pairs", 1000, 32, text=True) == (16, 1, 63)  # a pass is long enough
+    assert epoch_shape("pairs", 100, 8, text=False) == (8, 2, 25)  # smaller batches are kept
+    assert epoch_shape("classify", 30, 32, text=True) == (32, 1, 1)  # other phases: one pass
+    assert epoch_shape("classify", 100, 32, text=False) == (32, 1, 3)  # images drop the last

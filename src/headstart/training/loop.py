@@ -62,7 +62,7 @@ class ImageTorchDataset(torch.utils.data.Dataset):
 CROP_SCALE = (0.5, 1.0)
 BF16_MIN_SIZE = 160  # measured: below this bf16 autocast gains nothing over channels_last fp32
 PAIR_BATCH = 16  # examples per batch under the pair objective: 120 pairs per step
-MIN_PAIR_STEPS = 16  # optimizer steps per epoch under the pair objective, at least
+MIN_PAIR_STEPS = 16  # about this many optimizer steps per epoch under the pair objective
 
 
 def use_bf16(precision: str, image_size: int) -> bool:
@@ -177,7 +177,8 @@ class Trainer:
         opt = torch.optim.AdamW(param_groups(model, phase,
                                              backbone_decay=0.0 if self.l2sp else None))
         shard = len(dist.shard(range(len(train.ds)), seed=0, epoch=0))
-        _, _, steps_per_epoch = self._epoch_shape(phase, shard)
+        _, _, steps_per_epoch = epoch_shape(phase.objective, shard, self.cfg.batch_size,
+                                             text=self.text)
         total = max(1, steps_per_epoch * phase.epochs)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_cosine(total, steps_per_epoch))
         if resume is not None and resume.get("optimizer"):
@@ -205,26 +206,12 @@ class Trainer:
             if self._end_epoch(pi, epoch + 1, row, t0, optimizer=(opt, sched)):
                 break
 
-    def _epoch_shape(self, phase: Phase, shard: int) -> tuple[int, int, int]:
-        """(batch size, passes over the shard, optimizer steps) of one epoch.
-
-        Under the pair objective batches hold at most PAIR_BATCH examples, and a small
-        training set is passed over several times per epoch so that an epoch makes at least
-        MIN_PAIR_STEPS steps (SetFit likewise draws many pairs per example: 8 labelled
-        examples per class would otherwise give one or two steps an epoch)."""
-        bs, passes = self.cfg.batch_size, 1
-        if phase.objective == "pairs":
-            bs = min(bs, PAIR_BATCH)
-            passes = max(1, math.ceil(MIN_PAIR_STEPS / math.ceil(max(shard, 1) / bs)))
-        n = shard * passes
-        steps = math.ceil(n / bs) if self.text or n <= bs else n // bs
-        return bs, passes, steps
-
     def _batches(self, train: Split, augment, seed: int, epoch: int, phase: Phase):
         """(batch, targets) pairs of one epoch of this process's shard, and their number."""
         order = dist.shard(range(len(train.ds)), seed=seed, epoch=epoch)
         per_pass = len(order)
-        bs, passes, _ = self._epoch_shape(phase, per_pass)
+        bs, passes, _ = epoch_shape(phase.objective, per_pass, self.cfg.batch_size,
+                                    text=self.text)
         if phase.objective == "pairs":  # same-class chunks: every batch holds positive pairs
             order = [i for k in range(passes)
                      for i in pair_order(list(order), train.y, seed * 31 + k)]
@@ -328,6 +315,24 @@ class Trainer:
         self.since_best, self.history = ckpt["since_best"], list(ckpt["history"])
         self.stopped_early = ckpt["stopped_early"]
         return ckpt["phase"], ckpt["epoch"]
+
+
+def epoch_shape(objective: str, shard: int, batch_size: int, *, text: bool
+            ) -> tuple[int, int, int]:
+    """(batch size, passes over the shard, optimizer steps) of one epoch.
+
+    Under the pair objective batches hold at most PAIR_BATCH examples, and a small
+    training set is passed over ceil(MIN_PAIR_STEPS / steps of one pass) times per epoch,
+    about MIN_PAIR_STEPS steps (passes run on without a break, so 30 examples in batches
+    of 16 make 8 passes, 15 steps). SetFit likewise draws many pairs per example: 8
+    labelled examples per class would otherwise give one or two steps an epoch."""
+    bs, passes = batch_size, 1
+    if objective == "pairs":
+        bs = min(bs, PAIR_BATCH)
+        passes = max(1, math.ceil(MIN_PAIR_STEPS / math.ceil(max(shard, 1) / bs)))
+    n = shard * passes
+    steps = math.ceil(n / bs) if text or n <= bs else n // bs
+    return bs, passes, steps
 
 
 def _warmup_cosine(total: int, steps_per_epoch: int = 1, warmup_frac: float = 0.1):
