@@ -181,3 +181,13 @@ def test_epoch_shape_passes_small_sets_several_times():
     assert epoch_shape("pairs", 100, 8, text=False) == (8, 2, 25)  # smaller batches are kept
     assert epoch_shape("classify", 30, 32, text=True) == (32, 1, 1)  # other phases: one pass
     assert epoch_shape("classify", 100, 32, text=False) == (32, 1, 3)  # images drop the last
+
+
+def test_an_early_stop_still_fits_and_refits_the_final_head(articles):
+    texts, labels = articles
+    trained = api.train(texts, labels=labels, config=TrainConfig(
+        backbone="tiny_text", strategy="contrastive", epochs=6, lr=1e-3, patience=1), **QUIET)
+    phases = [r["phase"] for r in trained.history]
+    assert trained.metrics["stopped_early"] and phases.count("contrastive") < 6
+    assert phases[-1] == "head" and trained.history[-1]["refit_on"] == len(texts)
+    assert trained.metrics["head_refit_on"] == len(texts)

@@ -109,7 +109,8 @@ class Trainer:
         if resume:
             start_phase, start_epoch = self._restore(resume)
         for pi, phase in enumerate(self.plan.phases):
-            if pi < start_phase or self.stopped_early:
+            # after an early stop only a fresh head phase runs: it finishes the best body
+            if pi < start_phase or (self.stopped_early and not phase.fresh):
                 continue
             if phase.fresh and self.best_state is not None:  # the head goes on the best body
                 self.model.load_state_dict(self.best_state)
