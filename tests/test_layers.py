@@ -83,6 +83,16 @@ def test_auto_measures_and_records_the_choice(tmp_path, articles):
     assert stored["layers"] == min(r["layers"] for r in rows if r["cv_accuracy"] == best)
     assert any(line.startswith("feature layers:") for line in lines)
     assert trained.model.head.fc.in_features == 32 * stored["layers"]
+    # every measured setting's features were stored, so the run read its own from the cache
+    from headstart.training.features import FeatureCache
+    from headstart.training.text_extract import text_hash
+    bb = create_backbone("tiny_text")
+    pre = TextPreprocess(bb.config.tokenizer, 64)
+    cache = FeatureCache()
+    for k in (1, 2):
+        bb.set_feature_layers(k)
+        found = cache.get_many(FeatureExtractor(bb).key(pre), [text_hash(t) for t in texts], 0)
+        assert len(found) >= 24 and all(v.shape == (32 * k,) for v in found.values())
     again = api.load(tmp_path / "run")
     np.testing.assert_allclose(api.predict_probs(again, texts[:5]),
                                api.predict_probs(trained, texts[:5]), atol=1e-5)

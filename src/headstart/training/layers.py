@@ -40,9 +40,9 @@ def choose_feature_layers(ds, cfg, pre, *, cache: FeatureCache | None, progress:
     if cache is not None:  # the smaller settings are prefixes: store them for the run
         hashes = [text_hash(t) for t in ds.sources]
         for k in candidates[:-1]:
-            backbone.set_feature_layers(k)
-            key = FeatureExtractor(backbone).key(pre)
-            cache.put_many(key, [(h, 0, feats[i, 0, :k * dim]) for i, h in enumerate(hashes)])
+            backbone.set_feature_layers(k)  # the key follows; the weights' fingerprint is kept
+            cache.put_many(extractor.key(pre),
+                           [(h, 0, feats[i, 0, :k * dim]) for i, h in enumerate(hashes)])
     classes = ds.classes
     y = np.array([classes.index(v) for v in ds.labels])
     idx = np.arange(len(y))

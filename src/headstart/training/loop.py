@@ -101,7 +101,6 @@ class Trainer:
         # of the best one (reused by the final head phase)
         self._last_feats: tuple | None = None
         self._fresh: tuple | None = None
-        self._val_logits: np.ndarray | None = None
 
     # -- the plan -------------------------------------------------------------------------
     def fit(self, train: Split, val: Split, *, resume: dict | None = None) -> list[dict]:
@@ -131,11 +130,11 @@ class Trainer:
             f_train, f_val = self._fresh or (self._embed(train), self._embed(val))
         else:
             f_train, f_val = train.features, val.features
-        row = {"phase": phase.name, "epoch": 1}
-        row.update(self._fit_head(f_train, train.y, f_val, val.y))
+        scores, val_logits = self._fit_head(f_train, train.y, f_val, val.y)
+        row = {"phase": phase.name, "epoch": 1, **scores}
         final = pi == len(self.plan.phases) - 1
         if len(val.y) and final:
-            self.holdout_logits = self._val_logits
+            self.holdout_logits = val_logits
             if self.cfg.refit:  # the final head: learn from every label
                 both = np.concatenate([f_train, f_val])
                 self.model.head.set_fit(*fit_standardized_head(
@@ -144,17 +143,17 @@ class Trainer:
                 row["refit_on"] = len(both)
         self._end_epoch(pi, 0, row, t0, optimizer=None)
 
-    def _fit_head(self, f_train, y_train, f_val, y_val) -> dict:
-        """Fit the head in closed form on features; scores on both splits."""
+    def _fit_head(self, f_train, y_train, f_val, y_val) -> tuple[dict, np.ndarray | None]:
+        """Fit the head in closed form on features: (scores on both splits, val logits)."""
         k = self.model.head.fc.out_features
         self.model.head.set_fit(*fit_standardized_head(f_train, y_train, k, C=self.cfg.C,
                                                         seed=self.cfg.seed))
         W, b = self.model.head.raw_weights()
         row = _scores("train", head_logits(f_train, W, b), y_train)
-        self._val_logits = head_logits(f_val, W, b) if len(y_val) else None
-        if len(y_val):
-            row.update(_scores("val", self._val_logits, y_val))
-        return row
+        if not len(y_val):
+            return row, None
+        val_logits = head_logits(f_val, W, b)
+        return {**row, **_scores("val", val_logits, y_val)}, val_logits
 
     def _embed(self, split: Split) -> np.ndarray:
         """Features of the backbone as it is now (eager PyTorch, no cache)."""
@@ -199,9 +198,10 @@ class Trainer:
             row.update(self._train_epoch(net, opt, sched, train, augment, seed, phase, epoch))
             if phase.objective == "pairs":  # judged by a head fitted on the new embeddings
                 self._last_feats = (self._embed(train), self._embed(val))
-                row.update({k: v for k, v in self._fit_head(self._last_feats[0], train.y,
-                                                            self._last_feats[1], val.y).items()
-                            if k != "train_loss"})
+                scores, _ = self._fit_head(self._last_feats[0], train.y, self._last_feats[1],
+                                           val.y)
+                scores.pop("train_loss")  # the epoch's loss is the pair loss
+                row.update(scores)
             elif len(val.y):
                 row.update(self._validate(val))
             if self._end_epoch(pi, epoch + 1, row, t0, optimizer=(opt, sched)):
