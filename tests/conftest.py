@@ -130,3 +130,13 @@ def tiny_runs(tmp_path_factory, tiny_data) -> dict[str, Path]:
         assert rc == 0, f"training {strategy} failed"
         runs[strategy] = out
     return runs
+
+
+@pytest.fixture(scope="session")
+def articles():
+    """(texts, labels): the first 6 real BBC articles of each topic in the training pool."""
+    from headstart.data.shipped import bbc_split, load_bbc_news
+    texts, labels, _ = load_bbc_news()
+    pool, _ = bbc_split(texts, labels)
+    pick = [i for c in sorted(set(labels)) for i in [j for j in pool if labels[j] == c][:6]]
+    return [texts[i] for i in pick], [labels[i] for i in pick]

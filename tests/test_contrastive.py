@@ -10,20 +10,11 @@ import torch
 
 from headstart import api
 from headstart.backbones import create_backbone, get_config
-from headstart.data.shipped import bbc_split, load_bbc_news
 from headstart.strategies import apply_phase, build_plan, param_groups
 from headstart.training import TrainConfig
 from headstart.training.pairs import pair_loss, pair_order
 
 QUIET = dict(progress=False, log=lambda *_: None)
-
-
-@pytest.fixture(scope="module")
-def articles():
-    texts, labels, _ = load_bbc_news()
-    pool, test = bbc_split(texts, labels)
-    pick = [i for c in sorted(set(labels)) for i in [j for j in pool if labels[j] == c][:6]]
-    return [texts[i] for i in pick], [labels[i] for i in pick]
 
 
 def test_pair_loss_is_the_balanced_mean_over_every_pair():

@@ -9,7 +9,6 @@ import yaml
 
 from headstart import api
 from headstart.backbones import create_backbone
-from headstart.data.shipped import bbc_split, load_bbc_news
 from headstart.data.tokenize import TextPreprocess
 from headstart.exceptions import ConfigError
 from headstart.training import TrainConfig
@@ -17,14 +16,6 @@ from headstart.training.features import FeatureExtractor
 from headstart.training.text_extract import embed_texts
 
 QUIET = dict(progress=False, log=lambda *_: None)
-
-
-@pytest.fixture(scope="module")
-def articles():
-    texts, labels, _ = load_bbc_news()
-    pool, _ = bbc_split(texts, labels)
-    pick = [i for c in sorted(set(labels)) for i in [j for j in pool if labels[j] == c][:6]]
-    return [texts[i] for i in pick], [labels[i] for i in pick]
 
 
 def test_pooled_layers_are_the_last_first_each_normalised(articles):
