@@ -140,3 +140,12 @@ def articles():
     pool, _ = bbc_split(texts, labels)
     pick = [i for c in sorted(set(labels)) for i in [j for j in pool if labels[j] == c][:6]]
     return [texts[i] for i in pick], [labels[i] for i in pick]
+
+
+def write_csv(path: Path, texts, labels, *, header="text,label", sep=",") -> Path:
+    import csv
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, delimiter=sep)
+        w.writerow(header.split(","))
+        w.writerows(zip(texts, labels))
+    return path

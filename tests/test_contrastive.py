@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import write_csv
 from headstart import api
 from headstart.backbones import create_backbone, get_config
 from headstart.strategies import apply_phase, build_plan, param_groups
@@ -134,11 +135,8 @@ def test_contrastive_on_images(tmp_path):
 
 
 def test_cli_offers_contrastive(tmp_path, cli, articles):
-    import csv
     texts, labels = articles
-    data = tmp_path / "t.csv"
-    with open(data, "w", newline="", encoding="utf-8") as f:
-        csv.writer(f).writerows([("text", "label"), *zip(texts, labels)])
+    data = write_csv(tmp_path / "t.csv", texts, labels)
     r = cli("train", data, "--out", tmp_path / "run", "--backbone", "tiny_text", "--strategy",
             "contrastive", "--epochs", "1", "--quiet")
     assert r.rc == 0, r.err

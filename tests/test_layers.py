@@ -7,6 +7,7 @@ import pytest
 import torch
 import yaml
 
+from conftest import write_csv
 from headstart import api
 from headstart.backbones import create_backbone
 from headstart.data.tokenize import TextPreprocess
@@ -90,11 +91,8 @@ def test_auto_measures_and_records_the_choice(tmp_path, articles):
 
 
 def test_explicit_layers_through_the_cli(tmp_path, cli, articles):
-    import csv
     texts, labels = articles
-    data = tmp_path / "t.csv"
-    with open(data, "w", newline="", encoding="utf-8") as f:
-        csv.writer(f).writerows([("text", "label"), *zip(texts, labels)])
+    data = write_csv(tmp_path / "t.csv", texts, labels)
     r = cli("train", data, "--out", tmp_path / "run", "--backbone", "tiny_text", "--strategy",
             "fine_tune", "--epochs", "1", "--layers", "2", "--quiet")
     assert r.rc == 0, r.err

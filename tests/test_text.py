@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import write_csv
 from headstart import TransferClassifier, api
 from headstart.backbones import create_backbone, get_config
 from headstart.data.datasets import load_dataset
@@ -35,15 +36,6 @@ def bbc():
             out += [i for i in idx if labels[i] == c][:k]
         return [texts[i] for i in out], [labels[i] for i in out]
     return pick(pool, 6), pick(test, 8)
-
-
-def write_csv(path: Path, texts, labels, *, header="text,label", sep=",") -> Path:
-    import csv
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f, delimiter=sep)
-        w.writerow(header.split(","))
-        w.writerows(zip(texts, labels))
-    return path
 
 
 def tiny_cfg(strategy="linear_probe", **kw) -> TrainConfig:
