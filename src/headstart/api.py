@@ -31,6 +31,7 @@ from .training.predict import predict_logits, softmax
 from .training.forgetting import ForgettingMonitor
 from .training.forgetting import describe as describe_forgetting
 from .training.layers import choose_feature_layers
+from .training.refit import refit_full
 from .training.sizing import choose_image_size
 from .training.text_extract import count_truncated
 
@@ -168,8 +169,20 @@ def train(data, out: str | Path | None = None, *, labels=None, config: TrainConf
     history = trainer.fit(train_split, val_split, resume=resume)
     metrics = _final_metrics(model, val_split, pre, cfg, classes, progress,
                              holdout=trainer.holdout_logits)
-    if trainer.holdout_logits is not None and cfg.refit:
+    if trainer.holdout_logits is not None and cfg.refit != "none":
         metrics["head_refit_on"] = len(train_split.y) + len(val_split.y)
+    epochs_run = len(history)
+    if cfg.refit == "full":  # the validation figures above stay those of the selected model
+        def fresh_model():
+            torch.manual_seed(cfg.seed)
+            new = build_model(cfg, len(classes), pretrained=plan.pretrained)
+            new.keep_bn_stats = model.keep_bn_stats
+            return new
+        refit = refit_full(fresh_model, plan, trainer, train_split, val_split, pre=pre, cfg=cfg,
+                           writer=writer, progress=progress, log=log)
+        if refit is not None:
+            model, rows, metrics["refit_full"] = refit
+            history = history + rows
     if monitor is not None:
         metrics["forgetting"] = monitor.report(model.backbone)
         for line in describe_forgetting(metrics["forgetting"]):
@@ -177,7 +190,7 @@ def train(data, out: str | Path | None = None, *, labels=None, config: TrainConf
     metrics.update({"strategy": cfg.strategy, "backbone": cfg.backbone,
                     "image_size": cfg.image_size, "train_images": len(train_split.y),
                     "val_images": len(val_split.y), "skipped": ds.skipped + skipped,
-                    "epochs_run": len(history), "stopped_early": trainer.stopped_early,
+                    "epochs_run": epochs_run, "stopped_early": trainer.stopped_early,
                     "seconds": round(time.perf_counter() - t_start, 1),
                     "prepare_seconds": round(prep_seconds, 2)})
     result = TrainedModel(model, classes, cfg, metrics, history)

@@ -30,13 +30,14 @@ class TransferClassifier:
                  image_size: int | str = "auto", batch_size: int = 32, val_fraction: float = 0.2,
                  seed: int = 0, patience: int = 3, flip: bool = True, augment: bool = True,
                  C: float = 1.0, weights: str | None = None, skip_bad: bool = False,
-                 truncate: bool = False, layers: int | str = 1,
+                 truncate: bool = False, layers: int | str = 1, refit: str = "head",
                  verbose: bool = True) -> None:
         self.backbone, self.strategy, self.epochs, self.lr = backbone, strategy, epochs, lr
         self.unfreeze, self.image_size, self.batch_size = unfreeze, image_size, batch_size
         self.val_fraction, self.seed, self.patience, self.flip = val_fraction, seed, patience, flip
         self.augment, self.C, self.weights, self.skip_bad = augment, C, weights, skip_bad
         self.truncate, self.layers, self.verbose = truncate, layers, verbose
+        self.refit = refit
 
     # scikit-learn's parameter protocol ---------------------------------------------------
     @classmethod

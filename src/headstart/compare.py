@@ -146,7 +146,7 @@ def _train_arms(pool, test_ds, y, cfg, seeds, cache, progress, log):
             strategy = {"probe": "linear_probe", "scratch": "scratch"}.get(arm, cfg.strategy)
             # the probe's head learns from the training split only, as transfer's does, so a
             # probe above transfer means forgetting, not more data (no refit on validation)
-            arm_cfg = replace(cfg, strategy=strategy, seed=cfg.seed + s, refit=False)
+            arm_cfg = replace(cfg, strategy=strategy, seed=cfg.seed + s, refit="none")
             run = _score(pool, test_ds, y, arm_cfg, cache, progress, log, f"{arm} seed {s + 1}")
             if arm == "probe" and s == 0:
                 zero = zero_shot(run["trained"], run["features"], y, pool.classes)

@@ -10,7 +10,7 @@ from ..backbones import cache_dir, count_flops, count_parameters, create_backbon
 from ..backbones import list_backbones
 from ..evaluation import format_confusion, format_report, plot_confusion
 from ..strategies import STRATEGIES
-from ..training.config import TrainConfig
+from ..training.config import REFIT_MODES, TrainConfig
 
 DEMO_PER_CLASS = 100
 
@@ -106,6 +106,12 @@ def _common_train_args(p, *, pretrain: bool = False) -> None:
         p.add_argument("--l2sp", type=float, default=d.l2sp, help="L2-SP strength (e.g. 0.01): "
                        "pull fine-tuned weights towards the pre-trained ones (0: off)")
         p.add_argument("--weights", help="your own weights for the backbone: file, folder or URL")
+        p.add_argument("--refit", default=d.refit, choices=list(REFIT_MODES),
+                       help="after validation has chosen the model, learn from the validation "
+                       "examples too. head (default): refit the final closed-form head "
+                       "(linear_probe, contrastive) on training + validation; full: also train "
+                       "again from the start on training + validation for the epochs validation "
+                       "chose (about twice the time); none: keep the training-split model")
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--lr", type=float, default=None, help="top learning rate")
     p.add_argument("--image-size", default="auto", help="pixels, or auto (measured)")
@@ -158,7 +164,8 @@ def _config_from_args(args, **fixed) -> TrainConfig:
         skip_bad=args.skip_bad, max_pixels=args.max_pixels, workers=args.workers,
         precision=args.precision, bn_stats=args.bn_stats, l2sp=get("l2sp", 0.0),
         text_column=args.text_column, label_column=args.label_column, encoding=args.encoding,
-        truncate=args.truncate, layers=getattr(args, "layers", 1))
+        truncate=args.truncate, layers=getattr(args, "layers", 1),
+        refit=get("refit", "head"))
 
 
 def run_train(args) -> int:
@@ -177,8 +184,12 @@ def run_train(args) -> int:
         return 0
     m = result.metrics
     val = f"val accuracy {m['val_accuracy']:.4f}" if m["val_accuracy"] is not None else "no val"
-    print(f"done in {m['seconds']:.0f}s: {val} ({m['val_images']} examples), run saved to "
-          f"{result.run_dir}")
+    if m.get("refit_full"):
+        val += (f" ({m['val_images']} examples, of the model selected on the training split; "
+                f"the saved model was then trained on all {m['refit_full']['examples']})")
+    else:
+        val += f" ({m['val_images']} examples)"
+    print(f"done in {m['seconds']:.0f}s: {val}, run saved to {result.run_dir}")
     if test is not None:
         report, _ = api.evaluate(result, test, progress=not args.quiet)
         print(f"held-out test accuracy {report['accuracy']:.4f} on {report['n']} examples "

@@ -43,6 +43,11 @@ class LabelledData:
         return type(self)([self.sources[i] for i in indices], [self.labels[i] for i in indices],
                           root=self.root)
 
+    def joined(self, other: "LabelledData") -> "LabelledData":
+        """This data followed by other's (e.g. the training split and the validation split)."""
+        return type(self)(self.sources + other.sources, self.labels + other.labels,
+                          root=self.root)
+
     def describe_sources(self) -> list[str]:
         return [describe(s) for s in self.sources]
 

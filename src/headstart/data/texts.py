@@ -38,6 +38,12 @@ class TextDataset(LabelledData):
                            root=self.root,
                            origins=[self.origins[i] for i in indices] if self.origins else [])
 
+    def joined(self, other: "LabelledData") -> "TextDataset":
+        origins = (self.describe_sources() + other.describe_sources()
+                   if self.origins or getattr(other, "origins", None) else [])
+        return TextDataset(self.sources + other.sources, self.labels + other.labels,
+                           root=self.root, origins=origins)
+
     def describe_sources(self) -> list[str]:
         return self.origins or [f"text {i + 1}" for i in range(len(self))]
 

@@ -11,7 +11,7 @@ different classes pushed apart), then a logistic head is fitted on its new embed
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from torch import nn
 
@@ -111,6 +111,17 @@ def build_plan(strategy: str, groups: tuple[str, ...], *, epochs: int = 5,
         extra = epochs - len(groups) if k == len(groups) else 0
         phases.append(Phase(f"unfreeze_{k}", top, tuple(rates[g] for g in top), lr, 1 + extra))
     return Plan(strategy, True, tuple(phases))
+
+
+def selected_plan(plan: Plan, best_at: tuple[int, int]) -> Plan:
+    """The part of `plan` that validation chose: its phases up to the one holding the best
+    state, that one cut at the best epoch, then any fresh head phase that finishes the body.
+    This is what `--refit full` re-runs on training + validation examples."""
+    pi, epoch = best_at
+    best = plan.phases[pi]
+    phases = [*plan.phases[:pi], best if best.cached else replace(best, epochs=max(1, epoch))]
+    phases += [p for p in plan.phases[pi + 1:] if p.fresh]
+    return replace(plan, phases=tuple(replace(p, name=f"refit:{p.name}") for p in phases))
 
 
 def _top_groups(groups: tuple[str, ...], unfreeze: int | str) -> tuple[str, ...]:

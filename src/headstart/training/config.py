@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, fields
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..exceptions import ConfigError
 
+REFIT_MODES = ("head", "full", "none")
+
 
 @dataclass
 class TrainConfig:
@@ -29,7 +31,11 @@ class TrainConfig:
     precision: str = "auto"  # auto | fp32 | bf16
     channels_last: bool = True
     bn_stats: str = "auto"  # keep | update | auto (keep when starting from pre-trained weights)
-    refit: bool = True  # linear_probe: refit the final head on training + validation examples
+    # after validation has done its work, learn from its examples too: head = refit the final
+    # closed-form head (linear_probe, contrastive) on training + validation; full = also retrain
+    # the whole plan from the start on training + validation for the epochs validation chose;
+    # none = keep what was trained on the training split
+    refit: str = "head"
     l2sp: float = 0.0  # L2-SP strength alpha (0 = off): pull fine-tuned weights to pre-trained
     text_column: str | None = None  # texts in a table: None = the first of text, sentence, ...
     label_column: str | None = None  # None = the first of label, category, class, topic, ...
@@ -59,6 +65,11 @@ class TrainConfig:
                               f"{self.l2sp}")
         if self.patience < 1:
             raise ConfigError(f"patience must be at least 1, got {self.patience}")
+        if isinstance(self.refit, bool):  # runs written before refit had modes
+            self.refit = "head" if self.refit else "none"
+        if self.refit not in REFIT_MODES:
+            raise ConfigError(f"refit must be one of {', '.join(REFIT_MODES)}, got "
+                              f"{self.refit!r}")
         if self.layers != "auto":
             try:
                 self.layers = int(self.layers)

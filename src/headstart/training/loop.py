@@ -93,6 +93,9 @@ class Trainer:
         self.best_state: dict | None = None
         self.stopped_early = False
         self.since_best = 0
+        # (phase index, epoch) of the best state: where validation chose to stop (a fresh head
+        # phase, which only finishes the best body, does not move it)
+        self.best_at: tuple[int, int] | None = None
         # validation logits of a plan's final head (a probe's, or contrastive's) as fitted on
         # the training split alone, kept because that head is then refitted on training +
         # validation examples
@@ -135,7 +138,7 @@ class Trainer:
         final = pi == len(self.plan.phases) - 1
         if len(val.y) and final:
             self.holdout_logits = val_logits
-            if self.cfg.refit:  # the final head: learn from every label
+            if self.cfg.refit != "none":  # the final head: learn from every label
                 both = np.concatenate([f_train, f_val])
                 self.model.head.set_fit(*fit_standardized_head(
                     both, np.concatenate([train.y, val.y]), self.model.head.fc.out_features,
@@ -284,6 +287,8 @@ class Trainer:
             self.best_score, self.best_loss = score, loss
             self.best_state = copy.deepcopy(self.model.state_dict())
             self._fresh = self._last_feats
+            if not finishes:
+                self.best_at = (pi, epoch)
             self.since_best = 0
         else:
             self.since_best += 1
@@ -302,7 +307,7 @@ class Trainer:
                 "phase": pi + 1 if done_phase else pi, "epoch": 0 if done_phase else epoch,
                 "model": self.model.state_dict(), "best": self.best_state,
                 "best_score": self.best_score, "best_loss": self.best_loss,
-                "since_best": self.since_best,
+                "since_best": self.since_best, "best_at": self.best_at,
                 "history": self.history, "stopped_early": self.stopped_early,
                 "optimizer": None if optimizer is None or done_phase else optimizer[0].state_dict(),
                 "scheduler": None if optimizer is None or done_phase else optimizer[1].state_dict(),
@@ -314,6 +319,7 @@ class Trainer:
         self.best_state, self.best_score = ckpt["best"], ckpt["best_score"]
         self.best_loss = ckpt.get("best_loss", math.inf)
         self.since_best, self.history = ckpt["since_best"], list(ckpt["history"])
+        self.best_at = tuple(ckpt["best_at"]) if ckpt.get("best_at") else None
         self.stopped_early = ckpt["stopped_early"]
         return ckpt["phase"], ckpt["epoch"]
 

@@ -67,13 +67,20 @@ class RunWriter:
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
         tmp.replace(self.partial / "model.safetensors")
 
-    def save_checkpoint(self, state: dict) -> None:
-        tmp = self.partial / (CHECKPOINT + ".tmp")
+    def save_checkpoint(self, state: dict, name: str = CHECKPOINT) -> None:
+        tmp = self.partial / (name + ".tmp")
         torch.save(state, tmp)
-        tmp.replace(self.partial / CHECKPOINT)
+        tmp.replace(self.partial / name)
+
+    def load_checkpoint(self, name: str) -> dict | None:
+        """A checkpoint saved under `name` in this run's partial directory, if any (open()
+        has already checked that the interrupted run had the same settings)."""
+        path = self.partial / name
+        return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
 
     def commit(self, *, overwrite: bool = False) -> Path:
-        (self.partial / CHECKPOINT).unlink(missing_ok=True)
+        for ckpt in self.partial.glob("*checkpoint.pt"):
+            ckpt.unlink()
         missing = [f for f in RUN_FILES if not (self.partial / f).is_file()]
         if missing:
             raise RunDirError(f"{self.partial}: run incomplete, missing {', '.join(missing)}")

@@ -1,0 +1,65 @@
+"""`--refit full`: once validation has chosen how long to train, train again from the start on
+the training and validation examples together, for exactly that long (AutoGluon's
+"refit_full"). With a small labelled set the validation split is a fifth of every label the
+user has; this way the saved model learns from all of them.
+
+The validation figures of the run stay those of the model selected on the training split: the
+refitted model has no held-out examples left to be judged on."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from ..strategies import Plan, selected_plan
+from .loop import Split, Trainer
+
+REFIT_CHECKPOINT = "refit-checkpoint.pt"
+
+
+class _RefitWriter:
+    """The refit trainer's view of the run directory: its own checkpoint, and its epochs
+    written to history.csv after those of the selection run."""
+
+    def __init__(self, writer, before: list[dict]) -> None:
+        self.writer, self.before = writer, list(before)
+
+    def write_history(self, rows: list[dict]) -> None:
+        self.writer.write_history(self.before + rows)
+
+    def save_checkpoint(self, state: dict) -> None:
+        self.writer.save_checkpoint(state, REFIT_CHECKPOINT)
+
+
+def join_splits(a: Split, b: Split) -> Split:
+    features = (None if a.features is None or b.features is None
+                else np.concatenate([a.features, b.features]))
+    return Split(a.ds.joined(b.ds), np.concatenate([a.y, b.y]), features)
+
+
+def refit_full(make_model, plan: Plan, trainer: Trainer, train: Split, val: Split, *, pre, cfg,
+               writer=None, progress: bool = True, log=print):
+    """(model, history rows, info) of the plan validation chose, re-run from a fresh model on
+    train + val; None when there is nothing to re-run (no validation split, or a probe, whose
+    head the head refit has already fitted on every example)."""
+    if trainer.best_at is None or not len(val.y) or all(p.cached for p in plan.phases):
+        return None
+    chosen = selected_plan(plan, trainer.best_at)
+    both = join_splits(train, val)
+    log(f"refit: training again on all {len(both.y)} examples (training + validation), as "
+        "long as validation chose:")
+    for phase in chosen.phases:
+        log(f"phase {phase.describe()}")
+    t0 = time.perf_counter()
+    model = make_model()
+    none = Split(val.ds.subset([]), val.y[:0],
+                 None if val.features is None else val.features[:0])
+    resume = writer.load_checkpoint(REFIT_CHECKPOINT) if writer is not None else None
+    if resume:
+        log(f"resuming the interrupted refit ({len(resume['history'])} epoch(s) done)")
+    refit = Trainer(model, chosen, pre=pre, cfg=cfg, progress=progress, log=log,
+                    writer=_RefitWriter(writer, trainer.history) if writer is not None else None)
+    rows = refit.fit(both, none, resume=resume)
+    info = {"examples": len(both.y), "phases": [p.describe() for p in chosen.phases],
+            "epochs": chosen.epochs, "seconds": round(time.perf_counter() - t0, 1)}
+    return model, rows, info
