@@ -122,8 +122,10 @@ def test_l2sp_keeps_weights_closer_to_the_source(source, tmp_path):
 def test_text_source_model(tmp_path):
     texts = [f"{w} report number {i}" for w in ("market", "match") for i in range(8)]
     labels = ["business"] * 8 + ["sport"] * 8
-    pretrain(texts, tmp_path / "tsrc", arch="tiny_text", labels=labels, sample_size=4,
-             config=TrainConfig(epochs=1), **QUIET)
+    src = pretrain(texts, tmp_path / "tsrc", arch="tiny_text", labels=labels, sample_size=4,
+                   config=TrainConfig(epochs=1, refit="full"), **QUIET)
+    # the held-out part is the source's test and retention sample: never trained on
+    assert "refit_full" not in src.metrics and src.config.refit == "none"
     r = api.train(["shares rose", "goal scored", "profits fell", "cup final"],
                   labels=["b", "s", "b", "s"], config=TrainConfig(
                       backbone=str(tmp_path / "tsrc"), strategy="fine_tune", epochs=1), **QUIET)

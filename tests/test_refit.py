@@ -28,6 +28,8 @@ def test_selected_plan_cuts_every_strategy_at_the_chosen_epoch():
     ft = build_plan("fine_tune", GROUPS, epochs=5)
     assert _shape(selected_plan(ft, (1, 3))) == [("refit:head", 1, True),
                                                  ("refit:fine_tune", 3, False)]
+    # the cut phase keeps the learning-rate schedule of the whole phase it replays
+    assert selected_plan(ft, (1, 3)).phases[1].schedule_epochs == 5
     # the head alone won: the refit is the head alone, on every example
     assert _shape(selected_plan(ft, (0, 0))) == [("refit:head", 1, True)]
     gradual = build_plan("gradual", GROUPS, epochs=4)  # head, unfreeze_1, _2, _3 (2 epochs)
@@ -99,6 +101,26 @@ def test_refit_full_trains_again_on_train_and_val_for_the_chosen_epochs(tiny_dat
     assert metrics["refit_full"]["examples"] == n_train + n_val
 
 
+def test_a_phase_cut_short_replays_the_rates_of_the_epochs_it_keeps(tiny_data, monkeypatch):
+    """Validation keeps epoch 2 of 4: the refit trains 2 epochs at the rates those 2 epochs had
+    (one step an epoch on this data, so the rates match exactly), not a schedule squeezed into 2."""
+    original = loop.Trainer.fit
+
+    def fit(self, train, val, **kw):
+        rows = original(self, train, val, **kw)
+        if len(val.y):
+            self.best_at = (0, 2)
+        return rows
+    monkeypatch.setattr(loop.Trainer, "fit", fit)
+    cfg = TrainConfig(backbone="tiny_cnn", strategy="scratch", image_size=32, epochs=4,
+                      patience=10, refit="full")
+    rows = api.train(tiny_data, config=cfg, **QUIET).history
+    assert [(r["phase"], r["epoch"]) for r in rows[4:]] == [("refit:scratch", 1),
+                                                            ("refit:scratch", 2)]
+    assert [r["lr"] for r in rows[4:]] == pytest.approx([r["lr"] for r in rows[:2]])
+    assert rows[5]["lr"] > 0.5 * rows[0]["lr"]  # mid-schedule, not annealed to zero
+
+
 def test_refit_full_changes_nothing_for_a_probe(tiny_data):
     cfg = TrainConfig(backbone="tiny_cnn", strategy="linear_probe", image_size=32, refit="full")
     trained = api.train(tiny_data, config=cfg, **QUIET)
@@ -118,6 +140,42 @@ def test_refit_full_of_contrastive_on_texts(articles):
     assert trained.metrics["refit_full"]["examples"] == len(texts)
     assert trained.metrics["val_accuracy"] == pytest.approx(trained.history[2]["val_acc"])
     assert np.isfinite(trained.history[-1]["train_loss"])
+
+
+def test_old_runs_settings_still_resume_and_load(tmp_path):
+    from headstart.training.config import upgrade
+    from headstart.training.rundir import RunWriter
+    assert upgrade({"refit": True, "seed": 1}) == {"refit": "head", "seed": 1}
+    assert TrainConfig.from_dict({"refit": False}).refit == "none"
+    old = RunWriter(tmp_path / "run")
+    old.open({"strategy": "fine_tune", "refit": True})  # as written before refit had modes
+    old.save_checkpoint({"epoch": 1})
+    assert RunWriter(tmp_path / "run").open({"strategy": "fine_tune", "refit": "head"}) == \
+        {"epoch": 1}
+
+
+def test_a_resumed_contrastive_refit_keeps_honest_validation_figures(articles, tmp_path,
+                                                                     monkeypatch):
+    """The validation figures of a head that is then refitted on validation examples come from
+    before that refit, after a resume too."""
+    texts, labels = articles
+    cfg = TrainConfig(backbone="tiny_text", strategy="contrastive", epochs=2, lr=1e-3,
+                      patience=10, refit="full")
+    straight = api.train(texts, tmp_path / "straight", labels=labels, config=cfg, **QUIET)
+    original = loop.Trainer._end_epoch
+
+    def end_epoch(self, pi, *a, **kw):  # interrupted in the refit's first epoch
+        stop = original(self, pi, *a, **kw)
+        if self.plan.phases[pi].name.startswith("refit:"):
+            monkeypatch.setattr(loop.Trainer, "_end_epoch", original)
+            raise KeyboardInterrupt
+        return stop
+    monkeypatch.setattr(loop.Trainer, "_end_epoch", end_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        api.train(texts, tmp_path / "ft", labels=labels, config=cfg, **QUIET)
+    resumed = api.train(texts, tmp_path / "ft", labels=labels, config=cfg, **QUIET)
+    for key in ("val_accuracy", "head_refit_on", "val"):
+        assert resumed.metrics[key] == straight.metrics[key]
 
 
 def test_an_interrupted_refit_resumes_where_it_stopped(cli, tiny_data, tmp_path, monkeypatch):

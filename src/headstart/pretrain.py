@@ -27,7 +27,9 @@ def pretrain(data, out, *, arch: str, labels=None, config: TrainConfig | None = 
              sample_size: int = 500, overwrite: bool = False, restart: bool = False,
              progress: bool = True, log=print) -> api.TrainedModel:
     """Train `arch` from random initialisation on `data` and save it as a source model."""
-    cfg = replace(config or TrainConfig(), backbone=arch, strategy="scratch")
+    # refit="none": the held-out part is the source's test (and its retention sample), so the
+    # source model must never learn from it
+    cfg = replace(config or TrainConfig(), backbone=arch, strategy="scratch", refit="none")
     if sample_size < 0:
         raise ConfigError(f"sample_size must be 0 or more, got {sample_size}")
     if cfg.val_fraction <= 0:

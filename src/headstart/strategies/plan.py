@@ -42,6 +42,9 @@ class Phase:
     cached: bool = False  # head only, fitted in closed form on features, no gradient epochs
     objective: str = "classify"  # or "pairs": the backbone alone learns from example pairs
     fresh: bool = False  # cached phase whose features come from the tuned backbone, not the cache
+    # the learning-rate schedule spans this many epochs (0: `epochs`); a phase cut short by
+    # --refit full follows the schedule of the full phase it replays
+    schedule_epochs: int = 0
 
     def describe(self) -> str:
         if self.cached and self.fresh:
@@ -115,11 +118,14 @@ def build_plan(strategy: str, groups: tuple[str, ...], *, epochs: int = 5,
 
 def selected_plan(plan: Plan, best_at: tuple[int, int]) -> Plan:
     """The part of `plan` that validation chose: its phases up to the one holding the best
-    state, that one cut at the best epoch, then any fresh head phase that finishes the body.
+    state, that one cut at the best epoch (its learning-rate schedule still that of the whole
+    phase), then any fresh head phase that finishes the body.
     This is what `--refit full` re-runs on training + validation examples."""
     pi, epoch = best_at
     best = plan.phases[pi]
-    phases = [*plan.phases[:pi], best if best.cached else replace(best, epochs=max(1, epoch))]
+    if not best.cached:  # the same rates, step for step, as the epochs validation chose
+        best = replace(best, epochs=max(1, epoch), schedule_epochs=best.epochs)
+    phases = [*plan.phases[:pi], best]
     phases += [p for p in plan.phases[pi + 1:] if p.fresh]
     return replace(plan, phases=tuple(replace(p, name=f"refit:{p.name}") for p in phases))
 

@@ -65,8 +65,7 @@ class TrainConfig:
                               f"{self.l2sp}")
         if self.patience < 1:
             raise ConfigError(f"patience must be at least 1, got {self.patience}")
-        if isinstance(self.refit, bool):  # runs written before refit had modes
-            self.refit = "head" if self.refit else "none"
+        self.refit = upgrade({"refit": self.refit})["refit"]
         if self.refit not in REFIT_MODES:
             raise ConfigError(f"refit must be one of {', '.join(REFIT_MODES)}, got "
                               f"{self.refit!r}")
@@ -91,4 +90,11 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        return cls(**{k: v for k, v in upgrade(d).items() if k in known})
+
+
+def upgrade(d: dict) -> dict:
+    """Stored settings of runs written by earlier versions, in today's terms."""
+    if isinstance(d.get("refit"), bool):  # before refit had modes: head refit, or none
+        d = {**d, "refit": "head" if d["refit"] else "none"}
+    return d

@@ -182,7 +182,7 @@ class Trainer:
         shard = len(dist.shard(range(len(train.ds)), seed=0, epoch=0))
         _, _, steps_per_epoch = epoch_shape(phase.objective, shard, self.cfg.batch_size,
                                              text=self.text)
-        total = max(1, steps_per_epoch * phase.epochs)
+        total = max(1, steps_per_epoch * (phase.schedule_epochs or phase.epochs))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_cosine(total, steps_per_epoch))
         if resume is not None and resume.get("optimizer"):
             opt.load_state_dict(resume["optimizer"])
@@ -308,6 +308,8 @@ class Trainer:
                 "model": self.model.state_dict(), "best": self.best_state,
                 "best_score": self.best_score, "best_loss": self.best_loss,
                 "since_best": self.since_best, "best_at": self.best_at,
+                "holdout": (None if self.holdout_logits is None
+                            else torch.from_numpy(np.ascontiguousarray(self.holdout_logits))),
                 "history": self.history, "stopped_early": self.stopped_early,
                 "optimizer": None if optimizer is None or done_phase else optimizer[0].state_dict(),
                 "scheduler": None if optimizer is None or done_phase else optimizer[1].state_dict(),
@@ -320,6 +322,8 @@ class Trainer:
         self.best_loss = ckpt.get("best_loss", math.inf)
         self.since_best, self.history = ckpt["since_best"], list(ckpt["history"])
         self.best_at = tuple(ckpt["best_at"]) if ckpt.get("best_at") else None
+        if ckpt.get("holdout") is not None:  # the final head's validation logits before its refit
+            self.holdout_logits = ckpt["holdout"].numpy()
         self.stopped_early = ckpt["stopped_early"]
         return ckpt["phase"], ckpt["epoch"]
 

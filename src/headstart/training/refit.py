@@ -42,7 +42,11 @@ def refit_full(make_model, plan: Plan, trainer: Trainer, train: Split, val: Spli
     """(model, history rows, info) of the plan validation chose, re-run from a fresh model on
     train + val; None when there is nothing to re-run (no validation split, or a probe, whose
     head the head refit has already fitted on every example)."""
-    if trainer.best_at is None or not len(val.y) or all(p.cached for p in plan.phases):
+    if all(p.cached for p in plan.phases):
+        log("refit: the head was refitted on every example already; nothing more to train")
+        return None
+    if trainer.best_at is None or not len(val.y):
+        log("refit: no validation examples, so the model already learned from every example")
         return None
     chosen = selected_plan(plan, trainer.best_at)
     both = join_splits(train, val)

@@ -16,6 +16,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from ..exceptions import RunDirError
+from .config import upgrade
 
 CHECKPOINT = "checkpoint.pt"
 RUN_FILES = ("config.yaml", "labels.json", "model.safetensors", "metrics.json", "history.csv")
@@ -34,6 +35,7 @@ class RunWriter:
         ckpt = self.partial / CHECKPOINT
         if self.partial.exists() and not restart:
             old = self._read_yaml(self.partial / "config.yaml")
+            old = upgrade(old) if isinstance(old, dict) else old
             if old == config and ckpt.is_file():
                 return torch.load(ckpt, map_location="cpu", weights_only=True)
             if old is not None and old != config:
