@@ -97,6 +97,7 @@ def test_refit_full_trains_again_on_train_and_val_for_the_chosen_epochs(tiny_dat
     assert any(not torch.equal(saved[k], kept.model.state_dict()[k]) for k in saved)
     assert [r["phase"] for r in history_rows(tmp_path / "full")] == \
         [r["phase"] for r in full.history]
+    assert (tmp_path / "full" / "history.png").stat().st_size > 0  # refit rows without val
     metrics = json.loads((tmp_path / "full" / "metrics.json").read_text())
     assert metrics["refit_full"]["examples"] == n_train + n_val
 

@@ -45,20 +45,37 @@ def plot_confusion(report: dict, path: str | Path, *, title: str = "Confusion ma
 
 
 def plot_history(rows: list[dict], path: str | Path) -> Path:
+    """Training curves, one point per epoch of every phase in order. Phase changes get a
+    dotted line and the phase's name; the epochs of a `--refit full` re-run (phases named
+    `refit:*`, trained on training + validation examples, so without validation figures) are
+    shaded and drawn with their own marker, so they are not read as more epochs of the run."""
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    x = list(range(1, len(rows) + 1))
+    x = np.arange(1, len(rows) + 1)
+    phases = [str(r.get("phase") or "") for r in rows]
+    refit = np.array([p.startswith("refit:") for p in phases], dtype=bool)
+    starts = [i for i in range(len(rows)) if i == 0 or phases[i] != phases[i - 1]]
     for key, ax in (("loss", a1), ("acc", a2)):
         for split in ("train", "val"):
-            ys = [r.get(f"{split}_{key}") for r in rows]
-            if any(v not in (None, "") for v in ys):
-                ax.plot(x, [float(v) if v not in (None, "") else np.nan for v in ys], "o-",
-                        label=split)
+            ys = np.array([float(v) if v not in (None, "") else np.nan
+                           for v in (r.get(f"{split}_{key}") for r in rows)])
+            for part, marker, label in ((~refit, "o-", split),
+                                        (refit, "s--", f"{split} (refit on train + val)")):
+                if np.isfinite(ys[part]).any():
+                    ax.plot(x[part], ys[part], marker, label=label,
+                            color="#0969da" if split == "train" else "#bc4c00")
+        if refit.any():
+            ax.axvspan(x[refit].min() - 0.5, x[refit].max() + 0.5, color="#57606a", alpha=0.08)
+        if len(starts) > 1:
+            for i in starts:
+                ax.axvline(i + 0.5, color="#57606a", ls=":", lw=0.8)
+                ax.annotate(phases[i], (i + 0.6, 1.0), xycoords=("data", "axes fraction"),
+                            va="top", fontsize=7, color="#57606a", rotation=90)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch (all phases, in order)")
         ax.set_ylabel(key)
-        ax.legend()
+        ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
