@@ -257,6 +257,21 @@ def test_text_depth_counts_the_weightless_pooling_group():
     assert rec.unfreeze == "3"  # layer5, layer6 and pooling: TrainConfig counts groups
 
 
+@pytest.mark.parametrize("per_class, strategy", [(8, "contrastive"), (31, "contrastive"),
+                                                 (32, "linear_probe"), (300, "fine_tune")])
+def test_few_texts_per_class_in_a_near_domain_get_the_pair_objective(per_class, strategy):
+    rows = [("minilm_l6", 0.8, 0.04), ("minilm_l6@layer4", 0.3, 0.02)]
+    rec = decide(_result(rows, per_class=per_class))
+    assert rec.strategy == strategy
+    if strategy == "contrastive":
+        assert rec.unfreeze == "all" and "pairs" in rec.reason
+        assert "--strategy contrastive --unfreeze all" in str(rec)
+    # images with as few examples keep the probe: the pair objective is measured on texts
+    img = decide(_result([("efficientnet_lite0", 0.9, 0.02),
+                          ("efficientnet_lite0@stage4", 0.3, 0.02)], per_class=per_class))
+    assert img.strategy == ("fine_tune" if per_class >= 100 else "linear_probe")
+
+
 def test_no_clear_margin_over_the_control_says_so():
     rows = [("efficientnet_lite0", 0.30, 0.05), ("random:efficientnet_lite0", 0.28, 0.05)]
     rec = decide(_result(rows))
