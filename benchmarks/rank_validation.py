@@ -130,7 +130,8 @@ def probe_accuracies(result, train, test, kw) -> dict[str, float]:
 
 def run_task(name: str, train, test, candidates: str, args, **rank_kw) -> dict:
     from headstart.training.features import FeatureCache
-    from headstart.transferability.rank import rank, recommend
+    from headstart.transferability.rank import rank
+    from headstart.transferability.recommend import recommend
 
     t0 = time.perf_counter()
     result = rank(train, candidates=candidates, n_boot=args.n_boot, progress=False,

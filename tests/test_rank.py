@@ -13,7 +13,8 @@ from headstart.transferability import hscore
 from headstart.transferability.candidates import (Candidate, CutBackbone, default_candidates,
                                                   network_features, parse_candidates)
 from headstart.transferability.rank import (CandidateResult, Interval, RankResult, _hscore_rows,
-                                            decide, rank, recommend, resamples)
+                                            rank, resamples)
+from headstart.transferability.recommend import decide, recommend
 
 
 # ----------------------------------------------------------------------------- parsing

@@ -217,7 +217,7 @@ def _auto_layers(train_ds, cfg: TrainConfig, plan, cache, progress: bool, log):
 def _auto_backbone(data, labels, cfg: TrainConfig, progress: bool, log) -> dict:
     """`--backbone auto`: rank the candidates on the data, take the recommendation (backbone,
     weights, strategy, depth) into cfg, and return it to be recorded in the run."""
-    from .transferability.rank import recommend
+    from .transferability.recommend import recommend
 
     rec = recommend(data, labels=labels, log=log, truncate=cfg.truncate, progress=progress,
                     text_options=cfg.text_options(), skip_bad=cfg.skip_bad)

@@ -42,7 +42,8 @@ def add_rank(sub) -> None:
 
 def run_rank(args) -> int:
     from ..data.texts import TextOptions
-    from ..transferability.rank import decide, rank
+    from ..transferability.rank import rank
+    from ..transferability.recommend import decide
 
     quiet = args.quiet or args.json
     result = rank(args.data, candidates=args.candidates, by=args.by,

@@ -46,7 +46,8 @@ SCORES: dict[str, ScoreInfo] = {info.name: info for info in [
 ]}
 
 from .candidates import Candidate, parse_candidates  # noqa: E402
-from .rank import RankResult, Recommendation, decide, rank, recommend  # noqa: E402
+from .rank import RankResult, rank  # noqa: E402
+from .recommend import Recommendation, decide, recommend  # noqa: E402
 
 __all__ = ["SCORES", "ScoreInfo", "bootstrap", "frechet_distance", "hscore", "ledoit_wolf",
            "leep", "logme", "mmd", "nce", "proxy_a_distance", "Candidate", "parse_candidates",
