@@ -32,7 +32,8 @@ def run(cmd: list[str]) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
+    p = argparse.ArgumentParser(epilog="Any other option (--refit full, --lr 1e-4, ...) is passed "
+                                "on to `headstart train`.")
     p.add_argument("strategy", choices=["linear_probe", "fine_tune", "gradual", "scratch",
                                         "contrastive"])
     p.add_argument("--dataset", default="animal-mnist", choices=["animal-mnist", "bbc-news"])
