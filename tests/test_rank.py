@@ -254,8 +254,11 @@ def test_a_close_earlier_cut_means_fine_tune_the_layers_after_it():
 
 def test_text_depth_counts_the_weightless_pooling_group():
     rows = [("minilm_l6", 0.8, 0.04), ("minilm_l6@layer4", 0.79, 0.02)]
-    rec = decide(_result(rows, per_class=30))
+    rec = decide(_result(rows, per_class=50))
     assert rec.unfreeze == "3"  # layer5, layer6 and pooling: TrainConfig counts groups
+    rec = decide(_result(rows, per_class=8))  # few texts: pairs on every layer, far or near
+    assert (rec.strategy, rec.unfreeze) == ("contrastive", "all")
+    assert "far domain" in rec.reason and "minilm_l6@layer4" in rec.reason
 
 
 @pytest.mark.parametrize("per_class, strategy", [(8, "contrastive"), (31, "contrastive"),

@@ -14,10 +14,10 @@ from .rank import SCORE_NAMES, CandidateResult, RankResult, rank
 
 SMALL_PER_CLASS = 100  # below: a linear probe on frozen features (when the domain is near)
 LARGE_PER_CLASS = 1000  # from here: fine-tune every group
-# below, with a text encoder in a near domain: the pair objective (`contrastive`) before the
-# head. SetFit (Tunstall et al., 2022) reports its largest gains over a head on frozen
-# sentence embeddings at 8-16 examples per class, shrinking by 64; an epoch costs about 16 pair
-# steps while the data are this small, more with every example past that.
+# below, with a text encoder: the pair objective (`contrastive`) on every layer, then the head.
+# SetFit (Tunstall et al., 2022) reports its largest gains over a head on frozen sentence
+# embeddings at 8-16 examples per class, shrinking by 64. It retunes every layer, which a far
+# domain asks for too; an epoch costs about 16 pair steps while the data are this small.
 FEW_SHOT_TEXT = 32
 
 
@@ -56,9 +56,10 @@ def recommend(data, *, labels=None, log: Callable[[str], None] = print,
 
 
 def decide(result: RankResult) -> Recommendation:
-    """The best candidate that is not the control; a linear probe or fine-tuning from the data
-    per class and from whether an earlier cut scores close to or above its whole network
-    (then the late layers are specific to the source task: a far domain, fine-tune deeper)."""
+    """The best candidate that is not the control; the pair objective for few texts per class,
+    else a linear probe or fine-tuning from the data per class and from whether an earlier cut
+    scores close to or above its whole network (then the late layers are specific to the
+    source task: a far domain, fine-tune deeper)."""
     by = result.by
     real = [r for r in result.results if not r.candidate.random and r.scores[by] is not None]
     if not real:
@@ -76,12 +77,13 @@ def decide(result: RankResult) -> Recommendation:
             "against scratch with `headstart compare`"), **opts)
     groups = [g for g in get_config(c.backbone).layer_groups if g != "pooling"]
     far = _far_cut(result, best)
+    if n < FEW_SHOT_TEXT and get_config(c.backbone).modality == "text":
+        domain = ("no earlier cut comes close (near domain)" if far is None else
+                  f"{far[0].name} scores close to or above {far[1].name} (far domain)")
+        return Recommendation(strategy="contrastive", unfreeze="all", reason=(
+            f"best {score}; {domain}; {n} examples per class of text: tune every layer on "
+            "pairs of examples, then fit the head"), **opts)
     if far is None:
-        if n < FEW_SHOT_TEXT and get_config(c.backbone).modality == "text":
-            return Recommendation(strategy="contrastive", unfreeze="all", reason=(
-                f"best {score}; no earlier cut comes close (near domain); {n} examples per "
-                "class of text: tune the encoder on pairs of examples, then fit the head"),
-                **opts)
         k = "all" if n >= LARGE_PER_CLASS else 2
         what = ("a linear probe on frozen features" if n < SMALL_PER_CLASS else
                 f"fine-tune {'every group' if k == 'all' else 'the top 2 layer groups'}")
