@@ -82,6 +82,15 @@ def resolve_backbone(cfg: TrainConfig, modality: str):
     return bcfg
 
 
+def _seeded_model(cfg: TrainConfig, num_classes: int, plan) -> TransferModel:
+    """The model a run starts from (and `--refit full` starts again from): the same seed for
+    the head's random init (and everything's, for scratch), the BatchNorm policy applied."""
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg, num_classes, pretrained=plan.pretrained)
+    model.keep_bn_stats = cfg.bn_stats == "keep" or (cfg.bn_stats == "auto" and plan.pretrained)
+    return model
+
+
 def build_model(cfg: TrainConfig, num_classes: int, *, pretrained: bool) -> TransferModel:
     backbone = create_backbone(cfg.backbone, pretrained=pretrained, image_size=int(cfg.image_size),
                                weights=cfg.weights if pretrained else None)
@@ -146,9 +155,7 @@ def train(data, out: str | Path | None = None, *, labels=None, config: TrainConf
         cfg.layers, layer_rows = _auto_layers(ds.subset(tr_idx), cfg, plan, cache, progress, log)
     for phase in plan.phases:
         log(f"phase {phase.describe()}")
-    torch.manual_seed(cfg.seed)  # random init of the head (and of everything for scratch)
-    model = build_model(cfg, len(classes), pretrained=plan.pretrained)
-    model.keep_bn_stats = cfg.bn_stats == "keep" or (cfg.bn_stats == "auto" and plan.pretrained)
+    model = _seeded_model(cfg, len(classes), plan)
     pre = preprocess_for(cfg)
     t_prep = time.perf_counter()
     train_split, val_split, skipped = _prepare_splits(ds, y_all, tr_idx, va_idx, model, pre, cfg,
@@ -173,12 +180,7 @@ def train(data, out: str | Path | None = None, *, labels=None, config: TrainConf
         metrics["head_refit_on"] = len(train_split.y) + len(val_split.y)
     epochs_run = len(history)
     if cfg.refit == "full":  # the validation figures above stay those of the selected model
-        def fresh_model():
-            torch.manual_seed(cfg.seed)
-            new = build_model(cfg, len(classes), pretrained=plan.pretrained)
-            new.keep_bn_stats = model.keep_bn_stats
-            return new
-        refit = refit_full(fresh_model, plan, trainer, train_split, val_split, pre=pre, cfg=cfg,
+        refit = refit_full(lambda: _seeded_model(cfg, len(classes), plan), plan, trainer, train_split, val_split, pre=pre, cfg=cfg,
                            writer=writer, progress=progress, log=log)
         if refit is not None:
             model, rows, metrics["refit_full"] = refit

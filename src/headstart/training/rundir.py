@@ -37,7 +37,7 @@ class RunWriter:
             old = self._read_yaml(self.partial / "config.yaml")
             old = upgrade(old) if isinstance(old, dict) else old
             if old == config and ckpt.is_file():
-                return torch.load(ckpt, map_location="cpu", weights_only=True)
+                return self.load_checkpoint(CHECKPOINT)
             if old is not None and old != config:
                 diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
                 raise RunDirError(f"{self.partial} holds an interrupted run with other settings "
@@ -76,7 +76,7 @@ class RunWriter:
 
     def load_checkpoint(self, name: str) -> dict | None:
         """A checkpoint saved under `name` in this run's partial directory, if any (open()
-        has already checked that the interrupted run had the same settings)."""
+        checks first that the interrupted run had the same settings)."""
         path = self.partial / name
         return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
 
