@@ -146,11 +146,20 @@ def test_param_groups_carry_the_phase_rates():
     model = tiny_model()
     phase = build_plan("fine_tune", GROUPS, lr=1e-3).phases[1]
     groups = param_groups(model, phase)
-    assert [g["name"] for g in groups] == ["stem", "block1", "block2", "head"]
-    assert [g["lr"] for g in groups] == [*phase.group_lrs, phase.head_lr]
+    names = ["stem", "block1", "block2", "head"]
+    # each layer group's weights, then its 1-d parameters (no weight decay)
+    assert [g["name"] for g in groups] == [n for name in names
+                                          for n in (name, f"{name}:no_decay")]
+    lrs = [*phase.group_lrs, phase.head_lr]
+    assert [g["lr"] for g in groups] == [lr for lr in lrs for _ in (0, 1)]
     gp = model.backbone.group_parameters()
-    for g in groups[:-1]:  # matched by identity, not name
-        assert {id(p) for p in g["params"]} == {id(p) for p in gp[g["name"]]}
+    for name in names[:-1]:  # matched by identity, not name
+        mine = [p for g in groups if g["name"].split(":")[0] == name for p in g["params"]]
+        assert {id(p) for p in mine} == {id(p) for p in gp[name]}
+    for g in groups:
+        one_d = {p.ndim <= 1 for p in g["params"]}
+        assert one_d == {g["name"].endswith(":no_decay")}
+        assert (g["weight_decay"] == 0) == g["name"].endswith(":no_decay")
 
 
 def test_frozen_batchnorm_keeps_statistics():

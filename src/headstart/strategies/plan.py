@@ -66,6 +66,9 @@ class Plan:
     strategy: str
     pretrained: bool
     phases: tuple[Phase, ...] = field(default_factory=tuple)
+    # after the gradient phases, keep the mix of the probe and the fine-tuned weights that
+    # validation prefers (training/mixing.py); mix 0 is the probe itself
+    mix: bool = False
 
     @property
     def epochs(self) -> int:
@@ -107,13 +110,13 @@ def build_plan(strategy: str, groups: tuple[str, ...], *, epochs: int = 5,
     if strategy == "fine_tune":
         top = _top_groups(groups, unfreeze)
         return Plan(strategy, True, (head, Phase("fine_tune", top, tuple(rates[g] for g in top),
-                                                 lr, epochs)))
+                                                 lr, epochs)), mix=True)
     phases = [head]  # gradual (ULMFiT): one more group per epoch, from the top
     for k in range(1, min(epochs, len(groups)) + 1):
         top = groups[-k:]
         extra = epochs - len(groups) if k == len(groups) else 0
         phases.append(Phase(f"unfreeze_{k}", top, tuple(rates[g] for g in top), lr, 1 + extra))
-    return Plan(strategy, True, tuple(phases))
+    return Plan(strategy, True, tuple(phases), mix=True)
 
 
 def selected_plan(plan: Plan, best_at: tuple[int, int]) -> Plan:
@@ -171,11 +174,22 @@ def param_groups(model, phase: Phase, *, weight_decay: float = 0.01,
         params = [p for m in groups[g] for p in m.parameters()]
         if not params:  # e.g. a text encoder's pooling: no weights
             continue
-        out.append({"params": params, "lr": lr, "name": g, "weight_decay": decay})
+        out += _decay_split(params, lr=lr, name=g, decay=decay)
     if phase.objective != "pairs":
-        out.append({"params": list(model.head.parameters()), "lr": phase.head_lr,
-                    "name": "head", "weight_decay": weight_decay})
+        out += _decay_split(list(model.head.parameters()), lr=phase.head_lr, name="head",
+                            decay=weight_decay)
     return out
+
+
+def _decay_split(params: list, *, lr: float, name: str, decay: float) -> list[dict]:
+    """Weight decay on weight matrices and kernels only: never on biases and normalisation
+    scales (1-d parameters), whose pull towards zero is no regulariser but a shift of every
+    activation (as in BERT's and timm's fine-tuning recipes)."""
+    groups = [{"params": [p for p in params if p.ndim > 1], "lr": lr, "name": name,
+               "weight_decay": decay},
+              {"params": [p for p in params if p.ndim <= 1], "lr": lr, "name": f"{name}:no_decay",
+               "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
 
 
 def trainable_parameters(model: nn.Module) -> int:

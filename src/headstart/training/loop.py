@@ -25,6 +25,7 @@ from .extract import extract_features
 from .features import FeatureExtractor
 from .forgetting import L2SP
 from .headfit import fit_standardized_head, head_logits
+from .mixing import better, choose_mix
 from .pairs import pair_loss, pair_order
 from .rundir import RunWriter
 
@@ -63,6 +64,7 @@ CROP_SCALE = (0.5, 1.0)
 BF16_MIN_SIZE = 160  # measured: below this bf16 autocast gains nothing over channels_last fp32
 PAIR_BATCH = 16  # examples per batch under the pair objective: 120 pairs per step
 MIN_PAIR_STEPS = 16  # about this many optimizer steps per epoch under the pair objective
+CLIP_NORM = 1.0  # global gradient-norm clip of every optimizer step
 
 
 def use_bf16(precision: str, image_size: int) -> bool:
@@ -104,6 +106,11 @@ class Trainer:
         # of the best one (reused by the final head phase)
         self._last_feats: tuple | None = None
         self._fresh: tuple | None = None
+        # plans that mix (fine_tune, gradual): the weights and validation scores where the
+        # gradient phases started (the probe), and of the best gradient epoch; the chosen mix
+        self.start: tuple[dict, dict] | None = None
+        self.tuned: tuple[dict, dict] | None = None
+        self.mix: dict | None = None
 
     # -- the plan -------------------------------------------------------------------------
     def fit(self, train: Split, val: Split, *, resume: dict | None = None) -> list[dict]:
@@ -119,13 +126,33 @@ class Trainer:
             apply_phase(self.model, phase)
             if phase.cached:
                 self._cached_phase(pi, phase, train, val)
-            else:
-                self._gradient_phase(pi, phase, train, val,
-                                     first_epoch=start_epoch if pi == start_phase else 0,
-                                     resume=resume if pi == start_phase else None)
+                continue
+            if self.plan.mix and self.start is None and len(val.y):
+                self.start = (copy.deepcopy(self.model.state_dict()), self._val_scores())
+            self._gradient_phase(pi, phase, train, val,
+                                 first_epoch=start_epoch if pi == start_phase else 0,
+                                 resume=resume if pi == start_phase else None)
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
+        if self.start is not None and self.tuned is not None:
+            self._choose_mix(val)
         return self.history
+
+    def _val_scores(self) -> dict:
+        last = self.history[-1] if self.history else {}
+        return {"val_acc": last.get("val_acc", 0.0), "val_loss": last.get("val_loss", math.inf)}
+
+    def _choose_mix(self, val: Split) -> None:
+        """Keep the mix of the probe and the best fine-tuned weights that validation prefers
+        (see mixing.py); log and record every mix's scores."""
+        (start, at_start), (end, at_end) = self.start, self.tuned
+        alpha, rows = choose_mix(self.model, start, end, lambda: self._validate(val),
+                                 known={0.0: at_start, 1.0: at_end})
+        self.mix = {"alpha": alpha, "mixes": rows}
+        self.log("mix of the probe (0) and the fine-tuned weights (1), on validation: "
+                 + "  ".join(f"{r['alpha']:g}: {r['val_acc']:.4f}" for r in rows)
+                 + f"; kept {alpha:g}" + (" (the probe: fine-tuning did not help here)"
+                                          if alpha == 0 else ""))
 
     def _cached_phase(self, pi: int, phase: Phase, train: Split, val: Split) -> None:
         t0 = time.perf_counter()
@@ -190,6 +217,7 @@ class Trainer:
         if first_epoch == 0:
             self.since_best = 0  # patience counts within a phase (gradual's are one epoch)
         net = dist.wrap(model)
+        self._trained = [p for g in opt.param_groups for p in g["params"]]
         augment = None if self.text else Augment(
             self.pre, flip=self.cfg.flip, scale=CROP_SCALE if self.cfg.augment else (1.0, 1.0),
             jitter=0.2 if self.cfg.augment else 0.0)
@@ -252,6 +280,9 @@ class Trainer:
                 loss = loss + self.l2sp.penalty()
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            # one unlucky batch (an augmented view the head has never seen) must not throw the
+            # pre-trained weights far: clip the global gradient norm
+            torch.nn.utils.clip_grad_norm_(self._trained, CLIP_NORM)
             opt.step()
             sched.step()
             loss_sum += float(loss.detach()) * len(t)
@@ -283,6 +314,11 @@ class Trainer:
         tie_break = abs(score - self.best_score) <= 1e-9 and loss < self.best_loss - 1e-6
         # a fresh head phase is fitted on the best body found so far: it is that state, finished
         finishes = self.plan.phases[pi].fresh
+        phase = self.plan.phases[pi]
+        if self.start is not None and not phase.cached and "val_acc" in row and better(
+                row, self.tuned[1] if self.tuned else None):
+            self.tuned = (copy.deepcopy(self.model.state_dict()),
+                          {"val_acc": row["val_acc"], "val_loss": row["val_loss"]})
         if score > self.best_score + 1e-9 or tie_break or finishes or "val_acc" not in row:
             self.best_score, self.best_loss = score, loss
             self.best_state = copy.deepcopy(self.model.state_dict())
@@ -295,7 +331,6 @@ class Trainer:
         shown = {k: (f"{v:.2e}" if k == "lr" else f"{v:.4f}" if isinstance(v, float) else v)
                  for k, v in row.items()}
         self.log("  ".join(f"{k}={v}" for k, v in shown.items()))
-        phase = self.plan.phases[pi]
         stop = not phase.cached and self.since_best >= self.cfg.patience and epoch < phase.epochs
         if stop:
             self.stopped_early = True
@@ -311,6 +346,7 @@ class Trainer:
                 "holdout": (None if self.holdout_logits is None
                             else torch.from_numpy(np.ascontiguousarray(self.holdout_logits))),
                 "history": self.history, "stopped_early": self.stopped_early,
+                "start": self.start, "tuned": self.tuned,
                 "optimizer": None if optimizer is None or done_phase else optimizer[0].state_dict(),
                 "scheduler": None if optimizer is None or done_phase else optimizer[1].state_dict(),
             })
@@ -325,6 +361,7 @@ class Trainer:
         if ckpt.get("holdout") is not None:  # the final head's validation logits before its refit
             self.holdout_logits = ckpt["holdout"].numpy()
         self.stopped_early = ckpt["stopped_early"]
+        self.start, self.tuned = ckpt.get("start"), ckpt.get("tuned")
         return ckpt["phase"], ckpt["epoch"]
 
 
