@@ -9,6 +9,7 @@ from headstart import ConfigError, TrainConfig
 from headstart.api import build_model
 from headstart.backbones import get_config
 from headstart.strategies import apply_phase, build_plan, param_groups
+from headstart.strategies.plan import LR_MULT
 
 GROUPS = get_config("tiny_cnn").layer_groups  # ("stem", "block1", "block2")
 LITE = get_config("efficientnet_lite0").layer_groups
@@ -42,7 +43,26 @@ def test_discriminative_rates_rise_from_early_to_late(groups):
     lrs = ft.group_lrs
     assert len(lrs) == len(groups)
     assert all(a < b for a, b in zip(lrs, lrs[1:]))
-    assert lrs[-1] == pytest.approx(1e-3) and lrs[0] == pytest.approx(1e-5)
+    assert lrs[-1] == pytest.approx(1e-3) and lrs[0] == pytest.approx(1e-3 / LR_MULT)
+
+
+def test_default_image_rates_are_adam_sized():
+    """Adam moves each weight by about the rate per step: pre-trained CNN weights get 1e-4 at
+    the top, 10x less at the stem (1e-3 wrecked the probe's features)."""
+    lrs = build_plan("fine_tune", LITE).phases[1].group_lrs
+    assert lrs[-1] == pytest.approx(1e-4) and lrs[0] == pytest.approx(1e-5)
+
+
+def test_auto_fine_tunes_images_and_tunes_texts_on_pairs_both_after_a_probe():
+    image = build_plan("auto", LITE)
+    assert image.mix and image.strategy == "auto"
+    assert [p.name for p in image.phases] == ["head", "fine_tune"] and image.phases[0].cached
+    assert image.phases[1].group_lrs == build_plan("fine_tune", LITE).phases[1].group_lrs
+    text = build_plan("auto", ("embeddings", "layer1", "layer2", "pooling"), modality="text")
+    assert text.mix
+    assert [(p.name, p.objective, p.cached, p.fresh) for p in text.phases] == [
+        ("head", "classify", True, False), ("contrastive", "pairs", False, False),
+        ("head", "classify", True, True)]
 
 
 def test_gradual_unfreezes_one_more_group_per_phase():

@@ -173,6 +173,8 @@ def train(data, out: str | Path | None = None, *, labels=None, config: TrainConf
                                          holdout=trainer.holdout_logits)
     if trainer.mix is not None:
         metrics["mix"] = trainer.mix
+    if trainer.final_head is not None:
+        metrics["final_head"] = trainer.final_head
     if trainer.holdout_logits is not None and cfg.refit != "none":
         metrics["head_refit_on"] = len(train_split.y) + len(val_split.y)
     epochs_run = len(history)

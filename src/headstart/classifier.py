@@ -25,7 +25,7 @@ class TransferClassifier:
     Parameters are those of `headstart train` (see TrainConfig); learned state ends in `_`.
     """
 
-    def __init__(self, backbone: str | None = None, strategy: str = "fine_tune", *,
+    def __init__(self, backbone: str | None = None, strategy: str = "auto", *,
                  epochs: int = 5, lr: float | None = None, unfreeze: str = "all",
                  cut: str = "auto",
                  image_size: int | str = "auto", batch_size: int = 32, val_fraction: float = 0.2,

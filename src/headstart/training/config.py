@@ -12,7 +12,7 @@ REFIT_MODES = ("head", "full", "none")
 @dataclass
 class TrainConfig:
     backbone: str | None = None  # None: efficientnet_lite0 for images, minilm_l6 for texts
-    strategy: str = "fine_tune"
+    strategy: str = "auto"  # adapt as measured best for the data, guarded by the probe
     epochs: int = 5  # gradient epochs through the backbone (the budget scratch gets too)
     lr: float | None = None  # top learning rate; None = the strategy's default
     unfreeze: str = "all"  # fine_tune: top N layer groups, or all

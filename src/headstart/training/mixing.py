@@ -38,8 +38,8 @@ def better(a: dict, b: dict | None) -> bool:
 
 def choose_mix(model, start: dict, end: dict, validate, *, alphas=MIX_ALPHAS,
                known: dict | None = None) -> tuple[float, list[dict]]:
-    """(alpha, rows): the mix of `start` and `end` that `validate()` (-> {val_acc, val_loss} of
-    the model as loaded) scores best, and every mix's scores. `known` maps alphas already
+    """(alpha, rows): the mix of `start` and `end` that `validate(alpha)` (-> {val_acc,
+    val_loss} of the model as loaded) scores best, and every mix's scores. `known` maps alphas already
     scored (the probe's 0, the kept epoch's 1) to their scores. Leaves the model at the
     chosen mix."""
     rows, best = [], None
@@ -48,7 +48,7 @@ def choose_mix(model, start: dict, end: dict, validate, *, alphas=MIX_ALPHAS,
             scores = known[a]
         else:
             model.load_state_dict(interpolate(start, end, a))
-            scores = validate()
+            scores = validate(a)
         row = {"alpha": a, "val_acc": round(float(scores["val_acc"]), 4),
                "val_loss": round(float(scores["val_loss"]), 4)}
         rows.append(row)
