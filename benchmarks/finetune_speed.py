@@ -195,7 +195,7 @@ def main() -> None:
     import torch
     if args.threads:
         torch.set_num_threads(args.threads)
-    from headstart.training.loop import use_bf16
+    from headstart.training.batches import use_bf16
     with C.temp_cache():
         print(f"machine: {C.machine_line()}")
         print(f"CPU bf16 support: avx512_bf16={C.cpu_has('avx512_bf16')} "

@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from headstart.backbones import create_backbone
+from headstart.backbones import create_backbone, get_config
 from headstart.exceptions import ConfigError, UnknownBackboneError, WeightsError
 from headstart.transferability import hscore
 from headstart.transferability.candidates import (Candidate, CutBackbone, default_candidates,
@@ -169,7 +169,9 @@ def test_random_control_ranks_last_on_real_images(animals, one_thread):
     assert "higher is better" in table and "out-of-domain proxy" in table
     assert "LogME ↑ (rank)" in table and len(lines) == 4
     rec = recommend(result, log=lines.append)
-    assert rec.backbone == "efficientnet_lite0" and lines[-1].startswith("recommendation:")
+    # the best-scored candidate, under a name train takes (on these silhouettes: the cut)
+    assert rec.backbone == result.results[0].name and lines[-1].startswith("recommendation:")
+    assert get_config(rec.backbone).modality == "image"
 
 
 @pytest.mark.integration
@@ -205,7 +207,8 @@ def test_recommend_ranks_first_when_given_data(make_folder):
     lines = []
     rec = recommend(make_folder(n=5), candidates="tiny_cnn,tiny_cnn@block1", n_boot=3,
                     engine="torch", progress=False, log=lines.append)
-    assert rec.backbone == "tiny_cnn" and lines[0].startswith("ranking 2 candidate(s)")
+    assert rec.backbone in ("tiny_cnn", "tiny_cnn@block1")
+    assert rec.candidate == rec.backbone and lines[0].startswith("ranking 2 candidate(s)")
     assert lines[-1] == str(rec) and "\n" not in lines[-1]
 
 
@@ -223,63 +226,41 @@ def _result(rows, per_class=50, by="logme"):
                       "none", 10, 1.0)
 
 
-def test_near_domain_small_data_is_a_linear_probe():
+def test_the_best_candidate_is_trained_with_auto():
+    """How far to adapt is measured during training (auto), not guessed from the data's size:
+    the advice is which candidate to start from."""
     rows = [("efficientnet_lite1", 0.9, 0.02), ("efficientnet_lite0", 0.8, 0.02),
             ("efficientnet_lite0@stage6", 0.5, 0.02), ("random:efficientnet_lite0", -0.1, 0.01)]
-    rec = decide(_result(rows, per_class=30))
-    assert (rec.backbone, rec.strategy, rec.weights) == ("efficientnet_lite1", "linear_probe",
-                                                         None)
-    assert "30 examples per class" in rec.reason
-    assert rec.train_options()["strategy"] == "linear_probe"
+    for per_class in (8, 30, 300, 5000):
+        rec = decide(_result(rows, per_class=per_class))
+        assert (rec.backbone, rec.strategy, rec.weights) == ("efficientnet_lite1", "auto", None)
+        assert f"{per_class} examples per class" in rec.reason and "near domain" in rec.reason
+    assert rec.train_options() == {"backbone": "efficientnet_lite1", "weights": None,
+                                   "strategy": "auto", "unfreeze": "all"}
+    assert "--backbone efficientnet_lite1 --strategy auto" in str(rec)
 
 
-@pytest.mark.parametrize("per_class, unfreeze", [(300, "2"), (5000, "all")])
-def test_near_domain_more_data_fine_tunes_deeper(per_class, unfreeze):
-    rows = [("efficientnet_lite0", 0.9, 0.02), ("efficientnet_lite0@stage4", 0.3, 0.02)]
-    rec = decide(_result(rows, per_class=per_class))
-    assert (rec.strategy, rec.unfreeze) == ("fine_tune", unfreeze)
-
-
-def test_a_close_earlier_cut_means_fine_tune_the_layers_after_it():
-    rows = [("efficientnet_lite0", 0.80, 0.04), ("efficientnet_lite0@stage6", 0.79, 0.03),
+def test_a_best_cut_is_recommended_as_a_trainable_cut():
+    rows = [("efficientnet_lite0", 0.80, 0.04), ("efficientnet_lite0@stage6", 0.95, 0.03),
             ("efficientnet_lite0@stage4", 0.50, 0.03), ("random:efficientnet_lite0", 0.1, 0.01)]
     rec = decide(_result(rows, per_class=30))
-    assert (rec.strategy, rec.unfreeze) == ("fine_tune", "2")  # stage7 and top
-    assert "stage6" in rec.reason and "far domain" in rec.reason
-    rows[1] = ("efficientnet_lite0@stage6", 0.95, 0.03)  # the cut is best: same advice
-    rec = decide(_result(rows, per_class=30))
-    assert (rec.backbone, rec.unfreeze, rec.candidate) == ("efficientnet_lite0", "2",
-                                                           "efficientnet_lite0@stage6")
+    assert (rec.backbone, rec.candidate) == ("efficientnet_lite0@stage6",
+                                             "efficientnet_lite0@stage6")
+    assert "far domain" in rec.reason
+    assert get_config(rec.backbone).cut == "stage6"  # train takes it as it is
 
 
-def test_text_depth_counts_the_weightless_pooling_group():
+def test_a_close_earlier_cut_is_reported_as_a_far_domain():
     rows = [("minilm_l6", 0.8, 0.04), ("minilm_l6@layer4", 0.79, 0.02)]
     rec = decide(_result(rows, per_class=50))
-    assert rec.unfreeze == "3"  # layer5, layer6 and pooling: TrainConfig counts groups
-    rec = decide(_result(rows, per_class=8))  # few texts: pairs on every layer, far or near
-    assert (rec.strategy, rec.unfreeze) == ("contrastive", "all")
+    assert rec.backbone == "minilm_l6" and rec.strategy == "auto"
     assert "far domain" in rec.reason and "minilm_l6@layer4" in rec.reason
-
-
-@pytest.mark.parametrize("per_class, strategy", [(8, "contrastive"), (31, "contrastive"),
-                                                 (32, "linear_probe"), (300, "fine_tune")])
-def test_few_texts_per_class_in_a_near_domain_get_the_pair_objective(per_class, strategy):
-    rows = [("minilm_l6", 0.8, 0.04), ("minilm_l6@layer4", 0.3, 0.02)]
-    rec = decide(_result(rows, per_class=per_class))
-    assert rec.strategy == strategy
-    if strategy == "contrastive":
-        assert rec.unfreeze == "all" and "pairs" in rec.reason
-        assert "--strategy contrastive --unfreeze all" in str(rec)
-    # images with as few examples keep the probe: the pair objective is measured on texts
-    img = decide(_result([("efficientnet_lite0", 0.9, 0.02),
-                          ("efficientnet_lite0@stage4", 0.3, 0.02)], per_class=per_class))
-    assert img.strategy == ("fine_tune" if per_class >= 100 else "linear_probe")
 
 
 def test_no_clear_margin_over_the_control_says_so():
     rows = [("efficientnet_lite0", 0.30, 0.05), ("random:efficientnet_lite0", 0.28, 0.05)]
     rec = decide(_result(rows))
-    assert (rec.strategy, rec.unfreeze) == ("fine_tune", "all")
+    assert rec.strategy == "auto"
     assert "random weights" in rec.reason and "headstart compare" in rec.reason
     with pytest.raises(ConfigError, match="besides the random control"):
         decide(_result([("random:efficientnet_lite0", 0.1, 0.01)]))

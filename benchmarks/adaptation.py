@@ -1,0 +1,195 @@
+"""Does adapting ever cost accuracy? Every recipe, on the shipped data at every size, through the
+CLI as a user runs it, judged once on the held-out test split.
+
+    python benchmarks/adaptation.py --work benchmark-work/adaptation          # everything
+    python benchmarks/adaptation.py --datasets animal-mnist --sizes 5 10 20 --seeds 0 1 2
+    python benchmarks/adaptation.py --work W --report                        # tables only
+
+Recipes (each a `headstart train` command, then `headstart evaluate` on the test split):
+
+    probe      --strategy linear_probe --cut none    frozen features of the whole network
+    fine_tune  --strategy fine_tune --cut none       LP-FT, then the mix validation prefers
+    contrastive --strategy contrastive               texts: pairs (SetFit-style), then a head
+    best_cut   --strategy linear_probe --backbone B@G for each default cut G; the cut whose
+                                                     *validation* accuracy is best is reported
+    default    (no options)                          what a user gets: strategy auto, cut auto
+
+Nothing is chosen on the test split: a run's settings come from its own validation split, the
+best cut from the runs' validation accuracies, and each configuration is evaluated on the test
+split once. Results go to results.jsonl under --work, one line per run, so an interrupted
+benchmark resumes where it stopped and the tables can be printed at any time (--report).
+
+The table per dataset: for each size (examples per class; 0 = all), each recipe's mean and
+minimum test accuracy over the seeds and its mean training time (whole `headstart train`
+process, seconds), then `default - probe` with the probe's standard error on the test split
+(sqrt(p(1-p)/n), n test examples): the default must never be below the probe by more than
+one standard error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import _common as C
+
+SIZES = {"animal-mnist": [5, 10, 20, 50, 100, 0], "bbc-news": [2, 4, 8, 16, 64, 0]}
+RECIPES = {"animal-mnist": ["probe", "fine_tune", "best_cut", "default"],
+           "bbc-news": ["probe", "fine_tune", "contrastive", "best_cut", "default"]}
+BACKBONE = {"animal-mnist": "efficientnet_lite0", "bbc-news": "minilm_l6"}
+OPTIONS = {"probe": ["--strategy", "linear_probe", "--cut", "none"],
+           "fine_tune": ["--strategy", "fine_tune", "--cut", "none"],
+           "contrastive": ["--strategy", "contrastive"], "default": []}
+
+
+def headstart(*args: str) -> str:
+    out = subprocess.run([sys.executable, "-m", "headstart.cli.main", *args],
+                         capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"headstart {' '.join(args)} failed:\n{out.stderr[-2000:]}")
+    return out.stdout
+
+
+def done(results: Path) -> dict:
+    if not results.is_file():
+        return {}
+    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+    return {(r["dataset"], r["per_class"], r["seed"], r["run"]): r for r in rows}
+
+
+def train_and_test(work: Path, data: Path, name: str, options: list[str], seed: int,
+                   extra: list[str]) -> dict:
+    out = work / "runs" / name
+    t0 = time.perf_counter()
+    headstart("train", str(data / "train"), "--out", str(out), "--seed", str(seed), "--quiet",
+              "--overwrite", *options, *extra)
+    seconds = time.perf_counter() - t0
+    metrics = json.loads((out / "metrics.json").read_text())
+    report = json.loads(headstart("evaluate", str(out), str(data / "test"), "--json"))
+    return {"test": report["accuracy"], "n_test": report["n"], "seconds": round(seconds, 1),
+            "val": metrics.get("val_accuracy"), "backbone": metrics.get("backbone"),
+            "strategy": metrics.get("strategy"), "image_size": metrics.get("image_size"),
+            "mix": (metrics.get("mix") or {}).get("alpha")}
+
+
+def run_one(args, dataset: str, n: int, seed: int, results: Path) -> None:
+    have = done(results)
+    data = args.work / "data" / f"{dataset}-{n or 'all'}-{seed}"
+    headstart("make-dataset", dataset, str(data), "--seed", str(seed),
+              *(["--per-class", str(n)] if n else []))
+    extra = list(args.train_args)
+    if dataset == "animal-mnist" and args.image_size != "auto":
+        extra += ["--image-size", args.image_size]
+    runs = []
+    for recipe in args.recipes or RECIPES[dataset]:
+        if recipe not in RECIPES[dataset]:
+            continue
+        if recipe == "best_cut":
+            from headstart.backbones.cut import default_cuts
+            runs += [(f"cut:{g}", ["--strategy", "linear_probe", "--backbone",
+                                   f"{BACKBONE[dataset]}@{g}"])
+                     for g in default_cuts(BACKBONE[dataset])]
+        else:
+            runs.append((recipe, OPTIONS[recipe]))
+    for run, options in runs:
+        key = (dataset, n, seed, run)
+        if key in have:
+            continue
+        row = {"dataset": dataset, "per_class": n, "seed": seed, "run": run,
+               **train_and_test(args.work, data, f"{dataset}-{n}-{seed}-{run}", options, seed,
+                                extra)}
+        with results.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"{dataset} {n or 'all'}/class seed {seed} {run:<12} test {row['test']:.4f} "
+              f"val {row['val'] if row['val'] is not None else float('nan'):.4f} "
+              f"{row['seconds']:.0f}s  ({row['strategy']}, {row['backbone']}, mix {row['mix']})",
+              flush=True)
+
+
+def best_cut(rows: list[dict]) -> dict | None:
+    """Of one (dataset, size, seed)'s cut probes, the one validation prefers."""
+    cuts = [r for r in rows if r["run"].startswith("cut:")]
+    return max(cuts, key=lambda r: (r["val"] or 0.0, r["run"])) if cuts else None
+
+
+def report(results: Path) -> str:
+    rows = list(done(results).values())
+    out = []
+    for dataset in sorted({r["dataset"] for r in rows}):
+        recipes = RECIPES[dataset]
+        table = []
+        for n in sorted({r["per_class"] for r in rows if r["dataset"] == dataset},
+                        key=lambda n: n or 10 ** 9):
+            mine = [r for r in rows if r["dataset"] == dataset and r["per_class"] == n]
+            by = {}
+            for seed in sorted({r["seed"] for r in mine}):
+                seed_rows = [r for r in mine if r["seed"] == seed]
+                for r in seed_rows:
+                    if not r["run"].startswith("cut:"):
+                        by.setdefault(r["run"], []).append(r)
+                cut = best_cut(seed_rows)
+                if cut:
+                    by.setdefault("best_cut", []).append(cut)
+            cells = [n or "all", len({r["seed"] for r in mine})]
+            for recipe in recipes:
+                rs = by.get(recipe, [])
+                accs = [r["test"] for r in rs]
+                cells.append(f"{sum(accs) / len(accs):.4f} / {min(accs):.4f} "
+                             f"({sum(r['seconds'] for r in rs) / len(rs):.0f}s)" if rs else "-")
+            cells.append(_versus(by.get("default", []), by.get("probe", [])))
+            table.append(cells)
+        headers = ["per class", "seeds", *[f"{r} mean / min (time)" for r in recipes],
+                   "default - probe (probe SE)"]
+        out.append(C.table(headers, table, title=f"{dataset}: test accuracy"))
+        chosen = [r for r in rows if r["dataset"] == dataset and r["run"] == "default"]
+        out.append("default's choices: " + "; ".join(
+            f"{r['per_class'] or 'all'}/{r['seed']}: {r['strategy']} {r['backbone']} "
+            f"{r['image_size']}px mix {r['mix']}" for r in sorted(
+                chosen, key=lambda r: (r["per_class"] or 10 ** 9, r["seed"]))))
+    return "\n\n".join(out)
+
+
+def _versus(default: list[dict], probe: list[dict]) -> str:
+    pairs = {r["seed"]: r for r in probe}
+    both = [(d, pairs[d["seed"]]) for d in default if d["seed"] in pairs]
+    if not both:
+        return "-"
+    diff = sum(d["test"] - p["test"] for d, p in both) / len(both)
+    p = sum(p["test"] for _, p in both) / len(both)
+    se = math.sqrt(p * (1 - p) / both[0][1]["n_test"])
+    flag = "" if diff >= -se else "  BELOW"
+    return f"{diff * 100:+.2f} pt ({se * 100:.2f}){flag}"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                epilog="Other options go to every `headstart train`.")
+    p.add_argument("--datasets", nargs="+", default=list(SIZES), choices=list(SIZES))
+    p.add_argument("--sizes", type=int, nargs="+", default=None,
+                   help="examples per class (0 = all); default: every size of the dataset")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--recipes", nargs="+", default=None, choices=sorted(
+        {r for rs in RECIPES.values() for r in rs}))
+    p.add_argument("--image-size", default="auto", help="animal-mnist: pixels or auto")
+    p.add_argument("--work", type=Path, default=Path("benchmark-work/adaptation"))
+    p.add_argument("--report", action="store_true", help="print the tables of --work and stop")
+    args, args.train_args = p.parse_known_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    results = args.work / "results.jsonl"
+    os.environ.setdefault("HEADSTART_CACHE", str(args.work / "cache"))
+    if not args.report:
+        print(C.machine_line(), flush=True)
+        for dataset in args.datasets:
+            for n in args.sizes or SIZES[dataset]:
+                for seed in args.seeds:
+                    run_one(args, dataset, n, seed, results)
+    print(report(results))
+
+
+if __name__ == "__main__":
+    main()
