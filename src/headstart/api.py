@@ -25,6 +25,7 @@ from .heads import LinearHead, TransferModel
 from .strategies import build_plan
 from .training import FeatureCache, FeatureExtractor, RunWriter, Split, TrainConfig, Trainer
 from .training import read_run
+from .training.rundir import check_out_apart
 from .training import distributed as dist
 from .training.extract import extract_features
 from .training.predict import predict_logits, softmax
@@ -118,7 +119,26 @@ def train(data, out: str | Path | None = None, *, labels=None, config: TrainConf
           overwrite: bool = False, restart: bool = False, progress: bool = True,
           log: Callable[[str], None] = print, extras=None) -> TrainedModel:
     """Train a classifier on `data` (see load_dataset) and, with `out`, write its run directory.
-    `extras(writer, result, val_split)` may add files to the run before it is committed."""
+    `extras(writer, result, val_split)` may add files to the run before it is committed.
+    The run is locked by this process until it is committed or training fails."""
+    dist.init_from_env()
+    writer = None
+    if out is not None and dist.is_main():  # under torchrun only rank 0 writes
+        check_out_apart(Path(out), data)
+        writer = RunWriter(out, overwrite=overwrite)
+        if writer.stale:
+            log(f"taking over {writer.lock.path}: process {writer.stale.get('pid')} that "
+                "held it is no longer running")
+    try:
+        return _train(data, writer, labels=labels, config=config, overwrite=overwrite,
+                      restart=restart, progress=progress, log=log, extras=extras)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _train(data, writer: RunWriter | None, *, labels, config, overwrite, restart, progress, log,
+           extras) -> TrainedModel:
     t_start = time.perf_counter()
     cfg = replace(config or TrainConfig()).validate()
     modality = detect_modality(data, labels)
@@ -127,7 +147,6 @@ def train(data, out: str | Path | None = None, *, labels=None, config: TrainConf
     dist.init_from_env()
     if not dist.is_main():  # under torchrun only rank 0 talks and writes
         log, progress = (lambda *_: None), False
-    writer = RunWriter(out, overwrite=overwrite) if out is not None and dist.is_main() else None
     ds = load_dataset(data, labels, skip_bad=cfg.skip_bad, modality=modality,
                       text_options=cfg.text_options())
     log(summarize(ds))
