@@ -16,16 +16,17 @@ from .backbones.registry import DEFAULT_BACKBONE
 from .backbones.source import check_fits
 from .data.datasets import ImageDataset, LabelledData, load_dataset, require_two_per_class
 from .data.datasets import stratified_split
-from .data.texts import TextDataset, check_not_empty, detect_modality
+from .data.texts import TextDataset, check_not_empty, describe_data, detect_modality
+from .data.texts import sniff_modality
 from .data.tokenize import TextPreprocess
 from .data.transforms import Preprocess
 from .evaluation import classification_report, plot_history
-from .exceptions import ConfigError, DataError
+from .exceptions import ConfigError, DataError, RunDirError
 from .heads import LinearHead, TransferModel
 from .strategies import build_plan
 from .training import FeatureCache, FeatureExtractor, RunWriter, Split, TrainConfig, Trainer
 from .training import read_run
-from .training.rundir import check_out_apart
+from .training.rundir import READ_FIX, check_out_apart
 from .training import distributed as dist
 from .training.extract import extract_features
 from .training.predict import predict_logits, softmax
@@ -103,8 +104,7 @@ def summarize(ds: LabelledData) -> str:
     counts = ds.counts()
     lines = [f"{len(ds)} {ds.unit} in {len(counts)} classes from {ds.root}"]
     lines += [f"  {c}: {n}" for c, n in counts.items()]
-    if ds.ignored_system_files:
-        lines.append(f"  (ignored {ds.ignored_system_files} hidden or system file(s))")
+    lines += [f"  {note}" for note in ds.ignored_notes()]
     return "\n".join(lines)
 
 
@@ -320,16 +320,29 @@ def save_run(result: TrainedModel, writer: RunWriter, *, overwrite: bool = False
 def load(run: str | Path) -> TrainedModel:
     stored, values, state, metrics = read_run(run)
     classes = [str(v) for v in values]
-    cfg = TrainConfig.from_dict(stored)
+    fix = READ_FIX
+    try:
+        cfg = TrainConfig.from_dict(stored).validate()
+        if not isinstance(cfg.backbone, str) or not isinstance(cfg.image_size, int):
+            raise ConfigError("no backbone or image size recorded")
+    except (ConfigError, TypeError, ValueError) as e:
+        raise RunDirError(f"{Path(run) / 'config.yaml'}: settings headstart cannot use ({e}); "
+                          f"{fix}") from None
     cfg.weights = None  # the run's own weights replace the source weights
     model = build_model(cfg, len(classes), pretrained=False)
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:200]
+        raise RunDirError(f"{Path(run) / 'model.safetensors'}: does not fit the run's "
+                          f"config.yaml and labels.json ({detail}); {fix}") from None
     model.eval()
     return TrainedModel(model, classes, cfg, metrics, [], Path(run), label_values=values)
 
 
 def evaluate(trained: TrainedModel, data, *, labels=None, skip_bad: bool = False,
              progress: bool = True) -> tuple[dict, list[str]]:
+    check_modality(trained, data, labels)
     ds = load_dataset(data, labels, skip_bad=skip_bad, min_classes=1, modality=trained.modality,
                       text_options=trained.config.text_options())
     unknown = sorted(set(ds.labels) - set(trained.classes))
@@ -343,33 +356,61 @@ def evaluate(trained: TrainedModel, data, *, labels=None, skip_bad: bool = False
                                 cache=cache)
     y = np.array([trained.classes.index(ds.labels[i]) for i in ex.kept])
     report = classification_report(y, logits.argmax(1), trained.classes)
+    report["ignored"] = ds.ignored_notes()
     return report, ds.skipped + ex.skipped
+
+
+def check_modality(trained: TrainedModel, data, labels=None) -> None:
+    """Data of the other modality than the run's is named as such, before it is read."""
+    given = sniff_modality(data, labels)
+    if given is not None and given != trained.modality:
+        where = trained.run_dir or "the model"
+        raise DataError(f"{describe_data(data)} holds {given}s, but {where} classifies "
+                        f"{trained.modality}s; pass {trained.modality}s like those it was "
+                        "trained on")
 
 
 def unlabelled(trained: TrainedModel, inputs: list):
     """A dataset of inputs to predict: image paths/arrays, or texts for a text run."""
+    inputs = list(inputs)
     if trained.modality == "text":
-        texts = [str(t) for t in inputs]
-        check_not_empty(texts, [f"text {i + 1}" for i in range(len(texts))])
-        return TextDataset(texts, ["?"] * len(texts))
-    return ImageDataset(list(inputs), ["?"] * len(inputs))
+        bad = [i for i, t in enumerate(inputs) if not isinstance(t, str)]
+        if bad:
+            raise DataError(f"input {bad[0] + 1} is a {type(inputs[bad[0]]).__name__}, but "
+                            f"{trained.run_dir or 'the model'} classifies texts; pass texts "
+                            "as str")
+        check_not_empty(inputs, [f"text {i + 1}" for i in range(len(inputs))])
+        return TextDataset(inputs, ["?"] * len(inputs))
+    return ImageDataset(inputs, ["?"] * len(inputs))
 
 
-def predict_probs(trained: TrainedModel, inputs: list, *, progress: bool = False) -> np.ndarray:
-    """Class probabilities (n, classes) in the order of trained.classes."""
-    return softmax(predict_logits(trained.model, unlabelled(trained, inputs), trained.preprocess,
-                                  flip=trained.config.flip, progress=progress))
+def predict_probs(trained: TrainedModel, inputs: list, *, progress: bool = False,
+                  skipped: list | None = None) -> np.ndarray:
+    """Class probabilities (n, classes) in the order of trained.classes. With a `skipped`
+    list, unreadable inputs are skipped (their reasons appended to it, their rows NaN)."""
+    ds = unlabelled(trained, inputs)
+    logits, ex = predict_logits(trained.model, ds, trained.preprocess, flip=trained.config.flip,
+                                progress=progress, skip_bad=skipped is not None,
+                                return_kept=True)
+    probs = np.full((len(ds), len(trained.classes)), np.nan, np.float64)
+    probs[ex.kept] = softmax(logits)
+    if skipped is not None:
+        skipped += ex.skipped
+    return probs
 
 
 def predict_images(trained: TrainedModel, images: list, *, top: int = 5,
-                   progress: bool = False) -> list[list[tuple[str, float]]]:
-    """Top-k (class, probability) for each input: image paths/arrays, or texts for a text run."""
-    return [_top(p, trained.classes, top)
-            for p in predict_probs(trained, images, progress=progress)]
+                   progress: bool = False, skipped: list | None = None
+                   ) -> list[list[tuple[str, float]] | None]:
+    """Top-k (class, probability) for each input: image paths/arrays, or texts for a text run.
+    With a `skipped` list, an unreadable input gets None and its reason goes to the list."""
+    return [None if np.isnan(p).any() else _top(p, trained.classes, top)
+            for p in predict_probs(trained, images, progress=progress, skipped=skipped)]
 
 
 def source_predict(images: list, *, backbone: str = "efficientnet_lite0", weights=None,
-                   top: int = 5) -> list[list[tuple[str, float]]]:
+                   top: int = 5, skipped: list | None = None
+                   ) -> list[list[tuple[str, float]] | None]:
     """The pre-trained network's own predictions (ImageNet top-k), as Keras' decode_predictions."""
     model = create_backbone(backbone, weights=weights).eval()
     if getattr(model, "source_classifier_loaded", True) is False or \
@@ -381,10 +422,17 @@ def source_predict(images: list, *, backbone: str = "efficientnet_lite0", weight
     pre = Preprocess(model.image_size, model.config.mean, model.config.std)
     head = model.source_classifier()
     ds = ImageDataset(list(images), ["?"] * len(images))
-    ex = extract_features(ds, FeatureExtractor(model), pre, progress=False)
-    with torch.inference_mode():
-        logits = head(torch.from_numpy(ex.features[:, 0])).numpy()
-    return [_top(p, names, top) for p in softmax(logits)]
+    ex = extract_features(ds, FeatureExtractor(model), pre, progress=False,
+                          skip_bad=skipped is not None)
+    if skipped is not None:
+        skipped += ex.skipped
+    out: list = [None] * len(ds)
+    if ex.kept:
+        with torch.inference_mode():
+            logits = head(torch.from_numpy(ex.features[:, 0])).numpy()
+        for i, p in zip(ex.kept, softmax(logits)):
+            out[i] = _top(p, names, top)
+    return out
 
 
 def _top(p: np.ndarray, names: list[str], k: int) -> list[tuple[str, float]]:

@@ -10,12 +10,10 @@ and for measuring how much of the source task survives fine-tuning). `source.jso
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
-import yaml
-
 from ..exceptions import SourceMismatchError, WeightsError
+from ..safeio import read_json, read_yaml
 from .registry import BackboneConfig, get_config
 
 SOURCE_META = "source.json"
@@ -28,14 +26,14 @@ def is_run_dir(path: Path) -> bool:
 
 def read_meta(path: Path) -> tuple[dict, list, dict]:
     """(stored config, labels, source.json or {}) of a run directory."""
-    try:
-        stored = yaml.safe_load((path / "config.yaml").read_text()) or {}
-        labels = json.loads((path / "labels.json").read_text())
-        meta = json.loads((path / SOURCE_META).read_text()) if (path / SOURCE_META).is_file() \
-            else {}
-    except (OSError, ValueError, yaml.YAMLError) as e:
-        raise WeightsError(f"{path}: unreadable run files ({e}); re-run `headstart pretrain`") \
-            from None
+    kw = dict(fix="re-run `headstart pretrain` (or `train`) to write it again",
+              error=WeightsError)
+    stored = read_yaml(path / "config.yaml", what="the source model's settings", expect=dict,
+                       **kw)
+    labels = read_json(path / "labels.json", what="the source model's class list", expect=list,
+                       **kw)
+    meta = read_json(path / SOURCE_META, what="the source model's description", expect=dict,
+                     **kw) if (path / SOURCE_META).is_file() else {}
     return stored, labels, meta
 
 
@@ -73,7 +71,10 @@ def build_source(cfg: BackboneConfig, base: BackboneConfig, path: Path, size: in
     body = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     load_state_dict_checked(module, body, source=str(path), arch=base.name)
     head = LinearHead(base.feature_dim, len(labels))
-    head.load_state_dict({k[len("head."):]: v for k, v in state.items() if k.startswith("head.")})
+    load_state_dict_checked(head, {k[len("head."):]: v for k, v in state.items()
+                                   if k.startswith("head.")},
+                            source=str(path / "model.safetensors"),
+                            arch=f"{base.name}'s head for {len(labels)} classes")
     head.eval()
     # plain attributes, not sub-modules: the source head is no part of the target's weights
     object.__setattr__(module, "source_head_", head)

@@ -41,9 +41,19 @@ def main(argv: list[str] | None = None) -> int:
     except (HeadstartError, OSError) as e:
         if args.debug:
             raise
-        message = " ".join(str(e).split())
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001 - a bug: still one line, and how to see more
+        if args.debug:
+            raise
+        print(f"error: unexpected {type(e).__name__}: {one_line(e)} (a bug in headstart; "
+              "re-run with --debug for the traceback, and please report it)", file=sys.stderr)
+        return 1
+
+
+def one_line(e: BaseException, limit: int = 2000) -> str:
+    message = " ".join(str(e).split()) or type(e).__name__
+    return message if len(message) <= limit else message[:limit - 3] + "..."
 
 
 if __name__ == "__main__":

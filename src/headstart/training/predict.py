@@ -23,7 +23,8 @@ def predict_logits(model, ds: ImageDataset, pre: Preprocess, *, flip: bool, engi
                               batch_size=batch_size, progress=progress, desc="predicting",
                               cache=cache)
         with torch.inference_mode():
-            f = torch.from_numpy(ex.features) if ex.features is not None else torch.zeros(0, 1, 1)
+            f = (torch.from_numpy(ex.features) if ex.features is not None  # none readable
+                 else torch.zeros(0, 1, model.head.fc.in_features))
             logits = model.head(f.flatten(0, 1).float()).view(f.shape[0], f.shape[1], -1).mean(1)
     finally:
         model.train(was_training)

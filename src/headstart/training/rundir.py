@@ -81,8 +81,9 @@ def check_out_apart(out: Path, data) -> None:
         return
     o, d = Path(out).resolve(), Path(data).resolve()
     if o == d or d in o.parents:
-        raise RunDirError(f"--out {out} is inside the data {data}; write runs outside the data "
-                          "folder, e.g. --out runs/NAME")
+        where = "is the data itself" if o == d else f"is inside the data {data}"
+        raise RunDirError(f"--out {out} {where}; write runs outside the data folder, e.g. "
+                          "--out runs/NAME")
     if o in d.parents:
         raise RunDirError(f"the data {data} is inside --out {out}; choose an --out that does "
                           "not hold the data")
