@@ -149,3 +149,18 @@ def write_csv(path: Path, texts, labels, *, header="text,label", sep=",") -> Pat
         w.writerow(header.split(","))
         w.writerows(zip(texts, labels))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_text_run(tmp_path_factory, articles) -> Path:
+    """A tiny_text linear-probe run on 6 real BBC articles per topic (a text run to predict
+    with, evaluate and damage; copy it before changing it)."""
+    from headstart.cli.main import main
+
+    root = tmp_path_factory.mktemp("textrun")
+    data = write_csv(root / "news.csv", *articles)
+    out = root / "run"
+    rc = main(["train", str(data), "--out", str(out), "--backbone", "tiny_text",
+               "--strategy", "linear_probe", "--quiet"])
+    assert rc == 0, "training the tiny text run failed"
+    return out

@@ -6,6 +6,7 @@ read only when a batch needs them, so a dataset of any size costs a few bytes pe
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections import Counter
 from dataclasses import dataclass, field
@@ -173,7 +174,12 @@ def read_table_rows(path: Path) -> list[list[str]]:
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            return list(csv.reader(f, delimiter=delimiter))
+            text = f.read()
+        if "\x00" in text:
+            line = text[:text.index("\x00")].count("\n") + 1
+            raise DataError(f"{path}, line {line}: holds a NUL character, so it is not CSV text; "
+                            "save it as plain UTF-8 CSV")
+        return list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not valid UTF-8 (byte 0x{e.object[e.start]:02x} at offset "
                         f"{e.start}); save it as UTF-8 text") from None

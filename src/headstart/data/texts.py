@@ -113,7 +113,10 @@ def describe_data(data) -> str:
 
 def _table_modality(path: Path) -> str:
     """A CSV of images names image files (a `path` column, or image file names in its first
-    column); any other table holds texts."""
+    column); any other table holds texts. An empty file is an error: it tells neither."""
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty; expected a header and rows such as "
+                        "'path,label' (images) or 'text,label' (texts)")
     try:
         with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
             reader = csv.reader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
