@@ -136,7 +136,7 @@ def safe_name(text, *, limit: int = NAME_BYTES) -> str:
     name = _UNSAFE.sub("_", unicodedata.normalize("NFC", original)).strip(" .")
     if name.split(".")[0].upper() in _RESERVED:
         name = "_" + name
-    if name != original or len(name.encode()) > limit:
+    if not name or name != original or len(name.encode()) > limit:
         digest = hashlib.blake2b(original.encode("utf-8", "surrogatepass"),
                                  digest_size=4).hexdigest()
         name = name.encode()[:limit - 9].decode("utf-8", "ignore").rstrip(" .")
