@@ -349,7 +349,7 @@ def csv_row_names_a_device(e):
     return e.train(p)
 
 
-@case("error", "row 10")
+@case("error", "row 9")
 def csv_row_path_too_long(e):
     p = _image_csv(e, "path,label")
     p.write_text(p.read_text() + ("x" * 5000) + ".png,a\n")
@@ -707,6 +707,58 @@ def evaluate_image_run_on_texts(e):
 @case("error", "holds images", "classifies texts")
 def evaluate_text_run_on_images(e):
     return ["evaluate", e.text_run(), e.folder()]
+
+
+# -- every flag an error offers exists for the command that failed -----------------------
+@case("error", "--max-pixels")
+def evaluate_bomb(e):
+    d = e.folder()
+    H.write(d / "a" / "bomb.png", H.huge_png_header(100_000, 100_000))
+    return ["evaluate", e.image_run(), d]
+
+
+@case("error", "--skip-bad")
+def evaluate_non_image_file(e):
+    d = e.folder()
+    H.write(d / "a" / "notes.doc", "words")
+    return ["evaluate", e.image_run(), d]
+
+
+@case("error", "--encoding")
+def evaluate_text_not_utf8(e):
+    rows = H.words_rows() + [("café", "sport")]
+    return ["evaluate", e.text_run(), H.text_csv(e.tmp / "t.csv", rows, encoding="latin-1")]
+
+
+@case("error", "--text-column")
+def evaluate_text_without_text_column(e):
+    rows = H.words_rows()
+    return ["evaluate", e.text_run(), H.text_csv(e.tmp / "t.csv", rows, header="body_x,label")]
+
+
+@case("error", "--encoding")
+def predict_text_file_not_utf8(e):
+    return ["predict", "--run", e.text_run(), H.write(e.tmp / "t.txt", "caf\xe9".encode("latin-1"))]
+
+
+@case("error", "--max-pixels")
+def predict_bomb(e):
+    return ["predict", "--run", e.image_run(),
+            H.write(e.tmp / "bomb.png", H.huge_png_header(100_000, 100_000))]
+
+
+@case("error", "--skip-bad")
+def rank_non_image_file(e):
+    d = e.folder()
+    H.write(d / "a" / "notes.doc", "words")
+    return ["rank", d, "--candidates", "tiny_cnn", "--quiet"]
+
+
+@case("ok")
+def evaluate_reports_what_it_did_not_read(e):
+    d = e.folder()
+    H.write(d / "stray.png", H.png_bytes())
+    return ["evaluate", e.image_run(), d], lambda r, e: "stray.png" in r.out
 
 
 # -- backbones and weights -----------------------------------------------------------------

@@ -353,7 +353,7 @@ def evaluate(trained: TrainedModel, data, *, labels=None, skip_bad: bool = False
     cache = FeatureCache() if trained.config.strategy == "linear_probe" else None
     logits, ex = predict_logits(trained.model, ds, trained.preprocess, flip=trained.config.flip,
                                 progress=progress, skip_bad=skip_bad, return_kept=True,
-                                cache=cache)
+                                cache=cache, max_pixels=trained.config.max_pixels)
     y = np.array([trained.classes.index(ds.labels[i]) for i in ex.kept])
     report = classification_report(y, logits.argmax(1), trained.classes)
     report["ignored"] = ds.ignored_notes()
@@ -391,7 +391,7 @@ def predict_probs(trained: TrainedModel, inputs: list, *, progress: bool = False
     ds = unlabelled(trained, inputs)
     logits, ex = predict_logits(trained.model, ds, trained.preprocess, flip=trained.config.flip,
                                 progress=progress, skip_bad=skipped is not None,
-                                return_kept=True)
+                                return_kept=True, max_pixels=trained.config.max_pixels)
     probs = np.full((len(ds), len(trained.classes)), np.nan, np.float64)
     probs[ex.kept] = softmax(logits)
     if skipped is not None:
@@ -409,7 +409,8 @@ def predict_images(trained: TrainedModel, images: list, *, top: int = 5,
 
 
 def source_predict(images: list, *, backbone: str = "efficientnet_lite0", weights=None,
-                   top: int = 5, skipped: list | None = None
+                   top: int = 5, skipped: list | None = None,
+                   max_pixels: int = TrainConfig.max_pixels
                    ) -> list[list[tuple[str, float]] | None]:
     """The pre-trained network's own predictions (ImageNet top-k), as Keras' decode_predictions."""
     model = create_backbone(backbone, weights=weights).eval()
@@ -423,7 +424,7 @@ def source_predict(images: list, *, backbone: str = "efficientnet_lite0", weight
     head = model.source_classifier()
     ds = ImageDataset(list(images), ["?"] * len(images))
     ex = extract_features(ds, FeatureExtractor(model), pre, progress=False,
-                          skip_bad=skipped is not None)
+                          skip_bad=skipped is not None, max_pixels=max_pixels)
     if skipped is not None:
         skipped += ex.skipped
     out: list = [None] * len(ds)

@@ -23,6 +23,7 @@ import re
 import stat
 import unicodedata
 import uuid
+import warnings
 from pathlib import Path
 
 from .exceptions import DamagedFileError, HeadstartError
@@ -36,13 +37,20 @@ def guarded(path, what: str, fix: str, error: type[Exception] = DamagedFileError
     """Turn any failure while reading `path` into `error("PATH: WHAT is damaged or unreadable
     (detail); FIX")`. headstart's own errors pass through unchanged."""
     try:
-        yield
+        with warnings.catch_warnings():  # a damaged file's warnings: the error says it all
+            warnings.simplefilter("ignore")
+            yield
     except HeadstartError:
         raise
     except Exception as e:  # noqa: BLE001 - any reader failure is the same user problem
-        detail = " ".join(str(e).split())[:200] or type(e).__name__
-        raise error(f"{path}: {what} is damaged or unreadable ({type(e).__name__}: {detail}); "
-                    f"{fix}") from None
+        raise error(f"{path}: {what} is damaged or unreadable ({_detail(e)}); {fix}") from None
+
+
+def _detail(e: Exception) -> str:
+    if "Weights only load failed" in str(e):  # torch.load(weights_only=True) refused a pickle
+        return ("it holds Python objects, not only tensors: not loaded, since unpickling them "
+                "could run code")
+    return f"{type(e).__name__}: {' '.join(str(e).split())[:200] or 'no detail'}"
 
 
 def read_bytes(path, *, what: str, fix: str, error=DamagedFileError,

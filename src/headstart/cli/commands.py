@@ -68,8 +68,31 @@ def add_predict(sub) -> None:
     p.add_argument("--top", type=int, default=5)
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable inputs, listed on "
                    "stderr, instead of stopping")
+    _reading_args(p, label=False)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run_predict)
+
+
+def _reading_args(p, *, label: bool) -> None:
+    """How to read the inputs, for commands that read data with a trained run (the run's own
+    settings by default)."""
+    p.add_argument("--max-pixels", type=int, help="largest image, in pixels, decoded "
+                   "(default: the run's, or Pillow's 89 MP)")
+    p.add_argument("--encoding", help="texts: file encoding (default: the run's, utf-8)")
+    p.add_argument("--text-column", help="texts: the column holding the text (default: the "
+                   "run's)")
+    if label:
+        p.add_argument("--label-column", help="the column holding the label (default: the "
+                       "run's)")
+
+
+def _with_reading_args(trained, args):
+    """The run, reading its inputs as the command line says where it says so."""
+    for name in ("max_pixels", "encoding", "text_column", "label_column"):
+        value = getattr(args, name, None)
+        if value is not None:
+            setattr(trained.config, name, value)
+    return trained
 
 
 def run_predict(args) -> int:
@@ -81,7 +104,7 @@ def run_predict(args) -> int:
         raise ConfigError(f"--top must be 1 or more, got {args.top}")
     skipped = [] if args.skip_bad else None
     if args.run:
-        trained = api.load(args.run)
+        trained = _with_reading_args(api.load(args.run), args)
         if trained.modality == "text":
             inputs, names = _texts_to_predict(args.images, trained.config)
             inputs, names = inputs + args.text, names + [_shown(t) for t in args.text]
@@ -96,7 +119,8 @@ def run_predict(args) -> int:
                             "classifies images)")
         names = _images_to_predict(args.images, None)
         results = api.source_predict(names, backbone=args.backbone, weights=args.weights,
-                                     top=args.top, skipped=skipped)
+                                     top=args.top, skipped=skipped,
+                                     max_pixels=args.max_pixels or TrainConfig.max_pixels)
     if skipped:
         api.report_skipped(skipped, lambda line: print(line, file=sys.stderr))
     rows = [(n, r) for n, r in zip(names, results) if r is not None]
@@ -257,13 +281,14 @@ def add_evaluate(sub) -> None:
     p.add_argument("run")
     p.add_argument("data", help="labelled data in the form the run was trained on")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    p.add_argument("--skip-bad", action="store_true")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable inputs, listed")
+    _reading_args(p, label=True)
     p.add_argument("--plot", help="confusion-matrix PNG path (default RUN/confusion_<data>.png)")
     p.set_defaults(func=run_evaluate)
 
 
 def run_evaluate(args) -> int:
-    trained = api.load(args.run)
+    trained = _with_reading_args(api.load(args.run), args)
     report, skipped = api.evaluate(trained, args.data, skip_bad=args.skip_bad,
                                    progress=not args.json and sys.stderr.isatty())
     plot = Path(args.plot) if args.plot else Path(args.run) / \

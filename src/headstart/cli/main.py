@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 
 from ..exceptions import HeadstartError
 from . import commands
@@ -30,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+    if not args.debug:  # a library's warning is one line too, without its source line
+        warnings.showwarning = lambda message, category, *_a, **_k: print(
+            f"warning: {one_line(message)}", file=sys.stderr)
     try:
         return args.func(args) or 0
     except KeyboardInterrupt:

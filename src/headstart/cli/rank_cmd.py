@@ -35,6 +35,7 @@ def add_rank(sub) -> None:
     p.add_argument("--text-column")
     p.add_argument("--label-column")
     p.add_argument("--encoding", default="utf-8")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable inputs, listed")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_rank)
@@ -49,6 +50,7 @@ def run_rank(args) -> int:
     result = rank(args.data, candidates=args.candidates, by=args.by,
                   max_per_class=args.max_per_class, image_size=args.image_size,
                   source_sample=args.source_sample, n_boot=args.n_boot, seed=args.seed,
+                  skip_bad=args.skip_bad,
                   text_options=TextOptions(args.text_column, args.label_column, args.encoding),
                   progress=not quiet, log=(lambda *_: None) if quiet else print)
     rec = decide(result)

@@ -147,7 +147,7 @@ def from_csv(path: Path, *, skip_bad: bool = False) -> ImageDataset:
     ds = ImageDataset([], [], root=str(path))
     rows = read_table_rows(path)
     start, (pcol, lcol) = _image_columns(path, rows)
-    for n, row in enumerate(rows[start:], start=start + 1):
+    for n, row in enumerate(rows[start:], start=1):  # row N: the N-th after any header
         if not row or all(not c.strip() for c in row):
             continue
         cells = [row[i].strip() if i < len(row) else "" for i in (pcol, lcol)]
@@ -204,7 +204,7 @@ def _image_columns(path: Path, rows: list[list[str]]) -> tuple[int, tuple[int, i
         Path(first) if Path(first).is_absolute() else path.parent / first))
     if pcol is not None or lcol is not None or (first and not names_a_file):
         raise DataError(
-            f"{path}, row 1: {', '.join(repr(c) for c in rows[0][:4])} is not a header headstart "
+            f"{path}, first row: {', '.join(repr(c) for c in rows[0][:4])} is not a header headstart "
             f"reads, nor a row naming an image file; name the columns with a header such as "
             f"'path,label' (image column: {', '.join(PATH_COLUMNS[:4])}, ...; label column: "
             f"{', '.join(LABEL_COLUMNS[:5])}, ...)")
