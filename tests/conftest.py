@@ -164,3 +164,9 @@ def tiny_text_run(tmp_path_factory, articles) -> Path:
                "--strategy", "linear_probe", "--quiet"])
     assert rc == 0, "training the tiny text run failed"
     return out
+
+
+@pytest.fixture(scope="module")
+def text_run_src(request):
+    """A getter of tiny_text_run, so that only the cases that need a text run train one."""
+    return lambda: request.getfixturevalue("tiny_text_run")

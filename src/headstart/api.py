@@ -16,17 +16,16 @@ from .backbones.registry import DEFAULT_BACKBONE
 from .backbones.source import check_fits
 from .data.datasets import ImageDataset, LabelledData, load_dataset, require_two_per_class
 from .data.datasets import stratified_split
-from .data.texts import TextDataset, check_not_empty, describe_data, detect_modality
-from .data.texts import sniff_modality
+from .data.texts import TextDataset, check_modality, check_not_empty, detect_modality
 from .data.tokenize import TextPreprocess
 from .data.transforms import Preprocess
 from .evaluation import classification_report, plot_history
-from .exceptions import ConfigError, DataError, RunDirError
+from .exceptions import ConfigError, DataError
 from .heads import LinearHead, TransferModel
 from .strategies import build_plan
 from .training import FeatureCache, FeatureExtractor, RunWriter, Split, TrainConfig, Trainer
 from .training import read_run
-from .training.rundir import READ_FIX, check_out_apart
+from .training.rundir import load_run_state, open_writer, run_config
 from .training import distributed as dist
 from .training.extract import extract_features
 from .training.predict import predict_logits, softmax
@@ -121,14 +120,9 @@ def train(data, out: str | Path | None = None, *, labels=None, config: TrainConf
     """Train a classifier on `data` (see load_dataset) and, with `out`, write its run directory.
     `extras(writer, result, val_split)` may add files to the run before it is committed.
     The run is locked by this process until it is committed or training fails."""
-    dist.init_from_env()
-    writer = None
-    if out is not None and dist.is_main():  # under torchrun only rank 0 writes
-        check_out_apart(Path(out), data)
-        writer = RunWriter(out, overwrite=overwrite)
-        if writer.stale:
-            log(f"taking over {writer.lock.path}: process {writer.stale.get('pid')} that "
-                "held it is no longer running")
+    dist.init_from_env()  # under torchrun only rank 0 writes
+    writer = open_writer(out, data, overwrite=overwrite, log=log) \
+        if out is not None and dist.is_main() else None
     try:
         return _train(data, writer, labels=labels, config=config, overwrite=overwrite,
                       restart=restart, progress=progress, log=log, extras=extras)
@@ -320,29 +314,17 @@ def save_run(result: TrainedModel, writer: RunWriter, *, overwrite: bool = False
 def load(run: str | Path) -> TrainedModel:
     stored, values, state, metrics = read_run(run)
     classes = [str(v) for v in values]
-    fix = READ_FIX
-    try:
-        cfg = TrainConfig.from_dict(stored).validate()
-        if not isinstance(cfg.backbone, str) or not isinstance(cfg.image_size, int):
-            raise ConfigError("no backbone or image size recorded")
-    except (ConfigError, TypeError, ValueError) as e:
-        raise RunDirError(f"{Path(run) / 'config.yaml'}: settings headstart cannot use ({e}); "
-                          f"{fix}") from None
+    cfg = run_config(run, stored)
     cfg.weights = None  # the run's own weights replace the source weights
     model = build_model(cfg, len(classes), pretrained=False)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        detail = " ".join(str(e).split())[:200]
-        raise RunDirError(f"{Path(run) / 'model.safetensors'}: does not fit the run's "
-                          f"config.yaml and labels.json ({detail}); {fix}") from None
+    load_run_state(run, model, state)
     model.eval()
     return TrainedModel(model, classes, cfg, metrics, [], Path(run), label_values=values)
 
 
 def evaluate(trained: TrainedModel, data, *, labels=None, skip_bad: bool = False,
              progress: bool = True) -> tuple[dict, list[str]]:
-    check_modality(trained, data, labels)
+    check_modality(data, labels, trained.modality, trained.run_dir or "the model")
     ds = load_dataset(data, labels, skip_bad=skip_bad, min_classes=1, modality=trained.modality,
                       text_options=trained.config.text_options())
     unknown = sorted(set(ds.labels) - set(trained.classes))
@@ -358,16 +340,6 @@ def evaluate(trained: TrainedModel, data, *, labels=None, skip_bad: bool = False
     report = classification_report(y, logits.argmax(1), trained.classes)
     report["ignored"] = ds.ignored_notes()
     return report, ds.skipped + ex.skipped
-
-
-def check_modality(trained: TrainedModel, data, labels=None) -> None:
-    """Data of the other modality than the run's is named as such, before it is read."""
-    given = sniff_modality(data, labels)
-    if given is not None and given != trained.modality:
-        where = trained.run_dir or "the model"
-        raise DataError(f"{describe_data(data)} holds {given}s, but {where} classifies "
-                        f"{trained.modality}s; pass {trained.modality}s like those it was "
-                        "trained on")
 
 
 def unlabelled(trained: TrainedModel, inputs: list):

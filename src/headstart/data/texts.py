@@ -103,6 +103,14 @@ def sniff_modality(data, labels=None) -> str | None:
     return detect_modality(data, labels)
 
 
+def check_modality(data, labels, modality: str, who) -> None:
+    """Data of another modality than a run's is named as such, before it is read."""
+    given = sniff_modality(data, labels)
+    if given is not None and given != modality:
+        raise DataError(f"{describe_data(data)} holds {given}s, but {who} classifies "
+                        f"{modality}s; pass {modality}s like those it was trained on")
+
+
 def describe_data(data) -> str:
     if isinstance(data, (str, Path)):
         return str(data)

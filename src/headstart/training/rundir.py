@@ -21,7 +21,7 @@ import torch
 import yaml
 from safetensors.torch import save_file
 
-from ..exceptions import RunDirError
+from ..exceptions import HeadstartError, RunDirError
 from ..safeio import read_json, read_safetensors, read_torch, read_yaml, unique_tmp
 from .config import upgrade
 from .lock import RunLock, holder_of
@@ -48,14 +48,12 @@ def run_kind(path: Path) -> str | None:
     return "empty" if not any(path.iterdir()) else None
 
 
-def check_replaceable(out: Path, *, overwrite: bool, kinds=("run", "report")) -> None:
-    """Refuse an --out that exists, unless it is a previous headstart output and --overwrite
-    was given. An empty folder is used as it is."""
+def check_replaceable(out: Path, *, overwrite: bool, kinds=("run", "report", "empty")) -> None:
+    """Refuse an --out that exists, unless it is a previous headstart output (or an empty
+    folder) and --overwrite was given."""
     if not os.path.lexists(out):
         return
     kind = run_kind(out)
-    if kind == "empty":
-        return
     if kind in kinds:
         if not overwrite:
             raise RunDirError(f"{out} already exists; choose another --out, or pass "
@@ -87,6 +85,16 @@ def check_out_apart(out: Path, data) -> None:
     if o in d.parents:
         raise RunDirError(f"the data {data} is inside --out {out}; choose an --out that does "
                           "not hold the data")
+
+
+def open_writer(out, data, *, overwrite: bool, log=print) -> "RunWriter":
+    """The writer of run `out` (which may not contain the data, nor lie in it), locked."""
+    check_out_apart(Path(out), data)
+    writer = RunWriter(out, overwrite=overwrite)
+    if writer.stale:
+        log(f"taking over {writer.lock.path}: process {writer.stale.get('pid')} that held it "
+            "is no longer running")
+    return writer
 
 
 class RunWriter:
@@ -250,6 +258,29 @@ def read_run(path: str | os.PathLike) -> tuple[dict, list, dict[str, torch.Tenso
     metrics = read_json(run / "metrics.json", what="the run's metrics", expect=dict, **kw)
     state = read_safetensors(run / "model.safetensors", what="the run's model", **kw)
     return config, labels, state, metrics
+
+
+def run_config(run, stored: dict):
+    """The TrainConfig of a finished run's config.yaml, or an error naming it."""
+    from .config import TrainConfig
+    try:
+        cfg = TrainConfig.from_dict(stored).validate()
+        if not isinstance(cfg.backbone, str) or not isinstance(cfg.image_size, int):
+            raise ValueError("no backbone or image size recorded")
+    except (HeadstartError, TypeError, ValueError) as e:
+        raise RunDirError(f"{Path(run) / 'config.yaml'}: settings headstart cannot use ({e}); "
+                          f"{READ_FIX}") from None
+    return cfg
+
+
+def load_run_state(run, model: torch.nn.Module, state: dict) -> None:
+    """Load a run's model.safetensors into the model its config.yaml and labels.json build."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:200]
+        raise RunDirError(f"{Path(run) / 'model.safetensors'}: does not fit the run's "
+                          f"config.yaml and labels.json ({detail}); {READ_FIX}") from None
 
 
 def _no_run(run: Path) -> str:
