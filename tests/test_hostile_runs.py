@@ -285,6 +285,52 @@ def evaluate_reports_what_it_did_not_read(e):
     return ["evaluate", e.image_run(), d], lambda r, e: "stray.png" in r.out
 
 
+# -- option values that would fail deep inside torch or numpy --------------------------------
+@case("error", "seed")
+def train_negative_seed(e):
+    return e.train(e.folder(), "--seed", "-1")
+
+
+@case("error", "seed")
+def train_huge_seed(e):
+    return e.train(e.folder(), "--seed", str(10**30))
+
+
+@case("error", "workers")
+def train_negative_workers(e):
+    return e.train(e.folder(), "--workers", "-1")
+
+
+@case("error", "lr")
+def train_infinite_lr(e):
+    return e.train(e.folder(), "--strategy", "fine_tune", "--lr", "inf")
+
+
+@case("error", "max_pixels")
+def train_zero_max_pixels(e):
+    return e.train(e.folder(), "--max-pixels", "0")
+
+
+@case("error", "--seed")
+def rank_negative_seed(e):
+    return ["rank", e.folder(), "--candidates", "tiny_cnn", "--seed", "-1", "--quiet"]
+
+
+@case("error", "--image-size")
+def rank_zero_image_size(e):
+    return ["rank", e.folder(), "--candidates", "tiny_cnn", "--image-size", "0", "--quiet"]
+
+
+@case("error", "--per-class")
+def make_dataset_negative_per_class(e):
+    return ["make-dataset", "animal-mnist", e.tmp / "am", "--per-class", "-1"]
+
+
+@case("error", "is a file")
+def make_dataset_onto_a_file(e):
+    return ["make-dataset", "bbc-news", H.write(e.tmp / "news.txt", "mine"), "--per-class", "1"]
+
+
 # -- backbones and weights -----------------------------------------------------------------
 @case("error", "pytorch_model.bin", "pickle")
 def hf_folder_with_pickle_weights(e):

@@ -318,6 +318,12 @@ def add_make_dataset(sub) -> None:
 
 def run_make_dataset(args) -> int:
     from ..data.shipped import write_animal_mnist, write_bbc_news
+    from ..exceptions import ConfigError
+    if args.per_class is not None and args.per_class < 1:
+        raise ConfigError(f"--per-class must be 1 or more (or left out for all), got "
+                          f"{args.per_class}")
+    if not 0 <= args.seed < 2**32:
+        raise ConfigError(f"--seed must be a whole number from 0 to {2**32 - 1}, got {args.seed}")
     if args.name == "bbc-news":
         root = write_bbc_news(args.out, per_class=args.per_class, seed=args.seed)
         print(f"wrote {root}/train (training pool) and {root}/test (700-article hold-out)")

@@ -46,6 +46,11 @@ def run_rank(args) -> int:
     from ..transferability.rank import rank
     from ..transferability.recommend import decide
 
+    from ..exceptions import ConfigError
+    if args.image_size is not None and not 8 <= args.image_size <= 1024:
+        raise ConfigError(f"--image-size must be between 8 and 1024 pixels, got {args.image_size}")
+    if not 0 <= args.seed < 2**32:
+        raise ConfigError(f"--seed must be a whole number from 0 to {2**32 - 1}, got {args.seed}")
     quiet = args.quiet or args.json
     result = rank(args.data, candidates=args.candidates, by=args.by,
                   max_per_class=args.max_per_class, image_size=args.image_size,

@@ -58,6 +58,9 @@ class ArraysOnly(pickle.Unpickler):
 def _write_folder(out: Path, marker: Path, files, what: str) -> Path:
     """Write `files` ((relative path, writer) pairs) into a unique hidden sibling, then rename it
     to `out`: two processes writing the same dataset never see each other's half."""
+    if os.path.lexists(out) and not out.is_dir():
+        raise DataError(f"{out} is a file; the {what} data is written as a folder: choose "
+                        "another path")
     if out.exists() and any(out.iterdir()):
         raise DataError(f"{out} exists and holds something other than the {what} data written "
                         "with these settings; choose an empty folder")
