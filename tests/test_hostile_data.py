@@ -111,6 +111,15 @@ def one_pixel_and_grey_alpha_and_1bit(e):
 
 
 @case("ok")
+def extreme_aspect_ratio_strips(e):
+    from PIL import Image
+    d = e.folder()
+    Image.new("RGB", (1, 200_000), "white").save(d / "a" / "tall.png")
+    Image.new("RGB", (150_000, 2), "black").save(d / "b" / "wide.png")
+    return e.train(d, "--strategy", "fine_tune", "--epochs", "1")
+
+
+@case("ok")
 def exif_orientation_out_of_range(e):
     d = e.folder()
     H.write(d / "a" / "o9.jpg", H.exif_orientation_jpeg(9))

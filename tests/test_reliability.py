@@ -404,3 +404,21 @@ def test_a_failed_hub_download_leaves_no_temporary_file(server, monkeypatch):
     with pytest.raises(WeightsError):
         D.download("hf://me/cut")
     assert no_temporary_files()
+
+
+# -- pre-processing never blows an odd image up ----------------------------------------------
+def test_a_strip_image_is_cropped_before_it_is_resized(monkeypatch):
+    """1 x 200,000 pixels, resized shorter side first, would be 224 x 44.8 million pixels."""
+    from PIL import Image
+
+    from headstart.data.transforms import Augment, Preprocess
+    asked = []
+    real = Image.Image.resize
+    monkeypatch.setattr(Image.Image, "resize",
+                        lambda self, size, *a, **k: asked.append(size) or real(self, size, *a, **k))
+    pre = Preprocess(224, (0.5,) * 3, (0.5,) * 3)
+    import random
+    for img in (Image.new("RGB", (1, 200_000)), Image.new("RGB", (150_000, 2))):
+        assert pre(img).shape == (3, 224, 224)
+        assert Augment(pre)(img, random.Random(0)).shape == (3, 224, 224)
+    assert asked and max(max(s) for s in asked) <= 224 * 8
