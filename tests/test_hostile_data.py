@@ -66,6 +66,13 @@ def huge_dimensions(e):
     return e.train(d)
 
 
+@case("error", "ps.png", "not an image")
+def postscript_named_png(e):
+    d = e.folder()
+    H.write(d / "a" / "ps.png", b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
+    return e.train(d)
+
+
 @case("ok")
 def cmyk_jpeg(e):
     d = e.folder()

@@ -19,6 +19,9 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif")
 # Files that operating systems and tools drop into folders; ignored, and counted aloud.
 SYSTEM_FILES = {"thumbs.db", "desktop.ini", ".ds_store"}
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold (about 89 MP)
+# The only formats decoded, whatever a file's name says: never EPS/PS (Pillow would start
+# Ghostscript) nor any other plugin that hands the bytes to an outside program.
+DECODERS = ("PNG", "JPEG", "BMP", "WEBP", "GIF", "TIFF")  # JPEG covers MPO too
 
 ImageSource = Union[str, Path, Image.Image, np.ndarray]
 
@@ -148,7 +151,7 @@ def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
     """Open (header only) and check the size; call inside pil_errors."""
     if not data:
         raise ImageReadError(name, "is empty (0 bytes)", "remove it or replace it with a real image")
-    img = Image.open(io.BytesIO(data))
+    img = Image.open(io.BytesIO(data), formats=DECODERS)
     check_pixels(img, name, max_pixels)
     return img
 
