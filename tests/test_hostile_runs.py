@@ -344,6 +344,22 @@ def hf_folder_with_pickle_weights(e):
             "--backbone", d, "--strategy", "linear_probe", "--quiet"]
 
 
+@case("error", "itself")
+def source_model_naming_itself(e):
+    run = e.image_run()
+    text = (run / "config.yaml").read_text().replace("backbone: tiny_cnn", f"backbone: {run}")
+    (run / "config.yaml").write_text(text)
+    return e.train(e.folder(), "--backbone", run)
+
+
+@case("error", "config.yaml", "image_size")
+def source_model_with_bad_image_size(e):
+    run = e.image_run()
+    text = re.sub(r"(?m)^image_size: .*$", "image_size: [1, 2]", (run / "config.yaml").read_text())
+    (run / "config.yaml").write_text(text)
+    return e.train(e.folder(), "--backbone", run)
+
+
 @case("error", "not a readable checkpoint")
 def weights_garbage_file(e):
     return e.train(e.folder(), "--weights", H.write(e.tmp / "w.safetensors", b"garbage"))

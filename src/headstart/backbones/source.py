@@ -13,7 +13,7 @@ import dataclasses
 from pathlib import Path
 
 from ..exceptions import SourceMismatchError, WeightsError
-from ..safeio import read_json, read_yaml
+from ..safeio import guarded, read_json, read_yaml
 from .registry import BackboneConfig, get_config
 
 SOURCE_META = "source.json"
@@ -37,7 +37,22 @@ def read_meta(path: Path) -> tuple[dict, list, dict]:
     return stored, labels, meta
 
 
+_RESOLVING: set[str] = set()  # source models being described: a run naming itself is a loop
+
+
 def source_config(path: Path) -> BackboneConfig:
+    key = str(Path(path).resolve())
+    if key in _RESOLVING:
+        raise WeightsError(f"{path}: its config.yaml names, as its backbone, itself (directly "
+                           "or through other runs); re-run `headstart pretrain` to write it again")
+    _RESOLVING.add(key)
+    try:
+        return _source_config(path)
+    finally:
+        _RESOLVING.discard(key)
+
+
+def _source_config(path: Path) -> BackboneConfig:
     stored, labels, meta = read_meta(path)
     if not stored.get("backbone"):
         raise WeightsError(f"{path}: config.yaml names no backbone; not a headstart run")
@@ -45,9 +60,13 @@ def source_config(path: Path) -> BackboneConfig:
     held = meta.get("held_out_accuracy")
     what = (f"your source model: {stored['backbone']} trained on {stored.get('data', '?')} "
             f"({meta.get('examples', stored.get('examples', '?'))} examples, {len(labels)} "
-            "classes" + (f", held-out accuracy {held:.3f}" if held is not None else "") + ")")
+            "classes" + (f", held-out accuracy {held:.3f}" if isinstance(held, (int, float))
+                         else "") + ")")
+    with guarded(path / "config.yaml", "the source model's image_size", "re-run `headstart "
+                 "pretrain` to write it again", WeightsError):
+        size = int(stored.get("image_size") or base.input_size)
     return dataclasses.replace(
-        base, name=str(path), input_size=int(stored.get("image_size") or base.input_size),
+        base, name=str(path), input_size=size,
         pretraining=what, weights_source=str(path / "model.safetensors"),
         num_source_classes=len(labels), source_labels=f"run:{path}",
         description=f"source model from {path.name} ({base.name})",
