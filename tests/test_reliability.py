@@ -422,3 +422,31 @@ def test_a_strip_image_is_cropped_before_it_is_resized(monkeypatch):
         assert pre(img).shape == (3, 224, 224)
         assert Augment(pre)(img, random.Random(0)).shape == (3, 224, 224)
     assert asked and max(max(s) for s in asked) <= 224 * 8
+
+
+# -- labels that look like paths, all the way through a source model ---------------------------
+def test_path_like_labels_stay_in_the_source_sample_and_map_back(tmp_path):
+    """pretrain on labels such as '../../x' and '/etc/y': the sample's class folders are safe
+    names inside the run, and retention (measured on that sample) maps them back to the
+    labels: the accuracy before fine-tuning is the source's own held-out accuracy."""
+    from conftest import pattern_image
+    from headstart.pretrain import pretrain
+    rng = np.random.default_rng(3)
+    names = ["../../x", str(tmp_path / "abs"), "a/b", ".hidden"]
+    images = [pattern_image(c, rng, 32) for c in range(4) for _ in range(10)]
+    labels = [names[c] for c in range(4) for _ in range(10)]
+    src = tmp_path / "runs" / "src"
+    pretrain(images, src, arch="tiny_cnn", labels=labels, sample_size=100, **QUIET,
+             config=TrainConfig(epochs=4, image_size=32, patience=10, flip=False))
+    sample = src / "source_sample"
+    assert all(sample in p.parents for p in sample.rglob("*"))
+    assert not (tmp_path / "abs").exists() and not (tmp_path.parent / "x").exists()
+    meta = json.loads((src / "source.json").read_text())
+    assert sorted(meta["source_sample_folders"].values()) == sorted(names)
+    target = write_folder(tmp_path / "t", ("p", "q"), 6)
+    result = api.train(target, config=TrainConfig(backbone=str(src), strategy="fine_tune",
+                                                 epochs=1, flip=False), **QUIET)
+    retention = result.metrics["forgetting"]["retention"]
+    assert retention["source_examples"] == meta["source_sample"] == 8
+    assert meta["held_out_accuracy"] > 0
+    assert retention["source_accuracy_before"] == pytest.approx(meta["held_out_accuracy"])
