@@ -199,6 +199,21 @@ def test_a_damaged_feature_cache_is_reported_and_rebuilt(tmp_path, caplog, make_
         os.environ["HEADSTART_CACHE"] = old
 
 
+def test_a_busy_feature_cache_is_bypassed_not_moved_aside(tmp_path, caplog, monkeypatch):
+    db = tmp_path / "f.sqlite"
+    FeatureCache(db).close()
+    other = sqlite3.connect(str(db))
+    other.execute("BEGIN EXCLUSIVE")  # another process writing, for longer than we wait
+    monkeypatch.setattr(FeatureCache, "TIMEOUT", 0.05)
+    cache = FeatureCache(db)
+    cache.put_many("k", [("h", 0, np.ones(2))])
+    assert "cannot be used" in caplog.text and "damaged" not in caplog.text
+    assert not (tmp_path / "f.sqlite.damaged").exists()
+    assert cache.get_many("k", ["h"], 0)["h"].tolist() == [1, 1]  # in memory, this run
+    other.rollback()
+    other.close()
+
+
 def test_damaged_rows_are_computed_again(tmp_path):
     cache = FeatureCache(tmp_path / "f.sqlite")
     cache.put_many("k", [("a", 0, np.ones(4)), ("b", 0, np.ones(4))])

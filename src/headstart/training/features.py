@@ -49,13 +49,14 @@ class FeatureCache:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = self._open(str(self.path))
         except sqlite3.DatabaseError as e:
-            self._rebuild(e)
+            self._rebuild(e) if _damaged(e) else self._bypass(e)
         except OSError as e:
             self._bypass(e)
 
-    @staticmethod
-    def _open(where: str):
-        db = sqlite3.connect(where, timeout=60)
+    TIMEOUT = 60  # seconds to wait for another process's write to finish
+
+    def _open(self, where: str):
+        db = sqlite3.connect(where, timeout=self.TIMEOUT)
         db.execute("CREATE TABLE IF NOT EXISTS features (key TEXT, hash TEXT, view INTEGER,"
                    " vec BLOB, PRIMARY KEY (key, hash, view))")
         return db
@@ -87,7 +88,7 @@ class FeatureCache:
             try:
                 return fn(self.db)
             except sqlite3.DatabaseError as e:
-                if attempt:
+                if attempt or not _damaged(e):  # busy, read-only, disk full: not damage
                     self._bypass(e)
                     return default
                 self._rebuild(e)
@@ -116,6 +117,13 @@ class FeatureCache:
 
     def close(self) -> None:
         self.db.close()
+
+
+def _damaged(e: sqlite3.DatabaseError) -> bool:
+    """Damage (a file that is not a database, or a corrupt one), not a passing state such as
+    a lock held by another process."""
+    name = getattr(e, "sqlite_errorname", "") or ""
+    return name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or type(e) is sqlite3.DatabaseError
 
 
 def _vectors(blobs: dict[str, bytes]) -> dict[str, np.ndarray]:
