@@ -9,13 +9,11 @@ root, which reads every file.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
 import hostile as H
 from conftest import write_folder
-from hostile import LP
 
 CASES: dict[str, tuple] = {}
 case = H.registry(CASES)

@@ -6,8 +6,6 @@ The same promises as test_hostile_data (hostile.run_case).
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 import hostile as H
