@@ -360,6 +360,38 @@ def source_model_with_bad_image_size(e):
     return e.train(e.folder(), "--backbone", run)
 
 
+def _hf_folder(e, **files) -> "Path":
+    import json
+    import shutil
+
+    from headstart.backbones.text import minilm_dir
+    d = e.tmp / "hf"
+    d.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt",
+                 "special_tokens_map.json", "config.json"):
+        if (minilm_dir() / name).is_file():
+            shutil.copy(minilm_dir() / name, d / name)
+    for name, data in files.items():
+        H.write(d / name.replace("_", "."), data)
+    return d
+
+
+@case("error", "tokenizer")
+def hf_folder_with_a_damaged_tokenizer(e):
+    d = _hf_folder(e, tokenizer_json=b'{"version": "1.0", "model": {"type": "nope"}}',
+                   model_safetensors=b"x")
+    (d / "vocab.txt").unlink()
+    return ["train", H.text_csv(e.tmp / "t.csv", H.words_rows()), "--out", e.out(),
+            "--backbone", d, "--strategy", "linear_probe", "--quiet"]
+
+
+@case("error", "model folder is damaged")
+def hf_folder_with_damaged_safetensors(e):
+    d = _hf_folder(e, model_safetensors=b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
+    return ["train", H.text_csv(e.tmp / "t.csv", H.words_rows()), "--out", e.out(),
+            "--backbone", d, "--strategy", "linear_probe", "--quiet"]
+
+
 @case("error", "not a readable checkpoint")
 def weights_garbage_file(e):
     return e.train(e.folder(), "--weights", H.write(e.tmp / "w.safetensors", b"garbage"))

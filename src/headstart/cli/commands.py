@@ -291,8 +291,9 @@ def run_evaluate(args) -> int:
     trained = _with_reading_args(api.load(args.run), args)
     report, skipped = api.evaluate(trained, args.data, skip_bad=args.skip_bad,
                                    progress=not args.json and sys.stderr.isatty())
+    from ..safeio import safe_name  # the data's name becomes a file name in the run
     plot = Path(args.plot) if args.plot else Path(args.run) / \
-        f"confusion_{Path(args.data).name or 'data'}.png"
+        f"confusion_{safe_name(Path(args.data).name or 'data', limit=120)}.png"
     plot_confusion(report, plot, title=f"{Path(args.run).name} on {Path(args.data).name}")
     if args.json:
         print(json.dumps({**report, "skipped": skipped, "confusion_png": str(plot)}))
