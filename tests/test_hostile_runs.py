@@ -331,6 +331,25 @@ def make_dataset_onto_a_file(e):
     return ["make-dataset", "bbc-news", H.write(e.tmp / "news.txt", "mine"), "--per-class", "1"]
 
 
+@case("error", "a folder")
+def predict_text_run_on_a_folder(e):
+    return ["predict", "--run", e.text_run(), e.folder()]
+
+
+@case("error", "no longer there")
+def run_from_a_source_model_that_moved(e):
+    run = e.image_run()
+    text = (run / "config.yaml").read_text().replace("backbone: tiny_cnn",
+                                                     f"backbone: {e.tmp / 'gone' / 'src'}")
+    (run / "config.yaml").write_text(text)
+    return ["predict", "--run", run, H.write(e.tmp / "x.png", H.png_bytes())]
+
+
+@case("error", "too long")
+def out_name_too_long(e):
+    return e.train(e.folder(), name="r" * 250)
+
+
 # -- backbones and weights -----------------------------------------------------------------
 @case("error", "pytorch_model.bin", "pickle")
 def hf_folder_with_pickle_weights(e):

@@ -376,6 +376,9 @@ def _texts_to_predict(args: list[str], cfg: TrainConfig) -> tuple[list[str], lis
     for a in args:
         path = Path(a)
         is_file = len(a) < 4096 and "\n" not in a and is_regular_file(a)
+        if os.path.isdir(a):
+            raise DataError(f"{a}: a folder; pass text files or texts (to evaluate a folder of "
+                            "labelled texts: headstart evaluate RUN FOLDER)")
         if is_file and is_image_path(path):
             raise DataError(f"{a}: an image, but the run classifies texts; pass texts or text "
                             "files")

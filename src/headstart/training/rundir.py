@@ -106,6 +106,10 @@ class RunWriter:
         self.out = Path(out)
         self.overwrite = overwrite
         self.partial = self.out.parent / f".{self.out.name}.partial"
+        if len(os.fsencode(self.partial.name)) > 255:
+            raise RunDirError(f"--out {self.out.name[:60]}...: the name is too long for this "
+                              "file system (the run's hidden partial folder adds 10 characters); "
+                              "choose a shorter --out")
         check_replaceable(self.out, overwrite=overwrite)
         self.lock = RunLock(self.out)
         self.stale = self.lock.acquire()  # the holder of a lock left by a killed process
@@ -270,6 +274,9 @@ def run_config(run, stored: dict):
     except (HeadstartError, TypeError, ValueError) as e:
         raise RunDirError(f"{Path(run) / 'config.yaml'}: settings headstart cannot use ({e}); "
                           f"{READ_FIX}") from None
+    if os.sep in cfg.backbone and not Path(cfg.backbone).is_dir():
+        raise RunDirError(f"{run}: trained from the model folder {cfg.backbone}, which is no "
+                          "longer there; put it back (it holds the architecture's description)")
     return cfg
 
 
