@@ -151,6 +151,27 @@ def write_csv(path: Path, texts, labels, *, header="text,label", sep=",") -> Pat
     return path
 
 
+@pytest.fixture(scope="session")
+def tiny_text_run(tmp_path_factory, articles) -> Path:
+    """A tiny_text linear-probe run on 6 real BBC articles per topic (a text run to predict
+    with, evaluate and damage; copy it before changing it)."""
+    from headstart.cli.main import main
+
+    root = tmp_path_factory.mktemp("textrun")
+    data = write_csv(root / "news.csv", *articles)
+    out = root / "run"
+    rc = main(["train", str(data), "--out", str(out), "--backbone", "tiny_text",
+               "--strategy", "linear_probe", "--quiet"])
+    assert rc == 0, "training the tiny text run failed"
+    return out
+
+
+@pytest.fixture(scope="module")
+def text_run_src(request):
+    """A getter of tiny_text_run, so that only the cases that need a text run train one."""
+    return lambda: request.getfixturevalue("tiny_text_run")
+
+
 # -- real shipped images ----------------------------------------------------------------------
 ANIMAL_PER_CLASS = 10
 ANIMAL_TEST_PER_CLASS = 30

@@ -13,13 +13,16 @@ from conftest import TINY
 def test_torchrun_two_processes_write_one_complete_run(strategy, port, make_folder, tmp_path):
     data = make_folder(classes=("a", "b"), n=8)
     out = tmp_path / "runs" / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # a fresh cache: both ranks export the same ONNX file at once (unique temporary names)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HEADSTART_CACHE": str(tmp_path / "cache")}
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
          "--master_port", port, "-m", "headstart.cli.main", "train", str(data), "--out",
          str(out), "--strategy", strategy, "--epochs", "2", *TINY],
         capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "ONNX Runtime unavailable" not in proc.stderr, proc.stderr[-2000:]
+    assert not (out.parent / ".ddp.lock").exists()
     assert proc.stdout.count("done in") == 1  # only rank 0 reports
     assert {p.name for p in out.iterdir()} >= {
         "config.yaml", "history.csv", "labels.json", "metrics.json", "model.safetensors"}

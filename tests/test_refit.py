@@ -156,9 +156,9 @@ def test_old_runs_settings_still_resume_and_load(tmp_path):
     assert TrainConfig.from_dict({"refit": False}).refit == "none"
     old = RunWriter(tmp_path / "run")
     old.open({"strategy": "fine_tune", "refit": True})  # as written before refit had modes
-    old.save_checkpoint({"epoch": 1})
-    assert RunWriter(tmp_path / "run").open({"strategy": "fine_tune", "refit": "head"}) == \
-        {"epoch": 1}
+    ckpt = {"phase": 0, "epoch": 1, "model": {}, "history": []}
+    old.save_checkpoint(ckpt)
+    assert RunWriter(tmp_path / "run").open({"strategy": "fine_tune", "refit": "head"}) == ckpt
 
 
 def test_a_resumed_contrastive_refit_keeps_honest_validation_figures(articles, tmp_path,

@@ -16,7 +16,7 @@ from .backbones.registry import DEFAULT_BACKBONE
 from .backbones.source import check_fits
 from .data.datasets import ImageDataset, LabelledData, load_dataset, require_two_per_class
 from .data.datasets import stratified_split
-from .data.texts import TextDataset, check_not_empty, detect_modality
+from .data.texts import TextDataset, check_modality, check_not_empty, detect_modality
 from .data.tokenize import TextPreprocess
 from .data.transforms import Preprocess
 from .evaluation import classification_report, plot_history
@@ -25,6 +25,7 @@ from .heads import LinearHead, TransferModel
 from .strategies import build_plan
 from .training import FeatureCache, FeatureExtractor, RunWriter, Split, TrainConfig, Trainer
 from .training import read_run
+from .training.rundir import load_run_state, open_writer, run_config
 from .training import distributed as dist
 from .training.extract import extract_features
 from .training.predict import predict_logits, softmax
@@ -103,8 +104,7 @@ def summarize(ds: LabelledData) -> str:
     counts = ds.counts()
     lines = [f"{len(ds)} {ds.unit} in {len(counts)} classes from {ds.root}"]
     lines += [f"  {c}: {n}" for c, n in counts.items()]
-    if ds.ignored_system_files:
-        lines.append(f"  (ignored {ds.ignored_system_files} hidden or system file(s))")
+    lines += [f"  {note}" for note in ds.ignored_notes()]
     return "\n".join(lines)
 
 
@@ -119,7 +119,21 @@ def train(data, out: str | Path | None = None, *, labels=None, config: TrainConf
           overwrite: bool = False, restart: bool = False, progress: bool = True,
           log: Callable[[str], None] = print, extras=None) -> TrainedModel:
     """Train a classifier on `data` (see load_dataset) and, with `out`, write its run directory.
-    `extras(writer, result, val_split)` may add files to the run before it is committed."""
+    `extras(writer, result, val_split)` may add files to the run before it is committed.
+    The run is locked by this process until it is committed or training fails."""
+    dist.init_from_env()  # under torchrun only rank 0 writes
+    writer = open_writer(out, data, overwrite=overwrite, log=log) \
+        if out is not None and dist.is_main() else None
+    try:
+        return _train(data, writer, labels=labels, config=config, overwrite=overwrite,
+                      restart=restart, progress=progress, log=log, extras=extras)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _train(data, writer: RunWriter | None, *, labels, config, overwrite, restart, progress, log,
+           extras) -> TrainedModel:
     t_start = time.perf_counter()
     cfg = replace(config or TrainConfig()).validate()
     modality = detect_modality(data, labels)
@@ -128,7 +142,6 @@ def train(data, out: str | Path | None = None, *, labels=None, config: TrainConf
     dist.init_from_env()
     if not dist.is_main():  # under torchrun only rank 0 talks and writes
         log, progress = (lambda *_: None), False
-    writer = RunWriter(out, overwrite=overwrite) if out is not None and dist.is_main() else None
     ds = load_dataset(data, labels, skip_bad=cfg.skip_bad, modality=modality,
                       text_options=cfg.text_options())
     log(summarize(ds))
@@ -327,16 +340,17 @@ def save_run(result: TrainedModel, writer: RunWriter, *, overwrite: bool = False
 def load(run: str | Path) -> TrainedModel:
     stored, values, state, metrics = read_run(run)
     classes = [str(v) for v in values]
-    cfg = TrainConfig.from_dict(stored)
+    cfg = run_config(run, stored)
     cfg.weights = None  # the run's own weights replace the source weights
     model = build_model(cfg, len(classes), pretrained=False)
-    model.load_state_dict(state)
+    load_run_state(run, model, state)
     model.eval()
     return TrainedModel(model, classes, cfg, metrics, [], Path(run), label_values=values)
 
 
 def evaluate(trained: TrainedModel, data, *, labels=None, skip_bad: bool = False,
              progress: bool = True) -> tuple[dict, list[str]]:
+    check_modality(data, labels, trained.modality, trained.run_dir or "the model")
     ds = load_dataset(data, labels, skip_bad=skip_bad, min_classes=1, modality=trained.modality,
                       text_options=trained.config.text_options())
     unknown = sorted(set(ds.labels) - set(trained.classes))
@@ -347,36 +361,55 @@ def evaluate(trained: TrainedModel, data, *, labels=None, skip_bad: bool = False
     cache = FeatureCache() if trained.config.strategy == "linear_probe" else None
     logits, ex = predict_logits(trained.model, ds, trained.preprocess, flip=trained.config.flip,
                                 progress=progress, skip_bad=skip_bad, return_kept=True,
-                                cache=cache)
+                                cache=cache, max_pixels=trained.config.max_pixels)
     y = np.array([trained.classes.index(ds.labels[i]) for i in ex.kept])
     report = classification_report(y, logits.argmax(1), trained.classes)
+    report["ignored"] = ds.ignored_notes()
     return report, ds.skipped + ex.skipped
 
 
 def unlabelled(trained: TrainedModel, inputs: list):
     """A dataset of inputs to predict: image paths/arrays, or texts for a text run."""
+    inputs = list(inputs)
     if trained.modality == "text":
-        texts = [str(t) for t in inputs]
-        check_not_empty(texts, [f"text {i + 1}" for i in range(len(texts))])
-        return TextDataset(texts, ["?"] * len(texts))
-    return ImageDataset(list(inputs), ["?"] * len(inputs))
+        bad = [i for i, t in enumerate(inputs) if not isinstance(t, str)]
+        if bad:
+            raise DataError(f"input {bad[0] + 1} is a {type(inputs[bad[0]]).__name__}, but "
+                            f"{trained.run_dir or 'the model'} classifies texts; pass texts "
+                            "as str")
+        check_not_empty(inputs, [f"text {i + 1}" for i in range(len(inputs))])
+        return TextDataset(inputs, ["?"] * len(inputs))
+    return ImageDataset(inputs, ["?"] * len(inputs))
 
 
-def predict_probs(trained: TrainedModel, inputs: list, *, progress: bool = False) -> np.ndarray:
-    """Class probabilities (n, classes) in the order of trained.classes."""
-    return softmax(predict_logits(trained.model, unlabelled(trained, inputs), trained.preprocess,
-                                  flip=trained.config.flip, progress=progress))
+def predict_probs(trained: TrainedModel, inputs: list, *, progress: bool = False,
+                  skipped: list | None = None) -> np.ndarray:
+    """Class probabilities (n, classes) in the order of trained.classes. With a `skipped`
+    list, unreadable inputs are skipped (their reasons appended to it, their rows NaN)."""
+    ds = unlabelled(trained, inputs)
+    logits, ex = predict_logits(trained.model, ds, trained.preprocess, flip=trained.config.flip,
+                                progress=progress, skip_bad=skipped is not None,
+                                return_kept=True, max_pixels=trained.config.max_pixels)
+    probs = np.full((len(ds), len(trained.classes)), np.nan, np.float64)
+    probs[ex.kept] = softmax(logits)
+    if skipped is not None:
+        skipped += ex.skipped
+    return probs
 
 
 def predict_images(trained: TrainedModel, images: list, *, top: int = 5,
-                   progress: bool = False) -> list[list[tuple[str, float]]]:
-    """Top-k (class, probability) for each input: image paths/arrays, or texts for a text run."""
-    return [_top(p, trained.classes, top)
-            for p in predict_probs(trained, images, progress=progress)]
+                   progress: bool = False, skipped: list | None = None
+                   ) -> list[list[tuple[str, float]] | None]:
+    """Top-k (class, probability) for each input: image paths/arrays, or texts for a text run.
+    With a `skipped` list, an unreadable input gets None and its reason goes to the list."""
+    return [None if np.isnan(p).any() else _top(p, trained.classes, top)
+            for p in predict_probs(trained, images, progress=progress, skipped=skipped)]
 
 
 def source_predict(images: list, *, backbone: str = "efficientnet_lite0", weights=None,
-                   top: int = 5) -> list[list[tuple[str, float]]]:
+                   top: int = 5, skipped: list | None = None,
+                   max_pixels: int = TrainConfig.max_pixels
+                   ) -> list[list[tuple[str, float]] | None]:
     """The pre-trained network's own predictions (ImageNet top-k), as Keras' decode_predictions."""
     model = create_backbone(backbone, weights=weights).eval()
     if getattr(model, "source_classifier_loaded", True) is False or \
@@ -388,10 +421,17 @@ def source_predict(images: list, *, backbone: str = "efficientnet_lite0", weight
     pre = Preprocess(model.image_size, model.config.mean, model.config.std)
     head = model.source_classifier()
     ds = ImageDataset(list(images), ["?"] * len(images))
-    ex = extract_features(ds, FeatureExtractor(model), pre, progress=False)
-    with torch.inference_mode():
-        logits = head(torch.from_numpy(ex.features[:, 0])).numpy()
-    return [_top(p, names, top) for p in softmax(logits)]
+    ex = extract_features(ds, FeatureExtractor(model), pre, progress=False,
+                          skip_bad=skipped is not None, max_pixels=max_pixels)
+    if skipped is not None:
+        skipped += ex.skipped
+    out: list = [None] * len(ds)
+    if ex.kept:
+        with torch.inference_mode():
+            logits = head(torch.from_numpy(ex.features[:, 0])).numpy()
+        for i, p in zip(ex.kept, softmax(logits)):
+            out[i] = _top(p, names, top)
+    return out
 
 
 def _top(p: np.ndarray, names: list[str], k: int) -> list[tuple[str, float]]:

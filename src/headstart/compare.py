@@ -24,10 +24,11 @@ from .evaluation import indicators as ind
 from .evaluation.metrics import confusion_matrix
 from .evaluation.report import write_report
 from .evaluation.zero_shot import zero_shot
-from .exceptions import ConfigError, DataError, RunDirError
+from .exceptions import ConfigError, DataError
 from .strategies import build_plan
 from .strategies.plan import STRATEGIES
 from .training import FeatureCache, TrainConfig
+from .training.rundir import check_out_apart, check_replaceable
 from .training.predict import predict_logits, softmax
 from .training.sizing import choose_image_size
 
@@ -52,9 +53,9 @@ def compare(data, out=None, *, labels=None, config: TrainConfig | None = None, t
     cfg = _check_options(config, test=test, test_fraction=test_fraction, seeds=seeds,
                          target=target)
     out = None if out is None else Path(out)
-    if out is not None and out.exists() and not overwrite:
-        raise RunDirError(f"{out} already exists; choose another --out, or pass --overwrite to "
-                          "replace it")
+    if out is not None:  # replaces only a previous headstart output, never the data
+        check_out_apart(out, data)
+        check_replaceable(out, overwrite=overwrite)
     pool, test_ds, source = _split(data, labels, test, test_fraction, cfg)
     shots = parse_label_curve(label_curve, pool)
     y = np.array([pool.classes.index(v) for v in test_ds.labels], np.int64)
@@ -340,9 +341,7 @@ def commit_report(report: dict, out, *, overwrite: bool = False) -> Path:
     try:
         write_report(report, partial)
         if out.exists():
-            if not overwrite:
-                raise RunDirError(f"{out} already exists; choose another --out, or pass "
-                                  "--overwrite to replace it")
+            check_replaceable(out, overwrite=overwrite)
             trash = out.parent / f".{out.name}.old-{os.getpid()}"
             out.rename(trash)
             partial.rename(out)

@@ -72,6 +72,21 @@ class RunDirError(HeadstartError, ValueError):
     """A run directory that is missing, incomplete, or in the way."""
 
 
+class RunLockedError(RunDirError):
+    """A run directory that another live process is writing."""
+
+    def __init__(self, run: str, pid, host: str, since: str = "") -> None:
+        self.run, self.pid, self.host = run, pid, host
+        where = f" on {host}" if host else ""
+        when = f" since {since}" if since else ""
+        super().__init__(f"run {run} is being written by process {pid}{where}{when}; wait for "
+                         "it to finish or stop it, or choose another --out")
+
+
+class DamagedFileError(HeadstartError, ValueError):
+    """A file headstart wrote earlier (run, checkpoint, cache) that cannot be read back."""
+
+
 class ConfigError(HeadstartError, ValueError):
     """An option value that is out of range or does not fit the others."""
 

@@ -14,12 +14,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from . import api
 from .backbones import get_config
 from .backbones.source import SOURCE_META, SOURCE_SAMPLE
+from .data.images import IMAGE_EXTENSIONS, open_image
 from .exceptions import ConfigError
+from .safeio import safe_join
 from .training.config import TrainConfig
 
 
@@ -38,8 +39,8 @@ def pretrain(data, out, *, arch: str, labels=None, config: TrainConfig | None = 
     get_config(arch)  # an unknown architecture fails before any data is read
 
     def extras(writer, result, val_split) -> None:
-        sample = _write_sample(writer.partial / SOURCE_SAMPLE, val_split, result.classes,
-                               sample_size)
+        sample, folders = _write_sample(writer.partial / SOURCE_SAMPLE, val_split,
+                                        result.classes, sample_size)
         writer.write_json(SOURCE_META, {
             "arch": arch, "modality": get_config(arch).modality,
             "input_size": result.config.image_size, "classes": result.classes,
@@ -47,28 +48,33 @@ def pretrain(data, out, *, arch: str, labels=None, config: TrainConfig | None = 
             "examples": result.metrics["train_images"] + result.metrics["val_images"],
             "held_out_accuracy": result.metrics["val_accuracy"],
             "held_out": "the validation split: never trained on, used for early stopping",
-            "source_sample": sample})
+            "source_sample": sample, "source_sample_folders": folders})
 
     return api.train(data, out, labels=labels, config=cfg, overwrite=overwrite, restart=restart,
                      progress=progress, log=log, extras=extras)
 
 
-def _write_sample(folder: Path, split, classes: list[str], limit: int) -> int:
-    """Copy up to `limit` held-out examples, stratified, as <class>/<n>.<ext> files."""
+def _write_sample(folder: Path, split, classes: list[str], limit: int
+                  ) -> tuple[int, dict[str, str]]:
+    """Copy up to `limit` held-out examples, stratified, as <class>/<n>.<ext> files. Class
+    folders get safe names (a label such as '../x' or '/etc' never leaves the sample folder);
+    returns the count and {folder name: label} for the folders whose name is not the label."""
     if not limit or not len(split.y):
-        return 0
+        return 0, {}
     rng = np.random.default_rng(0)
     order = rng.permutation(len(split.y))[:limit]
+    folders: dict[str, str] = {}
     for n, i in enumerate(sorted(order.tolist())):
         label = classes[int(split.y[i])]
         src = split.ds.sources[i]
-        d = folder / label
+        d = safe_join(folder, label)
+        if d.name != label:
+            folders[d.name] = label
         d.mkdir(parents=True, exist_ok=True)
         if split.ds.modality == "text":
             (d / f"{n:05d}.txt").write_text(src, encoding="utf-8")
-        elif isinstance(src, (str, Path)):
+        elif isinstance(src, (str, Path)) and Path(src).suffix.lower() in IMAGE_EXTENSIONS:
             shutil.copyfile(src, d / f"{n:05d}{Path(src).suffix.lower()}")
-        else:
-            img = src if isinstance(src, Image.Image) else Image.fromarray(np.asarray(src))
-            img.save(d / f"{n:05d}.png")
-    return len(order)
+        else:  # an in-memory image, or a file whose name does not say it is an image
+            open_image(src).save(d / f"{n:05d}.png")
+    return len(order), folders

@@ -10,12 +10,10 @@ and for measuring how much of the source task survives fine-tuning). `source.jso
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
-import yaml
-
 from ..exceptions import SourceMismatchError, WeightsError
+from ..safeio import guarded, read_json, read_yaml
 from .registry import BackboneConfig, get_config
 
 SOURCE_META = "source.json"
@@ -28,18 +26,33 @@ def is_run_dir(path: Path) -> bool:
 
 def read_meta(path: Path) -> tuple[dict, list, dict]:
     """(stored config, labels, source.json or {}) of a run directory."""
-    try:
-        stored = yaml.safe_load((path / "config.yaml").read_text()) or {}
-        labels = json.loads((path / "labels.json").read_text())
-        meta = json.loads((path / SOURCE_META).read_text()) if (path / SOURCE_META).is_file() \
-            else {}
-    except (OSError, ValueError, yaml.YAMLError) as e:
-        raise WeightsError(f"{path}: unreadable run files ({e}); re-run `headstart pretrain`") \
-            from None
+    kw = dict(fix="re-run `headstart pretrain` (or `train`) to write it again",
+              error=WeightsError)
+    stored = read_yaml(path / "config.yaml", what="the source model's settings", expect=dict,
+                       **kw)
+    labels = read_json(path / "labels.json", what="the source model's class list", expect=list,
+                       **kw)
+    meta = read_json(path / SOURCE_META, what="the source model's description", expect=dict,
+                     **kw) if (path / SOURCE_META).is_file() else {}
     return stored, labels, meta
 
 
+_RESOLVING: set[str] = set()  # source models being described: a run naming itself is a loop
+
+
 def source_config(path: Path) -> BackboneConfig:
+    key = str(Path(path).resolve())
+    if key in _RESOLVING:
+        raise WeightsError(f"{path}: its config.yaml names, as its backbone, itself (directly "
+                           "or through other runs); re-run `headstart pretrain` to write it again")
+    _RESOLVING.add(key)
+    try:
+        return _source_config(path)
+    finally:
+        _RESOLVING.discard(key)
+
+
+def _source_config(path: Path) -> BackboneConfig:
     stored, labels, meta = read_meta(path)
     if not stored.get("backbone"):
         raise WeightsError(f"{path}: config.yaml names no backbone; not a headstart run")
@@ -47,9 +60,13 @@ def source_config(path: Path) -> BackboneConfig:
     held = meta.get("held_out_accuracy")
     what = (f"your source model: {stored['backbone']} trained on {stored.get('data', '?')} "
             f"({meta.get('examples', stored.get('examples', '?'))} examples, {len(labels)} "
-            "classes" + (f", held-out accuracy {held:.3f}" if held is not None else "") + ")")
+            "classes" + (f", held-out accuracy {held:.3f}" if isinstance(held, (int, float))
+                         else "") + ")")
+    with guarded(path / "config.yaml", "the source model's image_size", "re-run `headstart "
+                 "pretrain` to write it again", WeightsError):
+        size = int(stored.get("image_size") or base.input_size)
     return dataclasses.replace(
-        base, name=str(path), input_size=int(stored.get("image_size") or base.input_size),
+        base, name=str(path), input_size=size,
         pretraining=what, weights_source=str(path / "model.safetensors"),
         num_source_classes=len(labels), source_labels=f"run:{path}",
         description=f"source model from {path.name} ({base.name})",
@@ -73,7 +90,10 @@ def build_source(cfg: BackboneConfig, base: BackboneConfig, path: Path, size: in
     body = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     load_state_dict_checked(module, body, source=str(path), arch=base.name)
     head = LinearHead(base.feature_dim, len(labels))
-    head.load_state_dict({k[len("head."):]: v for k, v in state.items() if k.startswith("head.")})
+    load_state_dict_checked(head, {k[len("head."):]: v for k, v in state.items()
+                                   if k.startswith("head.")},
+                            source=str(path / "model.safetensors"),
+                            arch=f"{base.name}'s head for {len(labels)} classes")
     head.eval()
     # plain attributes, not sub-modules: the source head is no part of the target's weights
     object.__setattr__(module, "source_head_", head)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..exceptions import WeightsError
+from ..safeio import guarded
 from .registry import Backbone, BackboneConfig, register_backbone
 
 MAX_WINDOW = 256  # tokens per window when the model directory does not say
@@ -63,9 +64,12 @@ class TextBackbone(Backbone):
                     torch.manual_seed(0)
                 self.encoder = AutoModel.from_config(hf_config)
         elif pretrained:
-            self.encoder = AutoModel.from_pretrained(str(model_dir))
+            check_safe_weights(Path(model_dir))
+            with guarded(model_dir, "the model folder", _FOLDER_FIX, WeightsError):
+                self.encoder = AutoModel.from_pretrained(str(model_dir), use_safetensors=True)
         else:  # same architecture, random init (the scratch baseline); uses the global seed
-            self.encoder = AutoModel.from_config(AutoConfig.from_pretrained(str(model_dir)))
+            with guarded(model_dir, "the model folder", _FOLDER_FIX, WeightsError):
+                self.encoder = AutoModel.from_config(AutoConfig.from_pretrained(str(model_dir)))
         if getattr(self.encoder, "pooler", None) is not None:
             self.encoder.pooler = None  # the CLS pooler is unused by mean pooling
         _encoder_layers(self.encoder)  # fail early on an encoder without BERT-style layers
@@ -132,11 +136,31 @@ class TextBackbone(Backbone):
         return groups
 
 
+_FOLDER_FIX = ("pass a Hugging Face / sentence-transformers folder with config.json and "
+               "model.safetensors")
+PICKLES = ("pytorch_model.bin", "*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+
+
+def check_safe_weights(model_dir: Path) -> None:
+    """A model folder must hold safetensors weights: a pickle (pytorch_model.bin) can run code
+    when loaded, and headstart never loads one."""
+    if any(model_dir.glob("*.safetensors")):
+        return
+    pickles = sorted({p.name for pat in PICKLES for p in model_dir.glob(pat)})
+    if pickles:
+        raise WeightsError(f"{model_dir}: its weights are only in {', '.join(pickles[:3])}, a "
+                           "pickle, which headstart never loads (loading a pickle can run code); "
+                           "convert it to model.safetensors on a machine you trust (e.g. "
+                           "transformers' save_pretrained(..., safe_serialization=True))")
+    raise WeightsError(f"{model_dir}: no model.safetensors; {_FOLDER_FIX}")
+
+
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
         return {}
+    return data if isinstance(data, dict) else {}
 
 
 def window_of(model_dir: Path, fallback: int = MAX_WINDOW) -> int:
@@ -154,11 +178,15 @@ def text_config(name: str, model_dir: str, *, description: str = "", pretraining
     if not hf:
         raise WeightsError(f"{d}: no readable config.json; expected a Hugging Face or "
                            "sentence-transformers model directory")
-    n = int(hf.get("num_hidden_layers") or hf.get("n_layers") or 0)
-    dim = int(hf.get("hidden_size") or hf.get("dim") or 0)
+    with guarded(d / "config.json", "the model's config.json", _FOLDER_FIX, WeightsError):
+        n = int(hf.get("num_hidden_layers") or hf.get("n_layers") or 0)
+        dim = int(hf.get("hidden_size") or hf.get("dim") or 0)
+        window = window_of(d)
+    if n < 1 or dim < 1:
+        raise WeightsError(f"{d / 'config.json'}: names no layers or hidden size; {_FOLDER_FIX}")
     groups = ("embeddings", *(f"layer{i}" for i in range(1, n + 1)), "pooling")
     return BackboneConfig(
-        name=name, modality="text", input_size=window_of(d), mean=(0.0, 0.0, 0.0),
+        name=name, modality="text", input_size=window, mean=(0.0, 0.0, 0.0),
         std=(1.0, 1.0, 1.0), feature_dim=dim, layer_groups=groups,
         pretraining=pretraining or f"model directory {d}", license=license,
         weights_source=str(d), tokenizer=str(d),

@@ -3,25 +3,26 @@
 Checkpoints are read without pickle execution (safetensors, or torch.load(weights_only=True)).
 A checkpoint that does not fit raises WeightsMismatchError listing the missing, unexpected and
 mis-shaped tensors. The URL path (http(s)://, file://, hf://owner/repo) downloads once into the
-cache folder; it is the code online users run, and the tests drive it with file:// URLs.
+cache folder, verified (size cap, checksum, see download.py); it is the code online users run,
+and the tests drive it with a local HTTP server, file:// URLs and a stand-in hub.
 """
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..exceptions import WeightsError, WeightsMismatchError
+from ..safeio import guarded
+from .download import download
+
+__all__ = ["cache_dir", "read_checkpoint", "resolve", "download", "load_weights",
+           "load_state_dict_checked"]
 
 _FILE_NAMES = ("model.safetensors", "pytorch_model.bin", "model.pt", "model.pth")
 _SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
-HF_URL = "https://huggingface.co/{repo}/resolve/main/{file}"
 
 
 def cache_dir() -> Path:
@@ -34,20 +35,18 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: weights file not found; check the path given to --weights")
-    try:
+    fix = "pass a .safetensors or a torch state_dict file"
+    with guarded(path, "not a readable checkpoint: the file", fix, WeightsError):
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
             state = load_file(str(path))
-        else:
+        else:  # weights_only: tensors and plain containers, never a pickle's code
             state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any reader failure is the same user problem
-        raise WeightsError(f"{path}: not a readable checkpoint ({type(e).__name__}: "
-                           f"{str(e).splitlines()[0][:200]}); pass a .safetensors or a torch "
-                           "state_dict file") from None
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
         raise WeightsError(f"{path}: holds no state_dict of tensors; save one with "
                            "torch.save(model.state_dict(), path) or safetensors")
     return {k.removeprefix("module."): v for k, v in state.items()}
@@ -71,28 +70,6 @@ def resolve(spec: str | os.PathLike) -> Path:
     if not path.exists():
         raise WeightsError(f"{path}: no such weights file or folder; check --weights")
     return path
-
-
-def download(url: str) -> Path:
-    if url.startswith("hf://"):
-        repo = url[len("hf://"):].strip("/")
-        url = HF_URL.format(repo=repo, file="model.safetensors")
-    name = url.rstrip("/").rsplit("/", 1)[-1] or "weights"
-    import hashlib
-    target = cache_dir() / "weights" / hashlib.sha256(url.encode()).hexdigest()[:16] / name
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with urllib.request.urlopen(url, timeout=60) as response, tempfile.NamedTemporaryFile(
-                dir=target.parent, delete=False) as tmp:
-            shutil.copyfileobj(response, tmp)
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise WeightsError(f"{url}: download failed ({reason}); when offline, download the file "
-                           "elsewhere and pass its local path to --weights") from None
-    os.replace(tmp.name, target)
-    return target
 
 
 def load_state_dict_checked(module: nn.Module, state: dict[str, torch.Tensor], *, source: str,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -54,34 +55,81 @@ def run_models(args) -> int:
 def add_predict(sub) -> None:
     p = sub.add_parser("predict", help="classify images (ImageNet top-5, or with a trained run) "
                        "or texts (with a trained text run)")
-    p.add_argument("images", nargs="+", metavar="INPUT",
+    p.add_argument("images", nargs="*", metavar="INPUT",
                    help="image files; for a text run: texts, .txt files (one text each), or "
-                   ".csv/.tsv/.jsonl files (their text column)")
+                   ".csv/.tsv/.jsonl files (their text column). An INPUT that looks like a "
+                   "file name (a path separator or a suffix such as .txt) must exist; pass a "
+                   "text that looks like one with --text")
+    p.add_argument("--text", action="append", default=[], metavar="TEXT",
+                   help="a text to classify as it is, never read as a file (repeatable)")
     p.add_argument("--run", help="a run directory from `headstart train`")
     p.add_argument("--backbone", default="efficientnet_lite0")
     p.add_argument("--weights", help="weights file/folder/URL for the backbone")
     p.add_argument("--top", type=int, default=5)
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable inputs, listed on "
+                   "stderr, instead of stopping")
+    _reading_args(p, label=False)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run_predict)
 
 
+def _reading_args(p, *, label: bool) -> None:
+    """How to read the inputs, for commands that read data with a trained run (the run's own
+    settings by default)."""
+    p.add_argument("--max-pixels", type=int, help="largest image, in pixels, decoded "
+                   "(default: the run's, or Pillow's 89 MP)")
+    p.add_argument("--encoding", help="texts: file encoding (default: the run's, utf-8)")
+    p.add_argument("--text-column", help="texts: the column holding the text (default: the "
+                   "run's)")
+    if label:
+        p.add_argument("--label-column", help="the column holding the label (default: the "
+                       "run's)")
+
+
+def _with_reading_args(trained, args):
+    """The run, reading its inputs as the command line says where it says so."""
+    for name in ("max_pixels", "encoding", "text_column", "label_column"):
+        value = getattr(args, name, None)
+        if value is not None:
+            setattr(trained.config, name, value)
+    return trained
+
+
 def run_predict(args) -> int:
+    from ..exceptions import ConfigError, DataError
+    if not args.images and not args.text:
+        raise ConfigError("nothing to predict: pass image files, or texts (--text) for a text "
+                          "run")
+    if args.top < 1:
+        raise ConfigError(f"--top must be 1 or more, got {args.top}")
+    skipped = [] if args.skip_bad else None
     if args.run:
-        trained = api.load(args.run)
-        inputs, names = args.images, args.images
+        trained = _with_reading_args(api.load(args.run), args)
         if trained.modality == "text":
             inputs, names = _texts_to_predict(args.images, trained.config)
-        results = api.predict_images(trained, inputs, top=args.top)
-        args.images = names
+            inputs, names = inputs + args.text, names + [_shown(t) for t in args.text]
+        elif args.text:
+            raise DataError(f"--text: run {args.run} classifies images, not texts")
+        else:
+            inputs = names = _images_to_predict(args.images, args.run)
+        results = api.predict_images(trained, inputs, top=args.top, skipped=skipped)
     else:
-        results = api.source_predict(args.images, backbone=args.backbone, weights=args.weights,
-                                     top=args.top)
+        if args.text:
+            raise DataError("--text needs a text run: pass --run RUN (the ImageNet backbone "
+                            "classifies images)")
+        names = _images_to_predict(args.images, None)
+        results = api.source_predict(names, backbone=args.backbone, weights=args.weights,
+                                     top=args.top, skipped=skipped,
+                                     max_pixels=args.max_pixels or TrainConfig.max_pixels)
+    if skipped:
+        api.report_skipped(skipped, lambda line: print(line, file=sys.stderr))
+    rows = [(n, r) for n, r in zip(names, results) if r is not None]
     if args.json:
         print(json.dumps([{"image": str(i), "top": [{"label": n, "probability": round(p, 6)}
                                                     for n, p in r]}
-                          for i, r in zip(args.images, results)], indent=2))
+                          for i, r in rows], indent=2))
         return 0
-    for image, result in zip(args.images, results):
+    for image, result in rows:
         print(image)
         for rank, (name, prob) in enumerate(result, 1):
             print(f"  {rank}. {name:<30} {prob:.4f}")
@@ -238,22 +286,26 @@ def add_evaluate(sub) -> None:
     p.add_argument("run")
     p.add_argument("data", help="labelled data in the form the run was trained on")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    p.add_argument("--skip-bad", action="store_true")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable inputs, listed")
+    _reading_args(p, label=True)
     p.add_argument("--plot", help="confusion-matrix PNG path (default RUN/confusion_<data>.png)")
     p.set_defaults(func=run_evaluate)
 
 
 def run_evaluate(args) -> int:
-    trained = api.load(args.run)
+    trained = _with_reading_args(api.load(args.run), args)
     report, skipped = api.evaluate(trained, args.data, skip_bad=args.skip_bad,
                                    progress=not args.json and sys.stderr.isatty())
+    from ..safeio import safe_name  # the data's name becomes a file name in the run
     plot = Path(args.plot) if args.plot else Path(args.run) / \
-        f"confusion_{Path(args.data).name or 'data'}.png"
+        f"confusion_{safe_name(Path(args.data).name or 'data', limit=120)}.png"
     plot_confusion(report, plot, title=f"{Path(args.run).name} on {Path(args.data).name}")
     if args.json:
         print(json.dumps({**report, "skipped": skipped, "confusion_png": str(plot)}))
         return 0
     api.report_skipped(skipped, print)
+    for note in report.get("ignored", []):
+        print(note)
     print(format_report(report))
     print()
     print(format_confusion(report))
@@ -272,6 +324,12 @@ def add_make_dataset(sub) -> None:
 
 def run_make_dataset(args) -> int:
     from ..data.shipped import write_animal_mnist, write_bbc_news
+    from ..exceptions import ConfigError
+    if args.per_class is not None and args.per_class < 1:
+        raise ConfigError(f"--per-class must be 1 or more (or left out for all), got "
+                          f"{args.per_class}")
+    if not 0 <= args.seed < 2**32:
+        raise ConfigError(f"--seed must be a whole number from 0 to {2**32 - 1}, got {args.seed}")
     if args.name == "bbc-news":
         root = write_bbc_news(args.out, per_class=args.per_class, seed=args.seed)
         print(f"wrote {root}/train (training pool) and {root}/test (700-article hold-out)")
@@ -281,14 +339,54 @@ def run_make_dataset(args) -> int:
     return 0
 
 
+PATH_SUFFIXES = (".txt", ".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".md")
+
+
+def looks_like_path(arg: str) -> bool:
+    """A command-line INPUT meant as a file: one word with a path separator or a file suffix."""
+    from ..data.images import IMAGE_EXTENSIONS
+    if not arg or len(arg) > 4096 or any(c.isspace() for c in arg):
+        return False
+    return ("/" in arg or os.sep in arg or Path(arg).suffix.lower() in PATH_SUFFIXES
+            + IMAGE_EXTENSIONS)
+
+
+def _images_to_predict(args: list[str], run) -> list[str]:
+    """Image paths; a text file given to an image model is named as the mismatch it is."""
+    from ..data.images import is_image_path, is_regular_file
+    from ..data.texts import TABLE_EXTENSIONS
+    from ..exceptions import DataError
+    for a in args:
+        if Path(a).suffix.lower() in TABLE_EXTENSIONS + (".txt",) and not is_image_path(Path(a)):
+            who = f"run {run} classifies images" if run else "the ImageNet backbone classifies " \
+                "images"
+            if is_regular_file(a):
+                raise DataError(f"{a}: a text file, but {who}; pass image files (or --run a "
+                                "text run)")
+    return list(args)
+
+
+def _shown(text: str) -> str:
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _texts_to_predict(args: list[str], cfg: TrainConfig) -> tuple[list[str], list[str]]:
     """Texts from the command line: a .txt file is one text, a table gives its text column,
-    anything else is the text itself. Returns (texts, names to show)."""
+    anything that looks like a file must be one, and anything else is the text itself.
+    Returns (texts, names to show)."""
+    from ..data.images import is_image_path, is_regular_file
     from ..data.texts import TABLE_EXTENSIONS, TextOptions, check_not_empty, decode, from_table
+    from ..exceptions import DataError
     texts, names = [], []
     for a in args:
         path = Path(a)
-        is_file = len(a) < 4096 and "\n" not in a and path.is_file()
+        is_file = len(a) < 4096 and "\n" not in a and is_regular_file(a)
+        if os.path.isdir(a):
+            raise DataError(f"{a}: a folder; pass text files or texts (to evaluate a folder of "
+                            "labelled texts: headstart evaluate RUN FOLDER)")
+        if is_file and is_image_path(path):
+            raise DataError(f"{a}: an image, but the run classifies texts; pass texts or text "
+                            "files")
         if is_file and path.suffix.lower() in TABLE_EXTENSIONS:
             ds = from_table(path, TextOptions(cfg.text_column, None, cfg.encoding),
                             need_labels=False)
@@ -297,9 +395,10 @@ def _texts_to_predict(args: list[str], cfg: TrainConfig) -> tuple[list[str], lis
         elif is_file:
             texts.append(decode(path.read_bytes(), a, cfg.encoding))
             names.append(a)
+        elif looks_like_path(a):
+            raise DataError(f"{a}: no such file; to classify it as a text, pass it with --text")
         else:
             texts.append(a)
-            names.append(a if len(a) <= 60 else a[:57] + "...")
+            names.append(_shown(a))
     check_not_empty(texts, names)
     return texts, names
-

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 
 from ..exceptions import HeadstartError
 from . import commands
@@ -30,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")
+    if not args.debug:  # a library's warning is one line too, without its source line
+        warnings.showwarning = lambda message, category, *_a, **_k: print(
+            f"warning: {one_line(message)}", file=sys.stderr)
     try:
         return args.func(args) or 0
     except KeyboardInterrupt:
@@ -41,9 +45,19 @@ def main(argv: list[str] | None = None) -> int:
     except (HeadstartError, OSError) as e:
         if args.debug:
             raise
-        message = " ".join(str(e).split())
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
+    except Exception as e:  # noqa: BLE001 - a bug: still one line, and how to see more
+        if args.debug:
+            raise
+        print(f"error: unexpected {type(e).__name__}: {one_line(e)} (a bug in headstart; "
+              "re-run with --debug for the traceback, and please report it)", file=sys.stderr)
+        return 1
+
+
+def one_line(e: BaseException, limit: int = 2000) -> str:
+    message = " ".join(str(e).split()) or type(e).__name__
+    return message if len(message) <= limit else message[:limit - 3] + "..."
 
 
 if __name__ == "__main__":

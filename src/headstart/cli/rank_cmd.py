@@ -35,6 +35,7 @@ def add_rank(sub) -> None:
     p.add_argument("--text-column")
     p.add_argument("--label-column")
     p.add_argument("--encoding", default="utf-8")
+    p.add_argument("--skip-bad", action="store_true", help="skip unreadable inputs, listed")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_rank)
@@ -45,10 +46,16 @@ def run_rank(args) -> int:
     from ..transferability.rank import rank
     from ..transferability.recommend import decide
 
+    from ..exceptions import ConfigError
+    if args.image_size is not None and not 8 <= args.image_size <= 1024:
+        raise ConfigError(f"--image-size must be between 8 and 1024 pixels, got {args.image_size}")
+    if not 0 <= args.seed < 2**32:
+        raise ConfigError(f"--seed must be a whole number from 0 to {2**32 - 1}, got {args.seed}")
     quiet = args.quiet or args.json
     result = rank(args.data, candidates=args.candidates, by=args.by,
                   max_per_class=args.max_per_class, image_size=args.image_size,
                   source_sample=args.source_sample, n_boot=args.n_boot, seed=args.seed,
+                  skip_bad=args.skip_bad,
                   text_options=TextOptions(args.text_column, args.label_column, args.encoding),
                   progress=not quiet, log=(lambda *_: None) if quiet else print)
     rec = decide(result)

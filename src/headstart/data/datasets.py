@@ -6,6 +6,8 @@ read only when a batch needs them, so a dataset of any size costs a few bytes pe
 from __future__ import annotations
 
 import csv
+import io
+import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +16,13 @@ from typing import Sequence
 import numpy as np
 
 from ..exceptions import DataError
-from .images import IMAGE_EXTENSIONS, ImageSource, describe, is_image_path, is_system_file
+from .folders import class_files, is_folder, scan_root
+from .images import IMAGE_EXTENSIONS, ImageSource, describe, is_image_path, is_regular_file
+
+# column names of tables: the image path (or text, see texts.py) and the label
+PATH_COLUMNS = ("path", "file", "image", "filename", "filepath", "file_path", "image_path",
+                "img")
+LABEL_COLUMNS = ("label", "labels", "category", "class", "topic", "target", "y")
 
 
 @dataclass
@@ -25,6 +33,7 @@ class LabelledData:
     root: str = "<memory>"
     skipped: list[str] = field(default_factory=list)  # "file: reason" for every skipped input
     ignored_system_files: int = 0
+    ignored: list[str] = field(default_factory=list)  # "path (why)": in the data, not read
     modality = "image"
     unit = "images"
 
@@ -50,6 +59,19 @@ class LabelledData:
 
     def describe_sources(self) -> list[str]:
         return [describe(s) for s in self.sources]
+
+    def ignored_notes(self, limit: int = 10) -> list[str]:
+        """What the data holds that was not read, by name and with a count (never silent)."""
+        notes = []
+        if self.ignored_system_files:
+            notes.append(f"(ignored {self.ignored_system_files} hidden or system file(s))")
+        if self.ignored:
+            notes.append(f"not read: {len(self.ignored)} item(s) outside the class folders' "
+                         "examples:")
+            notes += [f"  {x}" for x in self.ignored[:limit]]
+            if len(self.ignored) > limit:
+                notes.append(f"  ... and {len(self.ignored) - limit} more")
+        return notes
 
 
 @dataclass
@@ -79,12 +101,12 @@ def _load(data, labels, skip_bad: bool) -> LabelledData:
         return from_memory(data, labels)
     if isinstance(data, (str, Path)):
         path = Path(data)
-        if not path.exists():
+        if not os.path.lexists(path):
             raise DataError(f"{path}: no such file or folder; pass a folder of class sub-folders "
                             "or a CSV file of path,label rows")
-        if path.is_dir():
+        if is_folder(path):
             return from_folder(path, skip_bad=skip_bad)
-        if path.suffix.lower() in (".csv", ".tsv"):
+        if path.suffix.lower() in (".csv", ".tsv") and is_regular_file(path):
             return from_csv(path, skip_bad=skip_bad)
         raise DataError(f"{path}: expected a folder of class sub-folders or a .csv of path,label "
                         f"rows, got a '{path.suffix or 'no-extension'}' file")
@@ -94,19 +116,14 @@ def _load(data, labels, skip_bad: bool) -> LabelledData:
 
 def from_folder(root: Path, *, skip_bad: bool = False) -> ImageDataset:
     root = Path(root)
-    try:
-        entries = sorted(root.iterdir())
-    except OSError as e:
-        raise DataError(f"{root}: cannot list the folder ({e.strerror}); check its permissions") \
-            from None
-    class_dirs = [p for p in entries if p.is_dir() and not p.name.startswith(".")]
-    loose = [p for p in entries if p.is_file() and is_image_path(p)]
+    ds = ImageDataset([], [], root=str(root))
+    class_dirs = scan_root(root, ds)
     if not class_dirs:
+        loose = [p for p in root.iterdir() if is_image_path(p) and is_regular_file(p)]
         hint = (f" It holds {len(loose)} loose images: move them into one sub-folder per class."
                 if loose else "")
         raise DataError(f"{root}: no class sub-folders found; expected {root}/<class>/<image>."
                         + hint)
-    ds = ImageDataset([], [], root=str(root))
     for d, p in class_files(class_dirs, ds):
         if is_image_path(p):
             ds.sources.append(str(p))
@@ -123,49 +140,80 @@ def from_folder(root: Path, *, skip_bad: bool = False) -> ImageDataset:
     return ds
 
 
-def class_files(class_dirs: list[Path], ds: LabelledData):
-    """(class folder, file) for every file under the class folders, in sorted order; hidden and
-    system files are counted in ds.ignored_system_files instead."""
-    for d in class_dirs:
-        for p in sorted(d.rglob("*")):
-            if p.is_dir():
-                continue
-            if is_system_file(p):
-                ds.ignored_system_files += 1
-                continue
-            yield d, p
-
-
 def from_csv(path: Path, *, skip_bad: bool = False) -> ImageDataset:
+    """Images and labels from a CSV/TSV of path,label rows (a header naming the columns, in
+    any order, or none: then the first two columns)."""
     path = Path(path)
     ds = ImageDataset([], [], root=str(path))
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.reader(f, delimiter=delimiter))
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read the CSV ({e}); save it as UTF-8 text") from None
-    if rows and [c.strip().lower() for c in rows[0][:2]] in (["path", "label"], ["file", "label"],
-                                                             ["image", "label"]):
-        rows = rows[1:]
-    for n, row in enumerate(rows, start=1):
+    rows = read_table_rows(path)
+    start, (pcol, lcol) = _image_columns(path, rows)
+    for n, row in enumerate(rows[start:], start=1):  # row N: the N-th after any header
         if not row or all(not c.strip() for c in row):
             continue
-        if len(row) < 2 or not row[0].strip() or not row[1].strip():
+        cells = [row[i].strip() if i < len(row) else "" for i in (pcol, lcol)]
+        if not all(cells):
             raise DataError(f"{path}, row {n}: expected 'path,label', got {row!r}; fix the row")
-        file = Path(row[0].strip())
+        file = Path(cells[0])
         if not file.is_absolute():
             file = path.parent / file
-        if not file.is_file():
-            problem = f"{path}, row {n}: label '{row[1].strip()}' names {file}, which does not exist"
+        if not is_regular_file(file):
+            problem = (f"{path}, row {n}: label '{cells[1]}' names {_short(file)}, which does not "
+                       "exist or is not a file")
             if skip_bad:
                 ds.skipped.append(problem)
                 continue
             raise DataError(problem + "; fix the path (relative paths start at the CSV's folder) "
                             "or pass --skip-bad")
         ds.sources.append(str(file))
-        ds.labels.append(row[1].strip())
+        ds.labels.append(cells[1])
     return ds
+
+
+def read_table_rows(path: Path) -> list[list[str]]:
+    """The rows of a CSV/TSV of image paths (UTF-8, a BOM allowed), or a DataError."""
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            text = f.read()
+        if "\x00" in text:
+            line = text[:text.index("\x00")].count("\n") + 1
+            raise DataError(f"{path}, line {line}: holds a NUL character, so it is not CSV text; "
+                            "save it as plain UTF-8 CSV")
+        return list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not valid UTF-8 (byte 0x{e.object[e.start]:02x} at offset "
+                        f"{e.start}); save it as UTF-8 text") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the CSV ({e.strerror or e}); check that the file "
+                        "is readable") from None
+    except csv.Error as e:
+        raise DataError(f"{path}: not a readable CSV ({e}); save it as plain CSV text") from None
+
+
+def _image_columns(path: Path, rows: list[list[str]]) -> tuple[int, tuple[int, int]]:
+    """(first data row, (path column, label column)): from a header naming them, else 0, 1."""
+    if not rows:
+        return 0, (0, 1)
+    names = [c.strip().lower() for c in rows[0]]
+    pcol = next((i for i, c in enumerate(names) if c in PATH_COLUMNS), None)
+    lcol = next((i for i, c in enumerate(names) if c in LABEL_COLUMNS), None)
+    if pcol is not None and lcol is not None:
+        return 1, (pcol, lcol)
+    first = rows[0][0].strip() if rows[0] else ""
+    names_a_file = first and (is_image_path(Path(first)) or is_regular_file(
+        Path(first) if Path(first).is_absolute() else path.parent / first))
+    if pcol is not None or lcol is not None or (first and not names_a_file):
+        raise DataError(
+            f"{path}, first row: {', '.join(repr(c) for c in rows[0][:4])} is not a header headstart "
+            f"reads, nor a row naming an image file; name the columns with a header such as "
+            f"'path,label' (image column: {', '.join(PATH_COLUMNS[:4])}, ...; label column: "
+            f"{', '.join(LABEL_COLUMNS[:5])}, ...)")
+    return 0, (0, 1)
+
+
+def _short(p: Path, limit: int = 200) -> str:
+    s = str(p)
+    return s if len(s) <= limit else s[:limit - 3] + "..."
 
 
 def from_memory(images, labels) -> ImageDataset:

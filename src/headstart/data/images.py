@@ -5,6 +5,7 @@ import contextlib
 import hashlib
 import io
 import os
+import stat
 import warnings
 from pathlib import Path
 from typing import Union
@@ -18,6 +19,9 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif")
 # Files that operating systems and tools drop into folders; ignored, and counted aloud.
 SYSTEM_FILES = {"thumbs.db", "desktop.ini", ".ds_store"}
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold (about 89 MP)
+# The only formats decoded, whatever a file's name says: never EPS/PS (Pillow would start
+# Ghostscript) nor any other plugin that hands the bytes to an outside program.
+DECODERS = ("PNG", "JPEG", "BMP", "WEBP", "GIF", "TIFF")  # JPEG covers MPO too
 
 ImageSource = Union[str, Path, Image.Image, np.ndarray]
 
@@ -39,11 +43,40 @@ def describe(source: ImageSource) -> str:
     return f"PIL image {getattr(source, 'size', '')}"
 
 
-def read_file(path: str | Path) -> bytes:
+def is_regular_file(path: str | Path) -> bool:
+    """A regular file (links followed); False for anything odd, never an exception (names with
+    NUL bytes, names too long for the system, unreachable folders)."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+# the largest file an image within the pixel limit can take (16-bit RGBA, uncompressed)
+MAX_FILE_BYTES = DEFAULT_MAX_PIXELS * 8 + 2**20
+
+
+def _file_limit(max_pixels: int) -> int:
+    return max(MAX_FILE_BYTES, max_pixels * 8 + 2**20)
+
+
+def read_file(path: str | Path, *, limit: int = MAX_FILE_BYTES) -> bytes:
     """The bytes of an image file, or an ImageReadError naming it and the fix."""
     name = str(path)
-    if not os.path.lexists(path):  # a dangling link exists but "cannot be read"
+    try:
+        exists = os.path.lexists(path)  # a dangling link exists but "cannot be read"
+        st = os.stat(path) if exists else None
+    except (OSError, ValueError) as e:
+        raise ImageReadError(name[:300], f"cannot be read ({getattr(e, 'strerror', None) or e})",
+                             "check the path") from None
+    if not exists:
         raise ImageReadError(name, "does not exist", "check the path")
+    if not stat.S_ISREG(st.st_mode):
+        what = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise ImageReadError(name, f"is {what}", "pass image files")
+    if st.st_size > limit:
+        raise ImageReadError(name, f"is {st.st_size:,} bytes, larger than any image within the "
+                             "pixel limit", "downscale it, or remove it")
     try:
         return Path(path).read_bytes()
     except OSError as e:
@@ -71,7 +104,8 @@ def open_image(source: ImageSource, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> 
         return _from_array(source, name)
     if isinstance(source, Image.Image):
         return _to_rgb(source, name)
-    return decode_bytes(read_file(source), name, max_pixels=max_pixels)
+    return decode_bytes(read_file(source, limit=_file_limit(max_pixels)), name,
+                        max_pixels=max_pixels)
 
 
 def decode_bytes(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -88,8 +122,8 @@ def decode_bytes(data: bytes, name: str, *, max_pixels: int = DEFAULT_MAX_PIXELS
 def pil_errors(name: str):
     """Turn Pillow's ways of failing into one ImageReadError naming the file and the fix."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with warnings.catch_warnings():  # bombs are checked by size; odd EXIF is harmless
+            warnings.simplefilter("ignore")
             yield
     except ImageReadError:
         raise
@@ -117,7 +151,7 @@ def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
     """Open (header only) and check the size; call inside pil_errors."""
     if not data:
         raise ImageReadError(name, "is empty (0 bytes)", "remove it or replace it with a real image")
-    img = Image.open(io.BytesIO(data))
+    img = Image.open(io.BytesIO(data), formats=DECODERS)
     check_pixels(img, name, max_pixels)
     return img
 
@@ -127,7 +161,7 @@ def read_checked(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> s
     large) for files, from one read of the file. Decoding errors show only when decoded."""
     if not isinstance(source, (str, Path)):
         return content_hash(source)
-    data = read_file(source)
+    data = read_file(source, limit=_file_limit(max_pixels))
     with pil_errors(str(source)):
         _open_checked(data, str(source), max_pixels)
     return content_hash(source, data)

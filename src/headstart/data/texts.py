@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -17,13 +18,13 @@ from typing import Sequence
 import numpy as np
 
 from ..exceptions import DataError
-from .datasets import LabelledData, class_files
-from .images import is_image_path, is_system_file
+from .datasets import LABEL_COLUMNS, PATH_COLUMNS, LabelledData
+from .folders import class_files, first_files, is_folder, scan_root
+from .images import is_image_path, is_regular_file
 
 TABLE_EXTENSIONS = (".csv", ".tsv", ".jsonl", ".ndjson")
 TEXT_COLUMNS = ("text", "sentence", "content", "body", "review", "document", "comment")
-LABEL_COLUMNS = ("label", "labels", "category", "class", "topic", "target", "y")
-PATH_COLUMNS = ("path", "file", "image", "filename")
+FIELD_LIMIT = 64 * 2**20  # characters in one CSV cell (Python's default, 128 Ki, cuts long texts)
 
 
 @dataclass
@@ -62,37 +63,68 @@ def detect_modality(data, labels=None) -> str:
         return data.modality
     if isinstance(data, (str, Path)) and labels is None:
         path = Path(data)
-        if path.is_dir():
+        if is_folder(path):
             return _folder_modality(path)
         if path.suffix.lower() in (".jsonl", ".ndjson"):
             return "text"
-        if path.suffix.lower() in (".csv", ".tsv") and path.is_file():
+        if path.suffix.lower() in (".csv", ".tsv") and is_regular_file(path):
             return _table_modality(path)
         return "image"
     if labels is not None and not isinstance(data, np.ndarray):
         items = list(data)[:50]
         if items and all(isinstance(x, str) for x in items):
-            looks_like_files = all(is_image_path(Path(x)) or Path(x).is_file() for x in items
+            looks_like_files = all(is_image_path(Path(x)) or is_regular_file(x) for x in items
                                    if len(x) < 4096 and "\n" not in x)
             return "image" if looks_like_files and all("\n" not in x for x in items) else "text"
     return "image"
 
 
-def _folder_modality(root: Path) -> str:
-    for d in sorted(root.iterdir()):
-        if d.is_dir() and not d.name.startswith("."):
-            for p in sorted(d.rglob("*"))[:50]:
-                if p.is_file() and not is_system_file(p):
-                    if p.suffix.lower() == ".txt":
-                        return "text"
-                    if is_image_path(p):
-                        return "image"
-    return "image"
+def _folder_modality(root: Path, default: str | None = "image") -> str | None:
+    for p in first_files(root):
+        if p.suffix.lower() == ".txt":
+            return "text"
+        if is_image_path(p):
+            return "image"
+    return default
+
+
+def sniff_modality(data, labels=None) -> str | None:
+    """The modality the data shows, or None when it does not tell (a path that does not
+    exist, a folder with neither images nor .txt files)."""
+    if isinstance(data, (str, Path)) and labels is None:
+        path = Path(data)
+        if is_folder(path):
+            return _folder_modality(path, None)
+        if not is_regular_file(path) or path.stat().st_size == 0:
+            return None
+        if path.suffix.lower() in TABLE_EXTENSIONS:
+            return detect_modality(path)
+        return "image" if is_image_path(path) else "text" if path.suffix == ".txt" else None
+    return detect_modality(data, labels)
+
+
+def check_modality(data, labels, modality: str, who) -> None:
+    """Data of another modality than a run's is named as such, before it is read."""
+    given = sniff_modality(data, labels)
+    if given is not None and given != modality:
+        raise DataError(f"{describe_data(data)} holds {given}s, but {who} classifies "
+                        f"{modality}s; pass {modality}s like those it was trained on")
+
+
+def describe_data(data) -> str:
+    if isinstance(data, (str, Path)):
+        return str(data)
+    if isinstance(data, LabelledData):
+        return data.root
+    return "the data"
 
 
 def _table_modality(path: Path) -> str:
     """A CSV of images names image files (a `path` column, or image file names in its first
-    column); any other table holds texts."""
+    column); any other table holds texts. An empty file is an error: it tells neither."""
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: the file is empty; expected a header and rows such as "
+                        "'path,label' (images) or 'text,label' (texts)")
     try:
         with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
             reader = csv.reader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
@@ -117,10 +149,10 @@ def load_texts(data, labels=None, *, skip_bad: bool = False,
     if labels is not None:
         return _checked(from_lists(data, labels), skip_bad)
     path = Path(data)
-    if not path.exists():
+    if not os.path.lexists(path):
         raise DataError(f"{path}: no such file or folder; pass a CSV/TSV/JSONL file of text,label "
                         "rows or a folder of class sub-folders holding .txt files")
-    if path.is_dir():
+    if is_folder(path):
         return _checked(from_text_folder(path, opts), skip_bad)
     if path.suffix.lower() in TABLE_EXTENSIONS:
         return _checked(from_table(path, opts), skip_bad)
@@ -130,9 +162,11 @@ def load_texts(data, labels=None, *, skip_bad: bool = False,
 
 def decode(raw: bytes, where: str, encoding: str) -> str:
     """Bytes to text in the stated encoding, or an error naming the line of the first bad byte."""
+    utf8 = encoding.lower().replace("_", "-") in ("utf-8", "utf8")
+    if utf8 and raw[:2] in (b"\xff\xfe", b"\xfe\xff"):  # a UTF-16 BOM: Excel's "Unicode text"
+        encoding = "utf-16"
     try:
-        text = raw.decode("utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8")
-                          else encoding)
+        text = raw.decode("utf-8-sig" if utf8 and encoding != "utf-16" else encoding)
     except UnicodeDecodeError as e:
         line = raw[:e.start].count(b"\n") + 1
         col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
@@ -142,10 +176,17 @@ def decode(raw: bytes, where: str, encoding: str) -> str:
     except LookupError:
         raise DataError(f"unknown encoding '{encoding}'; use a Python codec name such as utf-8, "
                         "cp1252 or latin-1") from None
+    if "\x00" in text:
+        line = text[:text.index("\x00")].count("\n") + 1
+        raise DataError(f"{where}, line {line}: holds a NUL character, so it is not a text file "
+                        f"in {encoding}; re-save it as UTF-8 text (or pass --encoding with the "
+                        "file's real encoding)")
     return text
 
 
 def _read(path: Path, encoding: str) -> str:
+    if not is_regular_file(path):
+        raise DataError(f"{path}: not a regular file; pass a text file")
     try:
         raw = path.read_bytes()
     except OSError as e:
@@ -180,10 +221,7 @@ def from_table(path: Path, options: TextOptions | None = None, *,
     if path.suffix.lower() in (".jsonl", ".ndjson"):
         rows = _jsonl_rows(text, path)
     else:
-        reader = csv.DictReader(io.StringIO(text, newline=""),
-                                delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-        rows = [(reader.line_num, r) for r in reader]
-        rows = _with_header(rows, reader.fieldnames or [], path)
+        rows = _csv_rows(text, path)
     columns = list(rows[0][1]) if rows else []
     tcol = _pick(columns, opts.text_column, TEXT_COLUMNS, "text", path)
     lcol = _pick(columns, opts.label_column, LABEL_COLUMNS, "label", path) if need_labels else ""
@@ -199,9 +237,26 @@ def from_table(path: Path, options: TextOptions | None = None, *,
     return ds
 
 
+def _csv_rows(text: str, path: Path) -> list[tuple[int, dict]]:
+    csv.field_size_limit(max(csv.field_size_limit(), FIELD_LIMIT))
+    reader = csv.DictReader(io.StringIO(text, newline=""),
+                            delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+    try:
+        rows = [(reader.line_num, r) for r in reader]
+    except csv.Error as e:
+        raise DataError(f"{path}, line {reader.line_num}: not readable as CSV ({e}); fix the "
+                        "quoting of that line") from None
+    return _with_header(rows, reader.fieldnames or [], path)
+
+
 def _with_header(rows, fieldnames, path: Path):
     if not fieldnames:
         raise DataError(f"{path}: the file is empty; expected a header row such as 'text,label'")
+    names = [str(c).strip().lower() for c in fieldnames]
+    twice = sorted({c for c in names if names.count(c) > 1 and c})
+    if twice:
+        raise DataError(f"{path}: the header names column(s) {', '.join(map(repr, twice))} more "
+                        "than once; give every column its own name")
     return [(n, {k: v for k, v in r.items() if k is not None}) for n, r in rows
             if any((v or "").strip() for v in r.values() if isinstance(v, str))]
 
@@ -213,8 +268,9 @@ def _jsonl_rows(text: str, path: Path) -> list[tuple[int, dict]]:
             continue
         try:
             obj = json.loads(line)
-        except ValueError as e:
-            raise DataError(f"{path}, line {n}: not valid JSON ({e.msg}); write one JSON object "
+        except (ValueError, RecursionError) as e:
+            why = getattr(e, "msg", "nested too deeply")
+            raise DataError(f"{path}, line {n}: not valid JSON ({why}); write one JSON object "
                             "per line") from None
         if not isinstance(obj, dict):
             raise DataError(f"{path}, line {n}: expected a JSON object like "
@@ -225,10 +281,10 @@ def _jsonl_rows(text: str, path: Path) -> list[tuple[int, dict]]:
 
 def from_text_folder(root: Path, options: TextOptions | None = None) -> TextDataset:
     opts = options or TextOptions()
-    class_dirs = [p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")]
+    ds = TextDataset([], [], root=str(root))
+    class_dirs = scan_root(root, ds)
     if not class_dirs:
         raise DataError(f"{root}: no class sub-folders found; expected {root}/<class>/<file>.txt")
-    ds = TextDataset([], [], root=str(root))
     for d, p in class_files(class_dirs, ds):
         if p.suffix.lower() != ".txt":
             raise DataError(f"{p}: not a .txt file; a text folder holds one .txt file per "
@@ -274,6 +330,6 @@ def _checked(ds: TextDataset, skip_bad: bool) -> TextDataset:
                         "it or pass --skip-bad")
     keep = [i for i in range(len(ds)) if i not in set(empty)]
     out = ds.subset(keep)
-    out.ignored_system_files = ds.ignored_system_files
+    out.ignored_system_files, out.ignored = ds.ignored_system_files, ds.ignored
     out.skipped = [f"{names[i]}: empty or whitespace-only text" for i in empty]
     return out

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..exceptions import WeightsError
+from ..safeio import guarded
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json",
                    "special_tokens_map.json")
@@ -25,11 +26,9 @@ def load_tokenizer(model_dir: str):
     from ..backbones.text import _quiet_transformers
 
     _quiet_transformers()
-    try:
+    with guarded(model_dir, "the tokenizer", "the model directory needs a readable "
+                 "tokenizer.json or vocab.txt", WeightsError):
         return AutoTokenizer.from_pretrained(model_dir)
-    except (OSError, ValueError) as e:
-        raise WeightsError(f"{model_dir}: cannot load a tokenizer ({e}); the model directory "
-                           "needs tokenizer.json or vocab.txt") from None
 
 
 @functools.lru_cache(maxsize=8)

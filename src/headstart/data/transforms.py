@@ -28,6 +28,11 @@ class Preprocess:
         w, h = img.size
         s = self.size / min(w, h)
         nw, nh = max(self.size, round(w * s)), max(self.size, round(h * s))
+        if max(nw, nh) > 8 * self.size:  # a strip (say 1 x 100,000): crop first, then resize,
+            side = min(w, h)             # never a resized strip of millions of pixels
+            left, top = (w - side) / 2, (h - side) / 2
+            return img.resize((self.size, self.size), Image.BICUBIC,
+                              box=(left, top, left + side, top + side))
         if (nw, nh) != (w, h):
             img = img.resize((nw, nh), Image.BICUBIC, reducing_gap=3.0)
         left, top = (nw - self.size) // 2, (nh - self.size) // 2

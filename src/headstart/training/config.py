@@ -68,6 +68,7 @@ class TrainConfig:
                               f"{self.l2sp}")
         if self.patience < 1:
             raise ConfigError(f"patience must be at least 1, got {self.patience}")
+        self._check_ranges()
         self.refit = upgrade({"refit": self.refit})["refit"]
         if self.refit not in REFIT_MODES:
             raise ConfigError(f"refit must be one of {', '.join(REFIT_MODES)}, got "
@@ -86,6 +87,21 @@ class TrainConfig:
                               "particular cut, name it as the backbone (e.g. "
                               "--backbone efficientnet_lite0@stage6)")
         return self
+
+    def _check_ranges(self) -> None:
+        """Numbers that would otherwise fail deep inside torch or numpy, or train to NaN."""
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            raise ConfigError(f"seed must be a whole number from 0 to {2**32 - 1}, got "
+                              f"{self.seed}")
+        if self.workers < 0:
+            raise ConfigError(f"workers must be 0 (load in this process) or more, got "
+                              f"{self.workers}")
+        if self.max_pixels < 1:
+            raise ConfigError(f"max_pixels must be a positive number of pixels, got "
+                              f"{self.max_pixels}")
+        if self.lr is not None and not 0 < self.lr < float("inf"):
+            raise ConfigError(f"lr must be a positive finite learning rate such as 1e-3, got "
+                              f"{self.lr}")
 
     def text_options(self):
         from ..data.texts import TextOptions

@@ -2,9 +2,11 @@
 feature cache, keyed by image content, backbone, weights and pre-processing."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
+import os
 import re
 import sqlite3
 import warnings
@@ -16,6 +18,7 @@ import torch
 
 from ..backbones import Backbone, cache_dir
 from ..data.transforms import Preprocess
+from ..safeio import atomic_write
 
 log = logging.getLogger("headstart")
 
@@ -30,33 +33,108 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
 
 class FeatureCache:
     """SQLite table of feature vectors: (extractor key, content hash, view) -> float32 vector.
-    One file, atomic commits, safe to share between runs and heads."""
+    One file, atomic commits, safe to share between runs and heads (and processes).
+
+    A damaged database is never a crash: it is reported, moved out of the way and rebuilt
+    empty (features are computed again); where even that fails, the cache is bypassed (held
+    in memory for this process only)."""
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = Path(path) if path else cache_dir() / "features.sqlite"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(self.path), timeout=60)
-        self.db.execute("CREATE TABLE IF NOT EXISTS features (key TEXT, hash TEXT, view INTEGER,"
-                        " vec BLOB, PRIMARY KEY (key, hash, view))")
+        self.db = None
+        self._connect()
+
+    def _connect(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = self._open(str(self.path))
+        except sqlite3.DatabaseError as e:
+            self._rebuild(e) if _damaged(e) else self._bypass(e)
+        except OSError as e:
+            self._bypass(e)
+
+    TIMEOUT = 60  # seconds to wait for another process's write to finish
+
+    def _open(self, where: str):
+        db = sqlite3.connect(where, timeout=self.TIMEOUT)
+        db.execute("CREATE TABLE IF NOT EXISTS features (key TEXT, hash TEXT, view INTEGER,"
+                   " vec BLOB, PRIMARY KEY (key, hash, view))")
+        return db
+
+    def _rebuild(self, error: Exception) -> None:
+        """Move the damaged file aside (kept for inspection) and start an empty cache."""
+        with contextlib.suppress(Exception):
+            self.db.close()
+        aside = self.path.with_name(self.path.name + ".damaged")
+        try:
+            os.replace(self.path, aside)
+            for extra in ("-wal", "-shm", "-journal"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(str(self.path) + extra)
+            self.db = self._open(str(self.path))
+            log.warning("the feature cache %s was damaged (%s); moved it to %s and started an "
+                        "empty one (features are computed again)", self.path, error, aside.name)
+        except (OSError, sqlite3.Error) as e:
+            self._bypass(e)
+
+    def _bypass(self, error: Exception) -> None:
+        log.warning("the feature cache %s cannot be used (%s); features are kept in memory "
+                    "for this run only", self.path, error)
+        self.db = self._open(":memory:")
+
+    def _run(self, fn, default):
+        """fn(db) with damage handled: rebuilt once, and `default` when it fails again."""
+        for attempt in range(2):
+            try:
+                return fn(self.db)
+            except sqlite3.DatabaseError as e:
+                if attempt or not _damaged(e):  # busy, read-only, disk full: not damage
+                    self._bypass(e)
+                    return default
+                self._rebuild(e)
+        return default
 
     def get_many(self, key: str, hashes: list[str], view: int) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        unique = sorted(set(hashes))
-        for i in range(0, len(unique), 500):
-            chunk = unique[i:i + 500]
-            rows = self.db.execute(
-                f"SELECT hash, vec FROM features WHERE key=? AND view=? AND hash IN "
-                f"({','.join('?' * len(chunk))})", [key, view, *chunk])
-            out.update({h: np.frombuffer(v, dtype=np.float32) for h, v in rows})
-        return out
+        def get(db) -> dict[str, np.ndarray]:
+            out: dict[str, bytes] = {}
+            unique = sorted(set(hashes))
+            for i in range(0, len(unique), 500):
+                chunk = unique[i:i + 500]
+                rows = db.execute(
+                    f"SELECT hash, vec FROM features WHERE key=? AND view=? AND hash IN "
+                    f"({','.join('?' * len(chunk))})", [key, view, *chunk])
+                out.update({h: v for h, v in rows})
+            return _vectors(out)
+        return self._run(get, {})
 
     def put_many(self, key: str, items: list[tuple[str, int, np.ndarray]]) -> None:
-        self.db.executemany("INSERT OR REPLACE INTO features VALUES (?,?,?,?)",
-                            [(key, h, v, np.asarray(f, np.float32).tobytes()) for h, v, f in items])
-        self.db.commit()
+        rows = [(key, h, v, np.asarray(f, np.float32).tobytes()) for h, v, f in items]
+
+        def put(db) -> None:
+            db.executemany("INSERT OR REPLACE INTO features VALUES (?,?,?,?)", rows)
+            db.commit()
+        self._run(put, None)
 
     def close(self) -> None:
         self.db.close()
+
+
+def _damaged(e: sqlite3.DatabaseError) -> bool:
+    """Damage (a file that is not a database, or a corrupt one), not a passing state such as
+    a lock held by another process."""
+    name = getattr(e, "sqlite_errorname", "") or ""
+    return name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or type(e) is sqlite3.DatabaseError
+
+
+def _vectors(blobs: dict[str, bytes]) -> dict[str, np.ndarray]:
+    """float32 vectors of the blobs; a damaged row (not whole floats, or not of the length the
+    others share) is left out, to be computed again."""
+    ok = {h: v for h, v in blobs.items() if isinstance(v, bytes) and v and len(v) % 4 == 0}
+    if not ok:
+        return {}
+    lengths = [len(v) for v in ok.values()]
+    common = max(set(lengths), key=lengths.count)
+    return {h: np.frombuffer(v, dtype=np.float32) for h, v in ok.items() if len(v) == common}
 
 
 class FeatureExtractor:
@@ -117,7 +195,11 @@ class FeatureExtractor:
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = self.threads
             opts.log_severity_level = 3
-            session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            try:
+                session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            except Exception:  # noqa: BLE001 - a damaged cached file: export it again, once
+                export_onnx(self.backbone, path)
+                session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
             probe = np.random.default_rng(0).standard_normal((2, 3, self.size, self.size))
             probe = probe.astype(np.float32)
             with torch.inference_mode():
@@ -134,22 +216,20 @@ class FeatureExtractor:
 
 
 def export_onnx(backbone: Backbone, path: Path) -> None:
-    """Export a backbone (images -> pooled features) to ONNX with a dynamic batch axis."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    """Export a backbone (images -> pooled features) to ONNX with a dynamic batch axis, under a
+    unique temporary name renamed into place: processes exporting the same file at once (the
+    ranks of a torchrun job on a fresh cache) each rename a complete file."""
     dummy = torch.zeros(2, 3, backbone.image_size, backbone.image_size)
     was_training = backbone.training
     backbone.eval()
     try:
-        with warnings.catch_warnings():
+        with atomic_write(path) as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(backbone, (dummy,), str(tmp), input_names=["images"],
                               output_names=["features"], opset_version=17, dynamo=False,
                               dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}})
-        tmp.replace(path)
     finally:
         backbone.train(was_training)
-        tmp.unlink(missing_ok=True)
 
 
 def prefetch_map(fn, items, *, workers: int = 2, ahead: int = 64):

@@ -61,7 +61,7 @@ def source_sample(backbone):
     """Held-out examples of the source task kept with a source model, or None."""
     from pathlib import Path
 
-    from ..backbones.source import SOURCE_SAMPLE
+    from ..backbones.source import SOURCE_SAMPLE, read_meta
     from ..data.datasets import load_dataset
 
     if getattr(backbone, "source_head_", None) is None:
@@ -69,7 +69,13 @@ def source_sample(backbone):
     folder = Path(backbone.config.name) / SOURCE_SAMPLE
     if not folder.is_dir():
         return None
-    return load_dataset(folder, min_classes=1, modality=backbone.config.modality)
+    sample = load_dataset(folder, min_classes=1, modality=backbone.config.modality)
+    # class folders are safe names of the labels: source.json maps back the ones that differ
+    _, _, meta = read_meta(folder.parent)
+    names = meta.get("source_sample_folders")
+    names = names if isinstance(names, dict) else {}
+    sample.labels = [str(names.get(y, y)) for y in sample.labels]
+    return sample
 
 
 class ForgettingMonitor:

@@ -7,6 +7,7 @@ import torch
 
 from ..data.datasets import ImageDataset
 from ..data.transforms import Preprocess
+from ..data.images import DEFAULT_MAX_PIXELS
 from .extract import extract_features
 from .features import FeatureExtractor
 
@@ -14,16 +15,17 @@ from .features import FeatureExtractor
 def predict_logits(model, ds: ImageDataset, pre: Preprocess, *, flip: bool, engine: str = "auto",
                    batch_size: int = 64, progress: bool = True, skip_bad: bool = False,
                    extractor: FeatureExtractor | None = None, return_kept: bool = False,
-                   cache=None):
+                   cache=None, max_pixels: int = DEFAULT_MAX_PIXELS):
     was_training = model.training
     model.eval()
     try:
         extractor = extractor or FeatureExtractor(model.backbone, engine=engine)
         ex = extract_features(ds, extractor, pre, views=2 if flip else 1, skip_bad=skip_bad,
                               batch_size=batch_size, progress=progress, desc="predicting",
-                              cache=cache)
+                              cache=cache, max_pixels=max_pixels)
         with torch.inference_mode():
-            f = torch.from_numpy(ex.features) if ex.features is not None else torch.zeros(0, 1, 1)
+            f = (torch.from_numpy(ex.features) if ex.features is not None  # none readable
+                 else torch.zeros(0, 1, model.head.fc.in_features))
             logits = model.head(f.flatten(0, 1).float()).view(f.shape[0], f.shape[1], -1).mean(1)
     finally:
         model.train(was_training)

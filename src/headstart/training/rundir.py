@@ -1,7 +1,13 @@
-"""The run directory: written into a hidden sibling, renamed into place when complete.
+"""The run directory: written into a hidden sibling by one locked writer, renamed into place
+when complete.
 
     runs/cats/            config.yaml labels.json model.safetensors metrics.json history.csv
     runs/.cats.partial/   the same while training, plus checkpoint.pt for resuming
+    runs/.cats.lock       held by the process writing the run (its PID and host inside)
+
+`--overwrite` replaces only a previous headstart run (recognised by its files), never a file
+or a folder holding anything else. Every file read back goes through the guarded readers of
+`headstart.safeio`: damage is a one-line error naming the file and the fix.
 """
 from __future__ import annotations
 
@@ -13,47 +19,146 @@ from pathlib import Path
 
 import torch
 import yaml
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from ..exceptions import RunDirError
+from ..exceptions import HeadstartError, RunDirError
+from ..safeio import read_json, read_safetensors, read_torch, read_yaml, unique_tmp
 from .config import upgrade
+from .lock import RunLock, holder_of
 
 CHECKPOINT = "checkpoint.pt"
 RUN_FILES = ("config.yaml", "labels.json", "model.safetensors", "metrics.json", "history.csv")
+# what a checkpoint of the trainer holds at the least (anything else is not one of ours)
+CHECKPOINT_KEYS = {"model": dict, "history": list, "phase": int, "epoch": int}
+RESTART = "pass --restart to discard the interrupted run and start again"
+
+
+def run_kind(path: Path) -> str | None:
+    """'run' for a previous headstart run, 'report' for a `compare` report, 'empty' for an
+    empty folder, else None (a file, or a folder holding anything else)."""
+    path = Path(path)
+    if path.is_symlink() or not path.is_dir():
+        return None
+    has = lambda name: (path / name).is_file()  # noqa: E731
+    if has("config.yaml") and has("labels.json") and (has("model.safetensors")
+                                                      or has("metrics.json")):
+        return "run"
+    if has("report.json"):
+        return "report"
+    return "empty" if not any(path.iterdir()) else None
+
+
+def check_replaceable(out: Path, *, overwrite: bool, kinds=("run", "report", "empty")) -> None:
+    """Refuse an --out that exists, unless it is a previous headstart output (or an empty
+    folder) and --overwrite was given."""
+    if not os.path.lexists(out):
+        return
+    kind = run_kind(out)
+    if kind in kinds:
+        if not overwrite:
+            raise RunDirError(f"{out} already exists; choose another --out, or pass "
+                              "--overwrite to replace it")
+        return
+    what = ("is a file" if out.is_file() else "is a link" if out.is_symlink()
+            else "is a folder that is not a headstart run" if out.is_dir() else "exists")
+    shown = _few_entries(out) if out.is_dir() and not out.is_symlink() else ""
+    raise RunDirError(f"{out} {what}{shown}; --out must name a new folder (or a previous run, "
+                      "with --overwrite, which replaces only headstart runs): choose another --out")
+
+
+def _few_entries(folder: Path) -> str:
+    names = sorted(p.name for p in folder.iterdir())
+    more = f", ... {len(names) - 3} more" if len(names) > 3 else ""
+    return f" (holding {', '.join(names[:3])}{more})"
+
+
+def check_out_apart(out: Path, data) -> None:
+    """The run and the data must not contain each other: writing a run inside the data
+    folder adds a class to it, and replacing a run that holds the data deletes the data."""
+    if not isinstance(data, (str, os.PathLike)):
+        return
+    o, d = Path(out).resolve(), Path(data).resolve()
+    if o == d or d in o.parents:
+        where = "is the data itself" if o == d else f"is inside the data {data}"
+        raise RunDirError(f"--out {out} {where}; write runs outside the data folder, e.g. "
+                          "--out runs/NAME")
+    if o in d.parents:
+        raise RunDirError(f"the data {data} is inside --out {out}; choose an --out that does "
+                          "not hold the data")
+
+
+def open_writer(out, data, *, overwrite: bool, log=print) -> "RunWriter":
+    """The writer of run `out` (which may not contain the data, nor lie in it), locked."""
+    check_out_apart(Path(out), data)
+    writer = RunWriter(out, overwrite=overwrite)
+    if writer.stale:
+        log(f"taking over {writer.lock.path}: process {writer.stale.get('pid')} that held it "
+            "is no longer running")
+    return writer
 
 
 class RunWriter:
+    """The one process writing a run: checks --out, takes the lock, prepares the partial
+    directory, writes files atomically and commits. Use as a context manager, or call
+    close() (commit() does) so the lock is given back."""
+
     def __init__(self, out: str | os.PathLike, *, overwrite: bool = False) -> None:
         self.out = Path(out)
+        self.overwrite = overwrite
         self.partial = self.out.parent / f".{self.out.name}.partial"
-        if self.out.exists() and not overwrite:
-            raise RunDirError(f"{self.out} already exists; choose another --out, or pass "
-                              "--overwrite to replace it")
+        if len(os.fsencode(self.partial.name)) > 255:
+            raise RunDirError(f"--out {self.out.name[:60]}...: the name is too long for this "
+                              "file system (the run's hidden partial folder adds 10 characters); "
+                              "choose a shorter --out")
+        check_replaceable(self.out, overwrite=overwrite)
+        self.lock = RunLock(self.out)
+        self.stale = self.lock.acquire()  # the holder of a lock left by a killed process
+        try:  # under the lock: nothing may have appeared meanwhile
+            check_replaceable(self.out, overwrite=overwrite)
+        except RunDirError:
+            self.close()
+            raise
+
+    def __enter__(self) -> "RunWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Give the lock back (the partial directory stays, to resume)."""
+        self.lock.release()
 
     def open(self, config: dict, *, restart: bool = False) -> dict | None:
         """Prepare the partial directory; return the checkpoint to resume from, if any."""
-        ckpt = self.partial / CHECKPOINT
-        if self.partial.exists() and not restart:
-            old = self._read_yaml(self.partial / "config.yaml")
-            old = upgrade(old) if isinstance(old, dict) else old
-            if old == config and ckpt.is_file():
+        if os.path.lexists(self.partial) and not (self.partial.is_dir()
+                                                  and not self.partial.is_symlink()):
+            raise RunDirError(f"{self.partial} is in the way (not a folder headstart wrote); "
+                              "move or remove it")
+        if self.partial.is_dir() and not restart and (self.partial / "config.yaml").exists():
+            old = read_yaml(self.partial / "config.yaml", what="the interrupted run's settings",
+                            fix=RESTART, error=RunDirError, expect=dict)
+            old = upgrade(old)
+            if old == config and (self.partial / CHECKPOINT).is_file():
                 return self.load_checkpoint(CHECKPOINT)
-            if old is not None and old != config:
+            if old != config:
                 diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
                 raise RunDirError(f"{self.partial} holds an interrupted run with other settings "
-                                  f"({', '.join(diff)}); re-run with the same settings to resume, "
-                                  "or pass --restart to discard it")
-        shutil.rmtree(self.partial, ignore_errors=True)
+                                  f"({', '.join(map(str, diff))}); re-run with the same settings "
+                                  "to resume, or pass --restart to discard it")
+        self._discard_partial()
         self.partial.mkdir(parents=True)
         self.write_yaml("config.yaml", config)
         return None
 
-    @staticmethod
-    def _read_yaml(path: Path) -> dict | None:
-        try:
-            return yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError):
-            return None
+    def _discard_partial(self) -> None:
+        if not self.partial.is_dir():
+            return
+        theirs = [p.name for p in self.partial.iterdir() if not _ours(p.name)]
+        if theirs:
+            raise RunDirError(f"{self.partial} holds files headstart did not write "
+                              f"({', '.join(sorted(theirs)[:3])}); move them away first")
+        shutil.rmtree(self.partial)
 
     def write_yaml(self, name: str, data: dict) -> None:
         _atomic_text(self.partial / name, yaml.safe_dump(data, sort_keys=False))
@@ -75,10 +180,19 @@ class RunWriter:
         tmp.replace(self.partial / name)
 
     def load_checkpoint(self, name: str) -> dict | None:
-        """A checkpoint saved under `name` in this run's partial directory, if any (open()
-        checks first that the interrupted run had the same settings)."""
+        """A trainer checkpoint saved under `name` in this run's partial directory, if any
+        (open() checks first that the interrupted run had the same settings)."""
         path = self.partial / name
-        return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+        if not path.is_file():
+            return None
+        state = read_torch(path, what="the interrupted run's checkpoint", fix=RESTART,
+                           error=RunDirError)
+        bad = [k for k, t in CHECKPOINT_KEYS.items()
+               if not isinstance(state, dict) or not isinstance(state.get(k), t)]
+        if bad:
+            raise RunDirError(f"{path}: not a headstart checkpoint (no {', '.join(bad)}); "
+                              f"{RESTART}")
+        return state
 
     def commit(self, *, overwrite: bool = False) -> Path:
         for ckpt in self.partial.glob("*checkpoint.pt"):
@@ -86,15 +200,27 @@ class RunWriter:
         missing = [f for f in RUN_FILES if not (self.partial / f).is_file()]
         if missing:
             raise RunDirError(f"{self.partial}: run incomplete, missing {', '.join(missing)}")
-        if self.out.exists() and overwrite:
-            trash = self.out.parent / f".{self.out.name}.old"
-            shutil.rmtree(trash, ignore_errors=True)
+        check_replaceable(self.out, overwrite=overwrite or self.overwrite)
+        if os.path.lexists(self.out):  # a previous run (or an empty folder), checked above
+            trash = unique_tmp(self.out).with_suffix(".old")
             self.out.rename(trash)
-            self.partial.rename(self.out)
+            try:
+                self.partial.rename(self.out)
+            except OSError:
+                trash.rename(self.out)
+                raise
             shutil.rmtree(trash, ignore_errors=True)
         else:
             self.partial.rename(self.out)
+        self.close()
         return self.out
+
+
+_OURS = {*RUN_FILES, "history.png", "source.json", "source_sample", "history.tmp"}
+
+
+def _ours(name: str) -> bool:
+    return name in _OURS or name.endswith((".tmp", "checkpoint.pt"))
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -115,19 +241,64 @@ def _atomic_text(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def read_run(path: str | os.PathLike) -> tuple[dict, list[str], dict[str, torch.Tensor], dict]:
+READ_FIX = "the run is damaged: train it again (headstart train ... --out RUN --overwrite)"
+
+
+def read_run(path: str | os.PathLike) -> tuple[dict, list, dict[str, torch.Tensor], dict]:
     """(config, labels, model state, metrics) of a finished run, or a clear error."""
     run = Path(path)
     if not run.is_dir():
-        partial = run.parent / f".{run.name}.partial"
-        hint = (" An interrupted run is in " + str(partial) + "; re-run `headstart train` with the "
-                "same settings to finish it.") if partial.exists() else ""
-        raise RunDirError(f"{run}: no such run directory; train one with `headstart train DATA "
-                          f"--out {run}`.{hint}")
+        raise RunDirError(_no_run(run))
     missing = [f for f in RUN_FILES if not (run / f).is_file()]
     if missing:
         raise RunDirError(f"{run}: not a complete headstart run (missing {', '.join(missing)})")
-    config = yaml.safe_load((run / "config.yaml").read_text())
-    labels = json.loads((run / "labels.json").read_text())
-    metrics = json.loads((run / "metrics.json").read_text())
-    return config, labels, load_file(str(run / "model.safetensors")), metrics
+    kw = dict(fix=READ_FIX, error=RunDirError)
+    config = read_yaml(run / "config.yaml", what="the run's settings", expect=dict, **kw)
+    labels = read_json(run / "labels.json", what="the run's class list", expect=list, **kw)
+    if not labels or not all(isinstance(x, (str, int)) and not isinstance(x, bool)
+                             for x in labels) or len({str(x) for x in labels}) != len(labels):
+        raise RunDirError(f"{run / 'labels.json'}: expected a list of distinct class names; "
+                          f"{READ_FIX}")
+    metrics = read_json(run / "metrics.json", what="the run's metrics", expect=dict, **kw)
+    state = read_safetensors(run / "model.safetensors", what="the run's model", **kw)
+    return config, labels, state, metrics
+
+
+def run_config(run, stored: dict):
+    """The TrainConfig of a finished run's config.yaml, or an error naming it."""
+    from .config import TrainConfig
+    try:
+        cfg = TrainConfig.from_dict(stored).validate()
+        if not isinstance(cfg.backbone, str) or not isinstance(cfg.image_size, int):
+            raise ValueError("no backbone or image size recorded")
+    except (HeadstartError, TypeError, ValueError) as e:
+        raise RunDirError(f"{Path(run) / 'config.yaml'}: settings headstart cannot use ({e}); "
+                          f"{READ_FIX}") from None
+    if os.sep in cfg.backbone and not Path(cfg.backbone).is_dir():
+        raise RunDirError(f"{run}: trained from the model folder {cfg.backbone}, which is no "
+                          "longer there; put it back (it holds the architecture's description)")
+    return cfg
+
+
+def load_run_state(run, model: torch.nn.Module, state: dict) -> None:
+    """Load a run's model.safetensors into the model its config.yaml and labels.json build."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())[:200]
+        raise RunDirError(f"{Path(run) / 'model.safetensors'}: does not fit the run's "
+                          f"config.yaml and labels.json ({detail}); {READ_FIX}") from None
+
+
+def _no_run(run: Path) -> str:
+    if run.exists():
+        return f"{run} is a file, not a run directory; pass the folder `headstart train` wrote"
+    partial = run.parent / f".{run.name}.partial"
+    holder = holder_of(run)
+    if holder is not None:
+        return (f"{run}: no such run directory yet; it is being written by process "
+                f"{holder.get('pid')}; wait for it to finish")
+    hint = (" An interrupted run is in " + str(partial) + "; re-run `headstart train` with the "
+            "same settings to finish it.") if partial.exists() else ""
+    return (f"{run}: no such run directory; train one with `headstart train DATA --out {run}`."
+            + hint)

@@ -108,6 +108,8 @@ def rank(data, *, candidates="all", labels=None, max_per_class: int | None = Non
     modality = detect_modality(data, labels)
     ds = load_dataset(data, labels, skip_bad=skip_bad, modality=modality,
                       text_options=text_options)
+    for line in ds.ignored_notes() + [f"skipped: {s}" for s in ds.skipped]:  # never silent
+        log(line)
     cands = parse_candidates(candidates, modality, seed=seed)
     per_class = _per_class(max_per_class, len(ds.classes))
     sub = ds.subset(sample_per_class(ds.labels, per_class, seed))
