@@ -21,6 +21,7 @@ from .data.tokenize import TextPreprocess
 from .data.transforms import Preprocess
 from .evaluation import classification_report, plot_history
 from .exceptions import ConfigError, DataError
+from .export.runtime import onnx_logits
 from .heads import LinearHead, TransferModel
 from .strategies import build_plan
 from .training import FeatureCache, FeatureExtractor, RunWriter, Split, TrainConfig, Trainer
@@ -318,13 +319,26 @@ def evaluate(trained: TrainedModel, data, *, labels=None, skip_bad: bool = False
         raise DataError(f"{ds.root}: classes {', '.join(unknown)} are not among the run's "
                         f"classes ({', '.join(trained.classes)}); evaluate on the same classes")
     # a linear probe's backbone is the source's: its cached features are valid and reused
-    cache = FeatureCache() if trained.config.strategy == "linear_probe" else None
+    cached = trained.config.strategy == "linear_probe"
+    logits, kept, skipped = _logits(trained, ds, skip_bad=skip_bad, progress=progress,
+                                    cache=cached)
+    y = np.array([trained.classes.index(ds.labels[i]) for i in kept])
+    report = classification_report(y, logits.argmax(1), trained.classes)
+    return report, ds.skipped + skipped
+
+
+def _logits(trained: TrainedModel, ds, *, skip_bad: bool = False, progress: bool = False,
+            cache: bool = False):
+    """(logits, kept indices, skipped): ONNX Runtime when the run has an export made from its
+    current weights (`headstart export`), else the PyTorch model (with `cache`, reading and
+    filling the feature cache)."""
+    found = onnx_logits(trained, ds.sources, skip_bad=skip_bad, progress=progress)
+    if found is not None:
+        return found
     logits, ex = predict_logits(trained.model, ds, trained.preprocess, flip=trained.config.flip,
                                 progress=progress, skip_bad=skip_bad, return_kept=True,
-                                cache=cache)
-    y = np.array([trained.classes.index(ds.labels[i]) for i in ex.kept])
-    report = classification_report(y, logits.argmax(1), trained.classes)
-    return report, ds.skipped + ex.skipped
+                                cache=FeatureCache() if cache else None)
+    return logits, ex.kept, ex.skipped
 
 
 def unlabelled(trained: TrainedModel, inputs: list):
@@ -338,8 +352,7 @@ def unlabelled(trained: TrainedModel, inputs: list):
 
 def predict_probs(trained: TrainedModel, inputs: list, *, progress: bool = False) -> np.ndarray:
     """Class probabilities (n, classes) in the order of trained.classes."""
-    return softmax(predict_logits(trained.model, unlabelled(trained, inputs), trained.preprocess,
-                                  flip=trained.config.flip, progress=progress))
+    return softmax(_logits(trained, unlabelled(trained, inputs), progress=progress)[0])
 
 
 def predict_images(trained: TrainedModel, images: list, *, top: int = 5,
