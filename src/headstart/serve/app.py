@@ -45,7 +45,9 @@ def resolve_model(run: str | Path) -> Path:
         if not path.is_file():
             raise ExportError(f"{run} has no ONNX export; run `headstart export {run}` first "
                               "(`headstart serve` exports by itself)")
-    elif path.suffix != ".onnx" or not path.is_file():
+    elif not path.exists():
+        raise ExportError(f"{run}: no such run directory or exported .onnx file")
+    elif path.suffix != ".onnx":
         raise ExportError(f"{run}: not a run directory or an exported .onnx file")
     return path
 
