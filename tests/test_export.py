@@ -234,3 +234,18 @@ def test_estimator_export(tmp_path, make_folder):
     loaded = TransferClassifier.load(tmp_path / "run")
     assert exported_for(loaded.trained_.run_dir) is not None
     np.testing.assert_allclose(loaded.predict_proba(paths), before, atol=1e-4)
+
+
+def test_int8_gate_refuses_a_real_drop_only():
+    from headstart.export.quantize import _gate
+
+    def report(fp32, int8, n):
+        right = round(fp32 * n), round(int8 * n)
+        return {"accuracy": {"fp32": fp32, "int8": int8, "drop": fp32 - int8, "on": "test",
+                             "wrong_more": right[0] - right[1], "examples": n}}
+
+    _gate(report(0.90, 0.89, 100), 0.02)  # within --max-drop
+    _gate(report(0.90, 0.85, 20), 0.02)  # one example of 20: not a measured drop
+    _gate({"accuracy": None}, 0.02)  # not measured: said so, not refused
+    with pytest.raises(ExportError, match="more than --max-drop 0.02"):
+        _gate(report(0.90, 0.80, 100), 0.02)
