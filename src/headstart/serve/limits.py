@@ -13,7 +13,7 @@ class ServeLimits:
     max_texts: int = 64  # texts in one request
     timeout_s: float = 30.0  # waiting for the model, per request
     max_batch: int = 16  # micro-batching: inputs per model run (1: off)
-    batch_window_ms: float = 5.0  # micro-batching: how long a batch waits for more inputs
+    batch_window_ms: float = 1.0  # micro-batching: how long a lone input waits for others
 
     def to_dict(self) -> dict:
         return asdict(self)
