@@ -27,7 +27,8 @@ from ..data.texts import TextDataset
 from ..data.tokenize import TOKENIZER_FILES
 from ..exceptions import ExportError
 from ..training.predict import predict_logits
-from .graph import EXPORTER, OPSET, ImageGraph, TextGraph, image_dummy, text_dummy, to_onnx
+from .graph import (EXPORTER, OPSET, ImageGraph, TextGraph, eager_attention, image_dummy,
+                    optimize_text, text_dummy, to_onnx)
 from .runtime import ExportedModel, read_sidecar, run_export_path, sidecar_path, weights_digest
 from .samples import Samples, parity_samples
 
@@ -123,7 +124,10 @@ def _build(trained, path: Path, *, tolerance: float, samples: int, log) -> dict:
         graph = ImageGraph(trained.model, mean=bcfg.mean, std=bcfg.std, flip=bool(cfg.flip))
         dummy = image_dummy(size)
     try:
-        to_onnx(graph, dummy, path, modality=trained.modality)
+        with eager_attention(trained.model):
+            to_onnx(graph, dummy, path, modality=trained.modality)
+        if trained.modality == "text":
+            meta["optimised"] = optimize_text(path, trained.model) or None
     except Exception as e:  # noqa: BLE001 - the exporter's many failure types, in one line
         raise ExportError(f"the ONNX exporter failed on this model ({type(e).__name__}: "
                           f"{str(e).splitlines()[0] if str(e) else ''})") from e
