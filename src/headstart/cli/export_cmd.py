@@ -44,5 +44,7 @@ def run_export(args) -> int:
         inputs = f"uint8 RGB images (N, {s}, {s}, 3), normalised inside the graph"
     print(f"wrote {result.path} ({meta['model_bytes'] / 1e6:.1f} MB, opset {meta['opset']}): "
           f"{len(meta['labels'])} classes from {inputs}")
-    print(f"sidecar {result.sidecar}: labels, input, normalisation, resize policy, parity")
+    what = "labels, token windows, pooling" if meta["modality"] == "text" else \
+        "labels, input, normalisation, resize policy"
+    print(f"sidecar {result.sidecar}: {what}, parity")
     return 0
