@@ -249,3 +249,14 @@ def test_int8_gate_refuses_a_real_drop_only():
     _gate({"accuracy": None}, 0.02)  # not measured: said so, not refused
     with pytest.raises(ExportError, match="more than --max-drop 0.02"):
         _gate(report(0.90, 0.80, 100), 0.02)
+
+
+def test_text_export_with_several_pooled_layers(tmp_path, articles):
+    """--layers 2: the features concatenate two layers' pooled outputs; the export carries it."""
+    texts, labels = articles
+    data = write_csv(tmp_path / "bbc.csv", texts, labels)
+    trained = api.train(data, tmp_path / "run", config=api.TrainConfig(
+        backbone="tiny_text", strategy="linear_probe", layers=2), progress=False,
+        log=lambda *_: None)
+    result = export_run(api.load(trained.run_dir), log=lambda *_: None)
+    assert result.parity["max_abs_logit_diff"] <= 1e-3 and result.parity["multi_window_texts"]

@@ -173,31 +173,36 @@ def _describe(trained, path: Path) -> dict:
                 "metrics": {k: trained.metrics.get(k) for k in ("val_accuracy", "strategy")
                             if k in (trained.metrics or {})}},
     }
-    if trained.modality == "text":
-        pre = trained.preprocess
-        meta["inputs"] = {"input_ids": f"int64 (windows, tokens), tokens <= {pre.size}",
-                          "attention_mask": "int64 (windows, tokens): 1 for tokens, 0 for padding",
-                          "doc": "int64 (windows,): the document (0..D-1, in order) of each "
-                                 "window; every document has at least one window"}
-        meta["text"] = {
-            "tokenizer": f"{path.stem}.tokenizer", "window": pre.size, "truncate": pre.truncate,
-            "windows": f"the text's tokens (no special tokens) cut into consecutive chunks of "
-                       f"{pre.size - 2}, each wrapped as [CLS] chunk [SEP]"
-                       + ("; only the first window is kept (--truncate)" if pre.truncate
-                          else ""),
-            "layout": "one window per row, documents' windows in order; shorter windows padded "
-                      f"with the pad token ({_pad_id(pre)}) and attention_mask 0",
-            "pooling": "inside the graph: a document's embedding is the mean over every "
-                       "unmasked token of all its windows, L2-normalised"}
-    else:
-        meta["inputs"] = {"images": f"uint8 (batch, {size}, {size}, 3), RGB, NHWC"}
-        meta["normalisation"] = {"mean": list(bcfg.mean), "std": list(bcfg.std),
-                                 "where": "inside the graph: (pixel / 255 - mean) / std"}
-        meta["resize"] = {"policy": f"resize the shorter side to {size} px (bicubic), then "
-                                    f"crop the centre {size}x{size}",
-                          "mode": "RGB (grey and palette images converted, alpha on white)"}
-        meta["flip_averaging"] = bool(cfg.flip)
+    meta.update(_text_meta(trained.preprocess, path) if trained.modality == "text" else
+                _image_meta(bcfg, size, bool(cfg.flip)))
     return meta
+
+
+def _text_meta(pre, path: Path) -> dict:
+    inputs = {"input_ids": f"int64 (windows, tokens), tokens <= {pre.size}",
+              "attention_mask": "int64 (windows, tokens): 1 for tokens, 0 for padding",
+              "doc": "int64 (windows,): the document (0..D-1, in order) of each window; "
+                     "every document has at least one window"}
+    text = {
+        "tokenizer": f"{path.stem}.tokenizer", "window": pre.size, "truncate": pre.truncate,
+        "windows": f"the text's tokens (no special tokens) cut into consecutive chunks of "
+                   f"{pre.size - 2}, each wrapped as [CLS] chunk [SEP]"
+                   + ("; only the first window is kept (--truncate)" if pre.truncate else ""),
+        "layout": "one window per row, documents' windows in order; shorter windows padded "
+                  f"with the pad token ({_pad_id(pre)}) and attention_mask 0",
+        "pooling": "inside the graph: a document's embedding is the mean over every "
+                   "unmasked token of all its windows, L2-normalised"}
+    return {"inputs": inputs, "text": text}
+
+
+def _image_meta(bcfg, size: int, flip: bool) -> dict:
+    return {"inputs": {"images": f"uint8 (batch, {size}, {size}, 3), RGB, NHWC"},
+            "normalisation": {"mean": list(bcfg.mean), "std": list(bcfg.std),
+                              "where": "inside the graph: (pixel / 255 - mean) / std"},
+            "resize": {"policy": f"resize the shorter side to {size} px (bicubic), then crop "
+                                 f"the centre {size}x{size}",
+                       "mode": "RGB (grey and palette images converted, alpha on white)"},
+            "flip_averaging": flip}
 
 
 def check_parity(trained, exported: ExportedModel, samples: Samples, *,

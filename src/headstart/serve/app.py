@@ -68,19 +68,30 @@ def app(run: str | Path, *, limits: ServeLimits | None = None, token: str | None
     limits = limits or ServeLimits()
     path = resolve_model(run)
     model = ExportedModel(path, threads=threads)
-    info = {"labels": model.classes, "modality": model.modality,
-            "backbone": model.meta.get("backbone"), "strategy": model.meta.get("strategy"),
-            "input_size": model.input_size, "metrics": _run_metrics(path, model.meta),
-            "export": {"file": path.name, "format": model.meta.get("format"),
-                       "parity": model.meta.get("parity")},
-            "limits": limits.to_dict(), "headstart_version": __version__,
-            "token_required": token is not None}
     batcher = MicroBatcher(_batch_runner(model), max_batch=limits.max_batch,
                            window_ms=limits.batch_window_ms)
     service = FastAPI(title=f"headstart: {path.parent.name}", version=__version__,
                       docs_url=None, redoc_url=None, openapi_url=None)
     service.state.model, service.state.batcher = model, batcher
     _errors(service)
+    _routes(service, path, model, batcher, limits, token)
+    service.add_middleware(BodyLimit, max_bytes=limits.max_request_bytes)
+    return service
+
+
+def _describe(path: Path, model: ExportedModel, limits: ServeLimits, token) -> dict:
+    return {"labels": model.classes, "modality": model.modality,
+            "backbone": model.meta.get("backbone"), "strategy": model.meta.get("strategy"),
+            "input_size": model.input_size, "metrics": _run_metrics(path, model.meta),
+            "export": {"file": path.name, "format": model.meta.get("format"),
+                       "parity": model.meta.get("parity")},
+            "limits": limits.to_dict(), "headstart_version": __version__,
+            "token_required": token is not None}
+
+
+def _routes(service: FastAPI, path: Path, model: ExportedModel, batcher: MicroBatcher,
+            limits: ServeLimits, token: str | None) -> None:
+    info = _describe(path, model, limits, token)
     page = resources.files("headstart.serve").joinpath("page.html").read_text(encoding="utf-8")
 
     def check_token(request: Request) -> None:
@@ -111,18 +122,21 @@ def app(run: str | Path, *, limits: ServeLimits | None = None, token: str | None
         check_token(request)
         k = min(max(int(top), 1), len(model.classes))
         if model.modality == "text":
-            texts, single = _texts(await _json(request), limits)
-            docs = await run_in_threadpool(model.windows, texts)
-            rows = await _wait(asyncio.gather(*(batcher.submit(d) for d in docs)), limits)
-            results = [_top(r, model.classes, k) for r in rows]
-            return {"predictions": results[0]} if single else \
-                {"results": [{"predictions": r} for r in results]}
+            return await _predict_texts(request, model, batcher, limits, k)
         array = await _image(request, model, limits)
         row = await _wait(batcher.submit(array), limits)
         return {"predictions": _top(row, model.classes, k)}
 
-    service.add_middleware(BodyLimit, max_bytes=limits.max_request_bytes)
-    return service
+
+async def _predict_texts(request: Request, model: ExportedModel, batcher: MicroBatcher,
+                         limits: ServeLimits, k: int) -> dict:
+    texts, single = _texts(await _json(request), limits)
+    docs = await run_in_threadpool(model.windows, texts)
+    rows = await _wait(asyncio.gather(*(batcher.submit(d) for d in docs)), limits)
+    results = [_top(r, model.classes, k) for r in rows]
+    if single:
+        return {"predictions": results[0]}
+    return {"results": [{"predictions": r} for r in results]}
 
 
 def _batch_runner(model: ExportedModel):
