@@ -9,7 +9,9 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from conftest import ANIMAL_PER_CLASS as PER_CLASS, history_rows
+from conftest import ANIMAL_PER_CLASS as PER_CLASS
+from conftest import ANIMAL_TEST_PER_CLASS as TEST_PER_CLASS
+from conftest import history_rows
 
 pytestmark = pytest.mark.integration
 

@@ -21,6 +21,7 @@ from .data.tokenize import TextPreprocess
 from .data.transforms import Preprocess
 from .evaluation import classification_report, plot_history
 from .exceptions import ConfigError, DataError
+from .export.runtime import onnx_logits
 from .heads import LinearHead, TransferModel
 from .strategies import build_plan
 from .training import FeatureCache, FeatureExtractor, RunWriter, Split, TrainConfig, Trainer
@@ -357,15 +358,31 @@ def evaluate(trained: TrainedModel, data, *, labels=None, skip_bad: bool = False
     if unknown:
         raise DataError(f"{ds.root}: classes {', '.join(unknown)} are not among the run's "
                         f"classes ({', '.join(trained.classes)}); evaluate on the same classes")
-    # a linear probe's backbone is the source's: its cached features are valid and reused
-    cache = FeatureCache() if trained.config.strategy == "linear_probe" else None
-    logits, ex = predict_logits(trained.model, ds, trained.preprocess, flip=trained.config.flip,
-                                progress=progress, skip_bad=skip_bad, return_kept=True,
-                                cache=cache, max_pixels=trained.config.max_pixels)
-    y = np.array([trained.classes.index(ds.labels[i]) for i in ex.kept])
+    # a probe's backbone (a linear probe, or fine-tuning that kept mix 0) is the source's: its
+    # cached features are valid and reused
+    mix = (trained.metrics or {}).get("mix") or {}
+    cached = trained.config.strategy == "linear_probe" or mix.get("alpha") == 0
+    logits, kept, skipped = _logits(trained, ds, skip_bad=skip_bad, progress=progress,
+                                    cache=cached)
+    y = np.array([trained.classes.index(ds.labels[i]) for i in kept])
     report = classification_report(y, logits.argmax(1), trained.classes)
     report["ignored"] = ds.ignored_notes()
-    return report, ds.skipped + ex.skipped
+    return report, ds.skipped + skipped
+
+
+def _logits(trained: TrainedModel, ds, *, skip_bad: bool = False, progress: bool = False,
+            cache: bool = False):
+    """(logits, kept indices, skipped): ONNX Runtime when the run has an export made from its
+    current weights (`headstart export`), else the PyTorch model (with `cache`, reading and
+    filling the feature cache)."""
+    found = onnx_logits(trained, ds.sources, skip_bad=skip_bad, progress=progress)
+    if found is not None:
+        return found
+    logits, ex = predict_logits(trained.model, ds, trained.preprocess, flip=trained.config.flip,
+                                progress=progress, skip_bad=skip_bad, return_kept=True,
+                                cache=FeatureCache() if cache else None,
+                                max_pixels=trained.config.max_pixels)
+    return logits, ex.kept, ex.skipped
 
 
 def unlabelled(trained: TrainedModel, inputs: list):
@@ -387,13 +404,11 @@ def predict_probs(trained: TrainedModel, inputs: list, *, progress: bool = False
     """Class probabilities (n, classes) in the order of trained.classes. With a `skipped`
     list, unreadable inputs are skipped (their reasons appended to it, their rows NaN)."""
     ds = unlabelled(trained, inputs)
-    logits, ex = predict_logits(trained.model, ds, trained.preprocess, flip=trained.config.flip,
-                                progress=progress, skip_bad=skipped is not None,
-                                return_kept=True, max_pixels=trained.config.max_pixels)
+    logits, kept, bad = _logits(trained, ds, skip_bad=skipped is not None, progress=progress)
     probs = np.full((len(ds), len(trained.classes)), np.nan, np.float64)
-    probs[ex.kept] = softmax(logits)
+    probs[kept] = softmax(logits)
     if skipped is not None:
-        skipped += ex.skipped
+        skipped += bad
     return probs
 
 

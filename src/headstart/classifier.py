@@ -111,8 +111,20 @@ class TransferClassifier:
     # persistence -------------------------------------------------------------------------
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
         self._check_fitted()
-        return api.save_run(self.trained_, RunWriter(path, overwrite=overwrite),
-                            overwrite=overwrite)
+        self.trained_.run_dir = api.save_run(self.trained_, RunWriter(path, overwrite=overwrite),
+                                             overwrite=overwrite)
+        return self.trained_.run_dir
+
+    def export(self, path: str | Path | None = None, *, format: str = "onnx",
+               **options) -> Path:
+        """Write the fitted classifier as one ONNX file plus a JSON sidecar, checked against
+        PyTorch (see `headstart export`); `path` defaults to RUN/model.onnx for a saved or
+        loaded run, whose predictions then run in ONNX Runtime. Returns the file's path."""
+        self._check_fitted()
+        from .export import export_run
+
+        log = print if self.verbose else (lambda *_: None)
+        return export_run(self.trained_, path, fmt=format, log=log, **options).path
 
     @classmethod
     def load(cls, path: str | Path) -> "TransferClassifier":

@@ -91,6 +91,10 @@ class ConfigError(HeadstartError, ValueError):
     """An option value that is out of range or does not fit the others."""
 
 
+class ExportError(HeadstartError, RuntimeError):
+    """An export that cannot be written or read, or whose parity check failed."""
+
+
 def closest(name: str, known: list[str], cutoff: float = 0.6) -> str | None:
     """The most similar known name; ties go to the first in sorted order."""
     scored = [(difflib.SequenceMatcher(None, name, k).ratio(), k) for k in sorted(known)]

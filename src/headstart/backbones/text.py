@@ -96,18 +96,20 @@ class TextBackbone(Backbone):
         out = self.encoder(input_ids=ids, attention_mask=mask, output_hidden_states=k > 1)
         states = [out.last_hidden_state] if k == 1 else [out.hidden_states[-1 - j]
                                                            for j in range(k)]
-        n_docs = int(batch.get("n_docs", int(doc.max()) + 1 if len(doc) else 0))
+        n_docs = batch.get("n_docs")  # an int, or a traced size under ONNX export: no int()
+        if n_docs is None:
+            n_docs = int(doc.max()) + 1 if len(doc) else 0
         return torch.cat([self._pool(h, mask, doc, n_docs) for h in states], dim=-1)
 
-    def _pool(self, hidden, mask, doc, n_docs: int) -> torch.Tensor:
-        """Mean over every token of a document's windows, then L2-normalised."""
+    def _pool(self, hidden, mask, doc, n_docs) -> torch.Tensor:
+        """Mean over every token of a document's windows, then L2-normalised. Windows are
+        summed into their documents by a one-hot product, which exports to ONNX (index_add_
+        does not export correctly)."""
         m = mask.unsqueeze(-1).to(hidden.dtype)
         sums = (hidden * m).sum(1).float()
-        out = torch.zeros(n_docs, sums.shape[1], dtype=sums.dtype, device=sums.device)
-        out.index_add_(0, doc, sums)
-        counts = torch.zeros(n_docs, 1, dtype=sums.dtype, device=sums.device)
-        counts.index_add_(0, doc, m.sum(1).float())
-        emb = out / counts.clamp_min(1.0)
+        onehot = (torch.arange(n_docs, device=doc.device).unsqueeze(1) == doc.unsqueeze(0))
+        onehot = onehot.to(sums.dtype)
+        emb = (onehot @ sums) / (onehot @ m.sum(1).float()).clamp_min(1.0)
         return nn.functional.normalize(emb, dim=-1) if self.normalize else emb
 
     def truncate_after(self, group: str) -> bool:

@@ -19,10 +19,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("models", "predict", "train", "pretrain", "evaluate", "make-dataset"):
         getattr(commands, f"add_{name.replace('-', '_')}")(sub)
     from .compare_cmd import add_compare
+    from .export_cmd import add_export
     from .rank_cmd import add_rank
+    from .serve_cmd import add_serve
 
     add_compare(sub)
     add_rank(sub)
+    add_export(sub)
+    add_serve(sub)
     return p
 
 
