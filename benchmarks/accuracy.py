@@ -63,7 +63,8 @@ def main() -> None:
              *size_args, *args.extra])
         seconds = time.perf_counter() - t0
         report = json.loads(run(["evaluate", str(out), str(data / "test"), "--json"]))
-        size = json.loads((out / "metrics.json").read_text())["image_size"]
+        metrics = json.loads((out / "metrics.json").read_text())
+        size = metrics.get("input_size", metrics.get("image_size"))  # older runs' key
         results.append(report["accuracy"])
         print(f"seed {seed}: {args.strategy} on {per_class or 'all'}/class, size {size}, "
               f"train {seconds:.0f}s -> test accuracy {report['accuracy']:.4f} "

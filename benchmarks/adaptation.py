@@ -73,7 +73,7 @@ def train_and_test(work: Path, data: Path, name: str, options: list[str], seed: 
     report = json.loads(headstart("evaluate", str(out), str(data / "test"), "--json"))
     return {"test": report["accuracy"], "n_test": report["n"], "seconds": round(seconds, 1),
             "val": metrics.get("val_accuracy"), "backbone": metrics.get("backbone"),
-            "strategy": metrics.get("strategy"), "image_size": metrics.get("image_size"),
+            "strategy": metrics.get("strategy"), "image_size": metrics.get("input_size", metrics.get("image_size")),
             "mix": (metrics.get("mix") or {}).get("alpha")}
 
 
@@ -90,7 +90,7 @@ def run_one(args, dataset: str, n: int, seed: int, results: Path) -> None:
         if recipe not in RECIPES[dataset]:
             continue
         if recipe == "best_cut":
-            from headstart.backbones.cut import default_cuts
+            from headstart.backbones import default_cuts
             runs += [(f"cut:{g}", ["--strategy", "linear_probe", "--backbone",
                                    f"{BACKBONE[dataset]}@{g}"])
                      for g in default_cuts(BACKBONE[dataset])]

@@ -67,13 +67,13 @@ def make_batches(n_batches: int, batch_size: int, size: int, seed: int = 0):
 
 def build(size: int):
     """The model and optimiser groups headstart's fine_tune phase would use."""
-    from headstart.api import build_model
+    from headstart.training import build_model
     from headstart.backbones import get_config
     from headstart.strategies import build_plan
     from headstart.strategies.plan import apply_phase
     from headstart.training.config import TrainConfig
 
-    cfg = TrainConfig(strategy="fine_tune", image_size=size)
+    cfg = TrainConfig(strategy="fine_tune", input_size=size)
     model = build_model(cfg, 10, pretrained=True)
     model.keep_bn_stats = True  # headstart's policy for pre-trained weights (bn_stats=auto)
     plan = build_plan("fine_tune", get_config(cfg.backbone).layer_groups)

@@ -32,7 +32,7 @@ def image_run(root: Path) -> tuple[Path, list[str], list[str]]:
     data = write_animal_mnist(root / "am10", per_class=10)
     run = root / "img"
     api.train(data / "train", run, config=api.TrainConfig(
-        backbone="efficientnet_lite0", strategy="linear_probe", image_size=224),
+        backbone="efficientnet_lite0", strategy="linear_probe", input_size=224),
         progress=False, log=lambda *_: None)
     files = sorted((data / "test").glob("*/*.png"))
     return run, [str(f) for f in files], [f.parent.name for f in files]

@@ -77,10 +77,10 @@ def main() -> None:
     if not source.exists():
         t0 = time.perf_counter()
         pretrain(src_data, source, arch="small_cnn", config=TrainConfig(
-            epochs=args.pretrain_epochs, image_size=32), **QUIET)
+            epochs=args.pretrain_epochs, input_size=32), **QUIET)
         print(f"pre-trained small_cnn on {len(list(src_data.rglob('*.png')))} images of "
               f"{', '.join(SOURCE)} in {time.perf_counter() - t0:.0f}s")
-    common = dict(epochs=args.epochs, val_fraction=0.0, image_size=32)
+    common = dict(epochs=args.epochs, val_fraction=0.0, input_size=32)
     arms = {"scratch": dict(backbone="small_cnn", strategy="scratch"),
             **{f"scratch, {e} epochs": dict(backbone="small_cnn", strategy="scratch", epochs=e)
                for e in args.scratch_epochs},

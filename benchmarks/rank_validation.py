@@ -184,7 +184,7 @@ def finetune_time(train, test, image_size: int) -> dict:
     from headstart.training.config import TrainConfig
 
     cfg = TrainConfig(backbone="efficientnet_lite0", strategy="fine_tune", epochs=1,
-                      image_size=image_size, patience=5)
+                      input_size=image_size, patience=5)
     t0 = time.perf_counter()
     model = api.train(train, config=cfg, progress=False, log=lambda *_: None)
     wall = time.perf_counter() - t0

@@ -35,7 +35,7 @@ def demo_run(root: Path, size: int) -> Path:
     data = write_animal_mnist(root / "am10", per_class=10)
     run = root / "run"
     api.train(data / "train", run, config=api.TrainConfig(
-        backbone="efficientnet_lite0", strategy="linear_probe", image_size=size),
+        backbone="efficientnet_lite0", strategy="linear_probe", input_size=size),
         progress=False, log=lambda *_: None)
     export_run(api.load(run), log=print)
     return run

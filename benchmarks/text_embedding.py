@@ -23,10 +23,10 @@ def throughput(texts: list[str]) -> list[list]:
     from headstart.backbones import create_backbone
     from headstart.data.tokenize import doc_batches
     from headstart.training import TrainConfig
-    from headstart.training.text_extract import embed_texts
+    from headstart.modalities.text import embed_texts
     import torch
 
-    cfg = TrainConfig(backbone="minilm_l6", image_size=256)
+    cfg = TrainConfig(backbone="minilm_l6", input_size=256)
     pre = preprocess_for(cfg)
     backbone = create_backbone("minilm_l6").eval()
     windows = pre.windows(texts)

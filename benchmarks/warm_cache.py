@@ -57,14 +57,14 @@ def api_run(data: Path, image_size) -> dict:
     from headstart.training.config import TrainConfig
 
     clock = Clock()
-    cfg = TrainConfig(strategy="linear_probe", image_size=image_size)
+    cfg = TrainConfig(strategy="linear_probe", input_size=image_size)
     result = api.train(data, None, config=cfg, progress=False, log=clock)
     total = time.perf_counter() - clock.t0
     head_fit = float(result.history[-1].get("seconds", 0.0)) if result.history else 0.0
     row_t = clock.at("phase=") or total  # the epoch row is logged right after the head fit
     phase_t = max((t for t, m in clock.lines if m.startswith("phase ")), default=0.0)
     return {"seconds": total, "val_accuracy": result.metrics["val_accuracy"],
-            "image_size": result.config.image_size, "head_fit": head_fit,
+            "image_size": result.config.input_size, "head_fit": head_fit,
             "features": max(0.0, row_t - head_fit - phase_t), "before": phase_t,
             "after": total - row_t}
 

@@ -89,7 +89,7 @@ def test_head_divides_by_its_temperature_and_old_heads_load():
 
 
 def _tiny(strategy="fine_tune", **kw):
-    return TrainConfig(backbone="tiny_cnn", strategy=strategy, image_size=32, epochs=3,
+    return TrainConfig(backbone="tiny_cnn", strategy=strategy, input_size=32, epochs=3,
                        patience=10, **kw)
 
 
@@ -102,8 +102,8 @@ def test_fine_tune_records_its_mix_final_head_and_calibration(tiny_data, tmp_pat
     assert next(m for m in mix["mixes"] if m["alpha"] == mix["alpha"])["val_acc"] == best
     # the final head is fitted in closed form on every example; validation figures from the
     # head fitted on the training split alone
-    assert r.metrics["final_head"]["refit_on"] == r.metrics["train_images"] + \
-        r.metrics["val_images"]
+    assert r.metrics["final_head"]["refit_on"] == r.metrics["train_examples"] + \
+        r.metrics["val_examples"]
     assert r.metrics["head_refit_on"] == r.metrics["final_head"]["refit_on"]
     cal = r.metrics["calibration"]
     assert float(r.model.head.temperature) == pytest.approx(cal["temperature"])

@@ -56,7 +56,7 @@ def test_truncated_png_with_skip_bad_is_listed(cli, make_folder, tmp_path):
     assert leftovers(runs) == ["run"]
     metrics = json.loads((runs / "run" / "metrics.json").read_text())
     assert any(str(data / "a" / "0.png") in s for s in metrics["skipped"])
-    assert metrics["train_images"] + metrics["val_images"] == 11
+    assert metrics["train_examples"] + metrics["val_examples"] == 11
 
 
 def test_garbage_bytes_with_image_extension(cli, make_folder, tmp_path):
@@ -318,7 +318,7 @@ def test_bad_unfreeze_value(cli, make_folder, tmp_path, value):
 
 
 @pytest.mark.parametrize("args, words", [
-    (["--image-size", "big"], ["image_size", "'big'"]),
+    (["--image-size", "big"], ["input_size", "'big'"]),
     (["--val-fraction", "1.5"], ["val_fraction", "1.5"]),
     (["--epochs", "0"], ["epochs", "0"]),
     (["--lr", "-1"], ["learning rate", "-1"]),

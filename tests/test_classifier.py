@@ -9,7 +9,7 @@ from sklearn.base import clone
 from conftest import pattern_image
 from headstart import DataError, HeadstartError, TransferClassifier
 
-TINY = dict(backbone="tiny_cnn", image_size=32, epochs=1, verbose=False)
+TINY = dict(backbone="tiny_cnn", input_size=32, epochs=1, verbose=False)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_predict_proba_columns_follow_classes(fitted, arrays):
 
 
 def test_learned_attributes(fitted):
-    assert fitted.image_size_ == 32 and fitted.n_features_in_ == 32
+    assert fitted.input_size_ == 32 and fitted.feature_dim_ == 32
     assert len(fitted.history_) == 1 and "val_accuracy" in fitted.metrics_
 
 

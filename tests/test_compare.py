@@ -245,7 +245,7 @@ def test_python_api_without_out_writes_nothing(animals, tmp_path):
     from headstart.compare import compare
     from headstart.training.config import TrainConfig
     rep = compare(animals["train12"], None, test_fraction=0.25, seeds=2, progress=False,
-                  log=None, config=TrainConfig(backbone="tiny_cnn", image_size=32, epochs=1))
+                  log=None, config=TrainConfig(backbone="tiny_cnn", input_size=32, epochs=1))
     assert "out" not in rep and rep["test"]["n"] == 30 and rep["budget"]["seeds"] == 2
     for a in rep["arms"].values():
         assert len(a["seed_accuracies"]) == 2 and len(a["seed_time_to_target"]) == 2
@@ -305,7 +305,7 @@ def test_default_target_falls_back_when_scratch_is_at_chance():
     def runs(scratch_best, transfer_best=0.9, n_val=20):
         hist = lambda best: [{"val_acc": best / 2}, {"val_acc": best}]  # noqa: E731
         return {"probe": [{"history": hist(0.8)}], "transfer": [{"history": hist(transfer_best)}],
-                "scratch": [{"history": hist(scratch_best), "metrics": {"val_images": n_val}}]}
+                "scratch": [{"history": hist(scratch_best), "metrics": {"val_examples": n_val}}]}
     target, rule = _default_target(runs(0.6), 10)
     assert target == pytest.approx(0.57) and rule.startswith("95% of scratch's best")
     target, rule = _default_target(runs(0.2), 10)  # chance 10% + 2 x 6.7% noise on 20 examples

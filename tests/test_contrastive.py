@@ -12,7 +12,7 @@ from conftest import write_csv
 from headstart import api
 from headstart.backbones import create_backbone, get_config
 from headstart.strategies import apply_phase, build_plan, param_groups
-from headstart.training import TrainConfig
+from headstart.training import TrainConfig, build_model
 from headstart.training.pairs import pair_loss, pair_order
 
 QUIET = dict(progress=False, log=lambda *_: None)
@@ -78,8 +78,8 @@ def test_plan_is_pairs_then_a_head_on_fresh_features():
 
 
 def test_pair_phase_trains_the_backbone_not_the_head():
-    cfg = TrainConfig(backbone="tiny_text", image_size=64)
-    model = api.build_model(cfg, 3, pretrained=True)
+    cfg = TrainConfig(backbone="tiny_text", input_size=64)
+    model = build_model(cfg, 3, pretrained=True)
     phase = build_plan("contrastive", model.backbone.config.layer_groups, modality="text").phases[0]
     apply_phase(model, phase)
     assert not any(p.requires_grad for p in model.head.parameters())
@@ -128,7 +128,7 @@ def test_contrastive_on_images(tmp_path):
     labels = ["b"] * 12 + ["d"] * 12
     init = create_backbone("tiny_cnn").state_dict()
     trained = api.train(images, labels=labels, config=TrainConfig(
-        backbone="tiny_cnn", strategy="contrastive", epochs=2, image_size=16, batch_size=8),
+        backbone="tiny_cnn", strategy="contrastive", epochs=2, input_size=16, batch_size=8),
         **QUIET)
     state = trained.model.backbone.state_dict()
     assert any(not torch.equal(state[k], init[k]) for k in init if "running" not in k)
@@ -150,27 +150,28 @@ def test_an_image_met_again_in_a_later_pass_gets_a_fresh_crop(tmp_path):
     from PIL import Image
 
     from headstart.data.datasets import ImageDataset
-    from headstart.training.batches import ImageTorchDataset, Split
+    from headstart.modalities.image import EpochImages
+    from headstart.training.batches import Split
     paths = []
     for i in range(2):
         paths.append(tmp_path / f"{i}.png")
         Image.new("RGB", (8, 8), (i * 100, 0, 0)).save(paths[-1])
     split = Split(ImageDataset([str(p) for p in paths], ["a", "b"]), np.array([0, 1]))
     draw = lambda img, rng: np.array([rng.random()], np.float32)  # noqa: E731
-    data = ImageTorchDataset(split, draw, seed=0, epoch=0, order=[0, 1, 0, 1], per_pass=2)
+    data = EpochImages(split, draw, seed=0, epoch=0, order=[0, 1, 0, 1], per_pass=2)
     first, again = float(data[0][0]), float(data[2][0])
     assert first != again and data[2][1] == data[0][1] == 0
-    same = ImageTorchDataset(split, draw, seed=0, epoch=0, order=[0, 1, 0, 1], per_pass=2)
+    same = EpochImages(split, draw, seed=0, epoch=0, order=[0, 1, 0, 1], per_pass=2)
     assert float(same[2][0]) == again  # seeded: a resumed epoch sees the same crops
 
 
 def test_epoch_shape_passes_small_sets_several_times():
     from headstart.training.batches import epoch_shape
-    assert epoch_shape("pairs", 30, 32, text=True) == (16, 8, 15)  # 8 labelled per class
-    assert epoch_shape("pairs", 1000, 32, text=True) == (16, 1, 63)  # a pass is long enough
-    assert epoch_shape("pairs", 100, 8, text=False) == (8, 2, 25)  # smaller batches are kept
-    assert epoch_shape("classify", 30, 32, text=True) == (32, 1, 1)  # other phases: one pass
-    assert epoch_shape("classify", 100, 32, text=False) == (32, 1, 3)  # images drop the last
+    assert epoch_shape("pairs", 30, 32, drop_last=False) == (16, 8, 15)  # 8 labelled per class
+    assert epoch_shape("pairs", 1000, 32, drop_last=False) == (16, 1, 63)  # a pass is long enough
+    assert epoch_shape("pairs", 100, 8, drop_last=True) == (8, 2, 25)  # smaller batches are kept
+    assert epoch_shape("classify", 30, 32, drop_last=False) == (32, 1, 1)  # other phases: one pass
+    assert epoch_shape("classify", 100, 32, drop_last=True) == (32, 1, 3)  # images drop the last
 
 
 def test_an_early_stop_still_fits_and_refits_the_final_head(articles):

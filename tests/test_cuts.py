@@ -79,8 +79,8 @@ def test_estimator_takes_a_cut(make_folder):
     paths = sorted(str(p) for p in data.rglob("*.png"))
     labels = [p.split("/")[-2] for p in paths]
     clf = TransferClassifier(backbone="tiny_cnn@block1", strategy="linear_probe",
-                             image_size=32, verbose=False).fit(paths, labels)
-    assert clf.n_features_in_ == 16
+                             input_size=32, verbose=False).fit(paths, labels)
+    assert clf.feature_dim_ == 16
     assert set(clf.predict(paths[:4])) <= {"a", "b"}
 
 

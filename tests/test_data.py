@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from headstart import DataError
-from headstart.data import load_dataset, stratified_split
+from headstart.data import stratified_split
+from headstart.modalities import load_dataset
 
 
 def test_folder_dataset(make_folder):

@@ -17,8 +17,8 @@ from conftest import write_csv, write_folder
 from headstart import TransferClassifier, api
 from headstart.exceptions import ExportError
 from headstart.export import exported_for, export_run
-from headstart.export import graph as export_graph
 from headstart.export.runtime import ExportedModel
+from headstart.modalities.image import ImageGraph
 
 
 def _copy_run(src: Path, dst: Path) -> Path:
@@ -122,14 +122,14 @@ def test_stale_export_falls_back_to_pytorch(tmp_path, image_export, caplog):
 def test_parity_failure_refuses_and_leaves_nothing(tmp_path, tiny_runs, cli, monkeypatch):
     run = _copy_run(tiny_runs["linear_probe"], tmp_path / "lp")
     before = sorted(p.name for p in run.iterdir())
-    forward = export_graph.ImageGraph.forward
+    forward = ImageGraph.forward
 
     def off_by_a_bit(self, images):  # a graph that disagrees with PyTorch by 0.01
         logits, _ = forward(self, images)
         logits = logits + 0.01
         return logits, torch.softmax(logits, 1)
 
-    monkeypatch.setattr(export_graph.ImageGraph, "forward", off_by_a_bit)
+    monkeypatch.setattr(ImageGraph, "forward", off_by_a_bit)
     line = cli("export", run).one_line_error()
     assert "parity check failed" in line and "above the tolerance 0.001" in line
     assert sorted(p.name for p in run.iterdir()) == before
@@ -161,7 +161,7 @@ def test_text_export_pools_windows_like_pytorch(text_run, cli):
     exported = ExportedModel(text_run / "model.onnx")
     long = "The central bank raised interest rates again. " * 60  # about 6 windows of 64
     texts = [long, "Shares fell.", "The striker scored twice in the final."]
-    assert len(exported.windows([long])[0]) > 3
+    assert len(exported.inputs.windows([long])[0]) > 3
     got = exported.predict_logits(texts)[0]
     trained = api.load(text_run)
     from headstart.data.texts import TextDataset
@@ -191,8 +191,8 @@ def test_export_carries_what_the_models_forward_does(tmp_path, tiny_runs):
     trained.model.head = Halved(trained.model.head)
     halved = export_run(trained, tmp_path / "halved.onnx", log=lambda *_: None)
     x = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3)).astype(np.uint8)
-    a = ExportedModel(plain.path).run_images(x)
-    b = ExportedModel(halved.path).run_images(x)
+    a = ExportedModel(plain.path).run(list(x))
+    b = ExportedModel(halved.path).run(list(x))
     np.testing.assert_allclose(b, a / 2, atol=1e-5)
 
 
@@ -212,8 +212,8 @@ def test_int8_export_measures_drop_size_and_speed(tmp_path, tiny_runs, text_run)
     text = export_run(t, tmp_path / "t8.onnx", fmt="onnx-int8", heldout=10,
                       log=lambda *_: None)
     assert text.meta["quantization"]["method"].startswith("dynamic")
-    probs = ExportedModel(text.path).run_windows(ExportedModel(text.path).windows(["Hello."]),
-                                                 output="probabilities")
+    exported = ExportedModel(text.path)
+    probs = exported.run(exported.inputs.prepare(["Hello."]), output="probabilities")
     assert probs.shape == (1, len(t.classes)) and abs(probs.sum() - 1) < 1e-4
 
 
@@ -221,7 +221,7 @@ def test_estimator_export(tmp_path, make_folder):
     root = make_folder("est", n=5)
     paths = sorted(str(p) for p in root.glob("*/*.png"))
     labels = [Path(p).parent.name for p in paths]
-    clf = TransferClassifier(backbone="tiny_cnn", strategy="linear_probe", image_size=32,
+    clf = TransferClassifier(backbone="tiny_cnn", strategy="linear_probe", input_size=32,
                              verbose=False).fit(paths, labels)
     with pytest.raises(ExportError, match="pass a path"):
         clf.export()

@@ -119,7 +119,7 @@ def test_minilm_export_pools_long_articles_like_pytorch(minilm_run, cli):
     _, test = bbc_split(texts, labels)
     exported = ExportedModel(minilm_run / "model.onnx")
     sample = [texts[i] for i in test[:12]]
-    assert max(len(w) for w in exported.windows(sample)) >= 2
+    assert max(len(w) for w in exported.inputs.windows(sample)) >= 2
     onnx = api.predict_probs(api.load(minilm_run), sample)
     assert np.abs(onnx - api.predict_probs(_pytorch(minilm_run), sample)).max() < 1e-4
     expected = [labels[i] for i in test[:12]]
@@ -156,7 +156,7 @@ def test_web_page_in_chromium_shows_the_top_class_of_a_real_image(lite0_run, ani
     if exported_for(lite0_run) is None:
         export_run(api.load(lite0_run), log=lambda *_: None)
     image = sorted((animals[1] / "elephant").glob("*.png"))[0]
-    expected = api.predict_images(api.load(lite0_run), [str(image)], top=1)[0][0]
+    expected = api.predict(api.load(lite0_run), [str(image)], top=1)[0][0]
     browser = Browser(binary)
     try:
         with serving(app(lite0_run)) as url:
@@ -180,7 +180,7 @@ def test_web_page_in_chromium_classifies_a_typed_text(minilm_run):
     if exported_for(minilm_run) is None:
         export_run(api.load(minilm_run), log=lambda *_: None)
     text = "The striker scored twice as the champions won the cup final at Wembley."
-    expected = api.predict_images(api.load(minilm_run), [text], top=1)[0][0][0]
+    expected = api.predict(api.load(minilm_run), [text], top=1)[0][0][0]
     browser = Browser(binary)
     try:
         with serving(app(minilm_run)) as url:

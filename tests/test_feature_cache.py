@@ -7,9 +7,10 @@ import pytest
 from PIL import Image
 
 from headstart import TrainConfig, api, create_backbone
-from headstart.data import Preprocess, load_dataset
+from headstart.data import Preprocess
+from headstart.modalities import load_dataset
 from headstart.training import FeatureCache, FeatureExtractor
-from headstart.training import extract as extract_mod
+from headstart.modalities import image as extract_mod  # where images are decoded
 from headstart.training.extract import extract_features
 
 
@@ -81,7 +82,7 @@ def test_cache_is_keyed_by_preprocessing_and_weights(make_folder, tmp_path, extr
 
 def test_second_linear_probe_run_decodes_nothing(make_folder, tmp_path, decoded):
     data = make_folder(n=5)
-    cfg = TrainConfig(backbone="tiny_cnn", strategy="linear_probe", image_size=32)
+    cfg = TrainConfig(backbone="tiny_cnn", strategy="linear_probe", input_size=32)
     first = api.train(data, tmp_path / "r1", config=cfg, progress=False, log=lambda *_: None)
     assert len(decoded) == 10
     decoded.clear()

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 import hostile as H
 from headstart import api
-from headstart.data.datasets import load_dataset
+from headstart.modalities import load_dataset
 from headstart.data.images import open_image, read_checked
 from headstart.exceptions import HeadstartError
 from headstart.safeio import safe_name

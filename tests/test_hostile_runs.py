@@ -123,7 +123,7 @@ def config_unknown_backbone(e):
 @case("error", "config.yaml", "image_size")
 def config_bad_image_size(e):
     run = e.image_run()
-    text = re.sub(r"(?m)^image_size: .*$", "image_size: huge", (run / "config.yaml").read_text())
+    text = re.sub(r"(?m)^input_size: .*$", "input_size: huge", (run / "config.yaml").read_text())
     return _predict_damaged(e, "config.yaml", text)
 
 
@@ -374,7 +374,7 @@ def source_model_naming_itself(e):
 @case("error", "config.yaml", "image_size")
 def source_model_with_bad_image_size(e):
     run = e.image_run()
-    text = re.sub(r"(?m)^image_size: .*$", "image_size: [1, 2]", (run / "config.yaml").read_text())
+    text = re.sub(r"(?m)^input_size: .*$", "input_size: [1, 2]", (run / "config.yaml").read_text())
     (run / "config.yaml").write_text(text)
     return e.train(e.folder(), "--backbone", run)
 

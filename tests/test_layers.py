@@ -14,7 +14,7 @@ from headstart.data.tokenize import TextPreprocess
 from headstart.exceptions import ConfigError
 from headstart.training import TrainConfig
 from headstart.training.features import FeatureExtractor
-from headstart.training.text_extract import embed_texts
+from headstart.modalities.text import embed_texts
 
 QUIET = dict(progress=False, log=lambda *_: None)
 
@@ -77,7 +77,7 @@ def test_auto_measures_and_records_the_choice(tmp_path, articles):
     assert trained.model.head.fc.in_features == 32 * stored["layers"]
     # every measured setting's features were stored, so the run read its own from the cache
     from headstart.training.features import FeatureCache
-    from headstart.training.text_extract import text_hash
+    from headstart.modalities.text import text_hash
     bb = create_backbone("tiny_text")
     pre = TextPreprocess(bb.config.tokenizer, 64)
     cache = FeatureCache()
@@ -116,7 +116,7 @@ def test_images_and_scratch_use_one_layer(tmp_path):
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (20, 20, 3), dtype=np.uint8) for _ in range(12)]
     trained = api.train(images, labels=["a", "b"] * 6, config=TrainConfig(
-        backbone="tiny_cnn", strategy="linear_probe", image_size=16, layers="auto"), **QUIET)
+        backbone="tiny_cnn", strategy="linear_probe", input_size=16, layers="auto"), **QUIET)
     assert trained.config.layers == 1
     scratch = api.train(["some words here", "other words there"] * 4, labels=["a", "b"] * 4,
                         config=TrainConfig(backbone="tiny_text", strategy="scratch", epochs=1,

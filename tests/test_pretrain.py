@@ -26,7 +26,7 @@ def source(tmp_path_factory):
     root = tmp_path_factory.mktemp("src")
     data = write_folder(root / "data", ("a", "b", "c", "d"), 10, seed=11)
     pretrain(data, root / "src", arch="tiny_cnn", sample_size=12,
-             config=TrainConfig(epochs=3, image_size=32, patience=5), **QUIET)
+             config=TrainConfig(epochs=3, input_size=32, patience=5), **QUIET)
     return root / "src"
 
 
@@ -67,7 +67,7 @@ def test_train_from_own_source_reports_drift_and_retention(source, tmp_path, cli
 def test_shipped_backbone_drift_without_retention(tmp_path):
     target = write_folder(tmp_path / "t", ("x", "y"), 6, seed=13)
     r = api.train(target, config=TrainConfig(backbone="tiny_cnn", strategy="fine_tune",
-                                             epochs=1, image_size=32, val_fraction=0), **QUIET)
+                                             epochs=1, input_size=32, val_fraction=0), **QUIET)
     f = r.metrics["forgetting"]
     assert f["retention"] is None and "ImageNet's images" in f["retention_note"]
 

@@ -53,7 +53,7 @@ def test_refit_mode_is_checked_and_old_boolean_settings_still_load():
 
 
 def _train(data, out, strategy, refit):
-    cfg = TrainConfig(backbone="tiny_cnn", strategy=strategy, image_size=32, epochs=3,
+    cfg = TrainConfig(backbone="tiny_cnn", strategy=strategy, input_size=32, epochs=3,
                       patience=10, refit=refit)
     return api.train(data, out, config=cfg, **QUIET)
 
@@ -71,7 +71,7 @@ def test_refit_full_trains_again_on_train_and_val_for_the_chosen_epochs(tiny_dat
     monkeypatch.setattr(loop.Trainer, "fit", fit)
     kept = _train(tiny_data, tmp_path / "kept", strategy, "head")
     full = _train(tiny_data, tmp_path / "full", strategy, "full")
-    n_train, n_val = kept.metrics["train_images"], kept.metrics["val_images"]
+    n_train, n_val = kept.metrics["train_examples"], kept.metrics["val_examples"]
     assert seen == [(n_train, n_val), (n_train, n_val), (n_train + n_val, 0)]
 
     # the selection run is the same; its validation figures are the run's
@@ -119,7 +119,7 @@ def test_a_phase_cut_short_replays_the_rates_of_the_epochs_it_keeps(tiny_data, m
             self.best_at = (0, 2)
         return rows
     monkeypatch.setattr(loop.Trainer, "fit", fit)
-    cfg = TrainConfig(backbone="tiny_cnn", strategy="scratch", image_size=32, epochs=4,
+    cfg = TrainConfig(backbone="tiny_cnn", strategy="scratch", input_size=32, epochs=4,
                       patience=10, refit="full")
     rows = api.train(tiny_data, config=cfg, **QUIET).history
     assert [(r["phase"], r["epoch"]) for r in rows[4:]] == [("refit:scratch", 1),
@@ -129,7 +129,7 @@ def test_a_phase_cut_short_replays_the_rates_of_the_epochs_it_keeps(tiny_data, m
 
 
 def test_refit_full_changes_nothing_for_a_probe(tiny_data):
-    cfg = TrainConfig(backbone="tiny_cnn", strategy="linear_probe", image_size=32, refit="full")
+    cfg = TrainConfig(backbone="tiny_cnn", strategy="linear_probe", input_size=32, refit="full")
     trained = api.train(tiny_data, config=cfg, **QUIET)
     assert "refit_full" not in trained.metrics  # its head was refitted on every example already
     assert trained.metrics["head_refit_on"] == 16

@@ -25,7 +25,7 @@ from conftest import TINY, leftovers, write_folder
 from headstart import api
 from headstart.backbones import cache_dir, create_backbone
 from headstart.backbones import download as D
-from headstart.data.datasets import load_dataset
+from headstart.modalities import load_dataset
 from headstart.exceptions import DamagedFileError, RunDirError, RunLockedError, WeightsError
 from headstart.safeio import read_json, read_safetensors, read_torch, read_yaml, safe_name
 from headstart.training import TrainConfig
@@ -93,7 +93,7 @@ def test_the_lock_is_given_back_when_training_fails(tmp_path, make_folder):
     with pytest.raises(Exception):
         api.train(tmp_path / "no-data", out, config=TrainConfig(backbone="tiny_cnn"), **QUIET)
     assert not (tmp_path / "runs").exists()  # no lock, and no folder made for it
-    api.train(make_folder(), out, config=TrainConfig(backbone="tiny_cnn", image_size=32,
+    api.train(make_folder(), out, config=TrainConfig(backbone="tiny_cnn", input_size=32,
                                                      strategy="linear_probe"), **QUIET)
     assert leftovers(tmp_path / "runs") == ["x"]
 
@@ -102,7 +102,7 @@ def test_the_lock_is_given_back_when_training_fails(tmp_path, make_folder):
 def test_overwrite_never_replaces_the_data_or_a_foreign_folder(tmp_path, make_folder):
     data = make_folder()
     files = sorted(data.rglob("*"))
-    cfg = TrainConfig(backbone="tiny_cnn", image_size=32, strategy="linear_probe")
+    cfg = TrainConfig(backbone="tiny_cnn", input_size=32, strategy="linear_probe")
     with pytest.raises(RunDirError, match="data itself"):
         api.train(data, data, config=cfg, overwrite=True, **QUIET)
     mine = tmp_path / "mine"
@@ -115,7 +115,7 @@ def test_overwrite_never_replaces_the_data_or_a_foreign_folder(tmp_path, make_fo
 
 
 def test_overwrite_replaces_a_previous_run_and_leaves_nothing_behind(tmp_path, make_folder):
-    cfg = TrainConfig(backbone="tiny_cnn", image_size=32, strategy="linear_probe")
+    cfg = TrainConfig(backbone="tiny_cnn", input_size=32, strategy="linear_probe")
     out = tmp_path / "runs" / "r"
     api.train(make_folder(), out, config=cfg, **QUIET)
     api.train(make_folder("other", classes=("x", "y", "z")), out, config=cfg, overwrite=True,
@@ -189,7 +189,7 @@ def test_a_damaged_feature_cache_is_reported_and_rebuilt(tmp_path, caplog, make_
     cache = FeatureCache(db)
     db.write_bytes(b"not a database at all" * 100)
     assert cache.get_many("k", ["h"], 0) == {}
-    cfg = TrainConfig(backbone="tiny_cnn", image_size=32, strategy="linear_probe")
+    cfg = TrainConfig(backbone="tiny_cnn", input_size=32, strategy="linear_probe")
     os.environ["HEADSTART_CACHE"], old = str(tmp_path), os.environ["HEADSTART_CACHE"]
     try:
         (tmp_path / "features.sqlite").write_bytes(b"garbage" * 99)
@@ -457,7 +457,7 @@ def test_path_like_labels_stay_in_the_source_sample_and_map_back(tmp_path):
     labels = [names[c] for c in range(4) for _ in range(10)]
     src = tmp_path / "runs" / "src"
     pretrain(images, src, arch="tiny_cnn", labels=labels, sample_size=100, **QUIET,
-             config=TrainConfig(epochs=4, image_size=32, patience=10, flip=False))
+             config=TrainConfig(epochs=4, input_size=32, patience=10, flip=False))
     sample = src / "source_sample"
     assert all(sample in p.parents for p in sample.rglob("*"))
     assert not (tmp_path / "abs").exists() and not (tmp_path.parent / "x").exists()

@@ -80,7 +80,7 @@ def test_predict_image_matches_headstart_predict(image_client, image_run, tiny_d
     assert r.status_code == 200, r.text
     preds = r.json()["predictions"]
     assert len(preds) == 2 and preds[0]["probability"] >= preds[1]["probability"]
-    expected = api.predict_images(api.load(image_run), [str(path)], top=2)[0]
+    expected = api.predict(api.load(image_run), [str(path)], top=2)[0]
     assert [p["label"] for p in preds] == [n for n, _ in expected]
     assert abs(preds[0]["probability"] - expected[0][1]) < 1e-4
 
@@ -214,7 +214,7 @@ def test_text_predictions_and_bad_texts(text_run):
     long = "Shares in the bank rose after strong results. " * 30
     r = client.post("/predict", json={"text": long})
     assert r.status_code == 200, r.text
-    expected = api.predict_images(api.load(text_run), [long], top=5)[0]
+    expected = api.predict(api.load(text_run), [long], top=5)[0]
     assert [p["label"] for p in r.json()["predictions"]] == [n for n, _ in expected]
     r = client.post("/predict", json={"texts": ["The match ended 2-1.", long]})
     assert [len(x["predictions"]) for x in r.json()["results"]] == [5, 5]

@@ -6,10 +6,10 @@ import torch
 from torch import nn
 
 from headstart import ConfigError, TrainConfig
-from headstart.api import build_model
+from headstart.training import build_model
 from headstart.backbones import get_config
+from headstart.modalities.image import LR_SPREAD as LR_MULT
 from headstart.strategies import apply_phase, build_plan, param_groups
-from headstart.strategies.plan import LR_MULT
 
 GROUPS = get_config("tiny_cnn").layer_groups  # ("stem", "block1", "block2")
 LITE = get_config("efficientnet_lite0").layer_groups
@@ -114,7 +114,7 @@ def test_unknown_strategy():
 
 def tiny_model(*, keep_bn_stats: bool = False):
     torch.manual_seed(0)
-    model = build_model(TrainConfig(backbone="tiny_cnn", image_size=32), 3, pretrained=True)
+    model = build_model(TrainConfig(backbone="tiny_cnn", input_size=32), 3, pretrained=True)
     model.keep_bn_stats = keep_bn_stats
     return model
 

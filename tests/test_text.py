@@ -13,12 +13,12 @@ import torch
 from conftest import write_csv
 from headstart import TransferClassifier, api
 from headstart.backbones import create_backbone, get_config
-from headstart.data.datasets import load_dataset
+from headstart.modalities import load_dataset
 from headstart.data.shipped import bbc_split, load_bbc_news
 from headstart.data.tokenize import TextPreprocess
 from headstart.exceptions import DataError
 from headstart.training import TrainConfig
-from headstart.training.text_extract import embed_texts
+from headstart.modalities.text import embed_texts
 
 TINY = ["--backbone", "tiny_text", "--quiet"]
 

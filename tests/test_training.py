@@ -35,11 +35,11 @@ def test_run_directory_is_complete(tiny_runs, strategy):
     assert not (run.parent / f".{run.name}.partial").exists()
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["strategy"] == strategy and config["backbone"] == "tiny_cnn"
-    assert config["image_size"] == 32
+    assert config["input_size"] == 32
     assert json.loads((run / "labels.json").read_text()) == ["a", "b"]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["strategy"] == strategy
-    assert metrics["train_images"] + metrics["val_images"] == 16
+    assert metrics["train_examples"] + metrics["val_examples"] == 16
     assert 0.0 <= metrics["val_accuracy"] <= 1.0
     assert set(metrics["val"]["per_class"]) == {"a", "b"}
     rows = history_rows(run)
@@ -56,7 +56,7 @@ def test_run_loads_and_predicts(tiny_runs, tiny_data, strategy):
     assert trained.classes == ["a", "b"] and trained.config.strategy == strategy
     assert not trained.model.training
     images = [tiny_data / "a" / "0.png", tiny_data / "b" / "0.png"]
-    results = api.predict_images(trained, images, top=2)
+    results = api.predict(trained, images, top=2)
     assert len(results) == 2
     for top in results:
         assert sorted(n for n, _ in top) == ["a", "b"]
@@ -107,7 +107,7 @@ def test_evaluate_cli_text(cli, tiny_runs, make_folder, tmp_path):
 
 
 def test_fine_tune_unfreeze_one_changes_only_the_top_group(tiny_data, tmp_path):
-    cfg = TrainConfig(backbone="tiny_cnn", strategy="fine_tune", image_size=32, epochs=1,
+    cfg = TrainConfig(backbone="tiny_cnn", strategy="fine_tune", input_size=32, epochs=1,
                       unfreeze="1", val_fraction=0.0, lr=1e-2)
     result = api.train(tiny_data, tmp_path / "run", config=cfg, progress=False,
                        log=lambda *_: None)
@@ -207,7 +207,7 @@ def test_load_points_at_interrupted_run(cli, tiny_data, tmp_path, interrupt_afte
 # -- seeds --------------------------------------------------------------------------------------
 
 def _scratch(data, out, seed):
-    cfg = TrainConfig(backbone="tiny_cnn", strategy="scratch", image_size=32, epochs=2, seed=seed)
+    cfg = TrainConfig(backbone="tiny_cnn", strategy="scratch", input_size=32, epochs=2, seed=seed)
     result = api.train(data, out, config=cfg, progress=False, log=lambda *_: None)
     rows = [{k: v for k, v in r.items() if k != "seconds"} for r in result.history]
     return rows, result.metrics["val_accuracy"], result.model.state_dict()
@@ -225,16 +225,16 @@ def test_same_seed_same_run(tiny_data, tmp_path):
 
 
 def test_train_in_memory_without_out(tiny_data):
-    from headstart.data import load_dataset
+    from headstart.modalities import load_dataset
     ds = load_dataset(tiny_data)
     result = api.train(ds.sources, labels=ds.labels, progress=False, log=lambda *_: None,
                        config=TrainConfig(backbone="tiny_cnn", strategy="linear_probe",
-                                          image_size=32))
+                                          input_size=32))
     assert result.run_dir is None and result.classes == ["a", "b"]
 
 
 def test_early_stopping_keeps_the_best_epoch(tiny_data, tmp_path):
-    cfg = TrainConfig(backbone="tiny_cnn", strategy="fine_tune", image_size=32, epochs=3,
+    cfg = TrainConfig(backbone="tiny_cnn", strategy="fine_tune", input_size=32, epochs=3,
                       patience=1, lr=0.05)
     result = api.train(tiny_data, tmp_path / "es", config=cfg, progress=False,
                        log=lambda *_: None)
@@ -278,9 +278,9 @@ def test_auto_image_size_is_measured_and_stored(cli, make_folder, tmp_path):
     assert sorted({m["image_size"] for m in rows}) == [16, 24, 32]
     # every size is measured at the whole network and at its earlier cut, in one pass each
     assert {m["backbone"] for m in rows} == {"tiny_cnn", "tiny_cnn@block1"}
-    assert config["image_size"] in {m["image_size"] for m in rows}
-    assert f"input: {config['backbone']} at {config['image_size']}px" in r.out
-    assert api.load(out).preprocess.size == config["image_size"]
+    assert config["input_size"] in {m["image_size"] for m in rows}
+    assert f"input: {config['backbone']} at {config['input_size']}px" in r.out
+    assert api.load(out).preprocess.size == config["input_size"]
 
 
 def test_cut_none_measures_only_the_whole_network(cli, make_folder, tmp_path):
@@ -294,9 +294,9 @@ def test_cut_none_measures_only_the_whole_network(cli, make_folder, tmp_path):
 
 
 def test_probe_head_is_refit_on_train_and_val_with_honest_val_figures(tiny_data):
-    cfg = TrainConfig(backbone="tiny_cnn", strategy="linear_probe", image_size=32)
+    cfg = TrainConfig(backbone="tiny_cnn", strategy="linear_probe", input_size=32)
     r = api.train(tiny_data, config=cfg, progress=False, log=lambda *_: None)
-    assert r.metrics["head_refit_on"] == r.metrics["train_images"] + r.metrics["val_images"] == 16
+    assert r.metrics["head_refit_on"] == r.metrics["train_examples"] + r.metrics["val_examples"] == 16
     assert r.history[0]["refit_on"] == 16
     # the reported validation accuracy is the one of the head fitted before the refit
     assert r.metrics["val_accuracy"] == pytest.approx(r.history[0]["val_acc"])

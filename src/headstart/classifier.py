@@ -1,19 +1,52 @@
-"""TransferClassifier: a scikit-learn-style estimator over image paths, PIL images, arrays, or
-texts."""
+"""TransferClassifier: a scikit-learn estimator over image paths, PIL images, arrays, or texts.
+
+Its parameters are TrainConfig's options (the schema in training/config.py), plus `verbose`;
+`__init__` only stores them, validation happens at `fit`, learned state ends in `_`. It works
+in `clone`, `cross_val_score`, `GridSearchCV` and `Pipeline`; its inputs are images or texts,
+not rows of numbers, which its tags say (see tests/test_classifier.py for the checks of
+sklearn.utils.estimator_checks that apply and those that cannot).
+"""
 from __future__ import annotations
 
-import inspect
+import dataclasses
 from pathlib import Path
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import NotFittedError as _SklearnNotFitted
+from sklearn.utils.validation import check_is_fitted
 
 from . import api
 from .exceptions import HeadstartError
+from .export import export_run
 from .training.config import TrainConfig
+from .training.options import options
 from .training.rundir import RunWriter
 
+POSITIONAL = ("backbone", "strategy")  # the rest are keyword-only
 
-class TransferClassifier:
+
+class NotFittedError(HeadstartError, _SklearnNotFitted):
+    """predict before fit: scikit-learn's NotFittedError (a ValueError and an AttributeError),
+    and one of headstart's errors. Defined beside the estimator, whose base classes are
+    scikit-learn's: importing them is left to code that uses the estimator."""
+
+
+def _parameters():
+    """The estimator's __init__, made from the schema as dataclasses make theirs: it stores
+    every option under its name (TrainConfig's defaults), and `verbose`."""
+    specs = [(o.name, o.type, dataclasses.field(default=o.default,
+                                                kw_only=o.name not in POSITIONAL))
+             for o in options(TrainConfig)]
+    specs.append(("verbose", "bool", dataclasses.field(default=True, kw_only=True)))
+    return dataclasses.make_dataclass("TransferClassifierParameters", specs, repr=False,
+                                      eq=False)
+
+
+_PARAMETERS = _parameters()
+
+
+class TransferClassifier(ClassifierMixin, BaseEstimator):
     """Fine-tune or probe a pre-trained backbone on your images or texts.
 
     >>> clf = TransferClassifier(backbone="efficientnet_lite0", strategy="linear_probe")
@@ -21,50 +54,20 @@ class TransferClassifier:
     >>> TransferClassifier(strategy="linear_probe").fit(texts, labels)  # backbone: minilm_l6
 
     backbone=None picks the default for the data: efficientnet_lite0 for images, minilm_l6 for
-    texts.
-    Parameters are those of `headstart train` (see TrainConfig); learned state ends in `_`.
+    texts. The parameters are those of `headstart train` (listed below), and verbose (progress
+    bars and the run's log). Learned: classes_, history_, metrics_, input_size_, feature_dim_.
     """
 
-    def __init__(self, backbone: str | None = None, strategy: str = "auto", *,
-                 epochs: int = 5, lr: float | None = None, unfreeze: str = "all",
-                 cut: str = "auto",
-                 image_size: int | str = "auto", batch_size: int = 32, val_fraction: float = 0.2,
-                 seed: int = 0, patience: int = 3, flip: bool = True, augment: bool = True,
-                 C: float = 1.0, weights: str | None = None, skip_bad: bool = False,
-                 truncate: bool = False, layers: int | str = 1, refit: str = "head",
-                 verbose: bool = True) -> None:
-        self.backbone, self.strategy, self.epochs, self.lr = backbone, strategy, epochs, lr
-        self.unfreeze, self.image_size, self.batch_size = unfreeze, image_size, batch_size
-        self.cut = cut
-        self.val_fraction, self.seed, self.patience, self.flip = val_fraction, seed, patience, flip
-        self.augment, self.C, self.weights, self.skip_bad = augment, C, weights, skip_bad
-        self.truncate, self.layers, self.verbose = truncate, layers, verbose
-        self.refit = refit
+    __init__ = _PARAMETERS.__init__
 
-    # scikit-learn's parameter protocol ---------------------------------------------------
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [p for p in sig.parameters if p != "self"]
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        # inputs are images (paths, PIL images, HxW[xC] arrays) or texts, not rows of numbers
+        tags.input_tags.two_d_array = False
+        tags.input_tags.string = True
+        return tags
 
-    def get_params(self, deep: bool = True) -> dict:
-        return {k: getattr(self, k) for k in self._param_names()}
-
-    def set_params(self, **params) -> "TransferClassifier":
-        for k, v in params.items():
-            if k not in self._param_names():
-                raise ValueError(f"Invalid parameter {k!r} for TransferClassifier; valid: "
-                                 f"{', '.join(self._param_names())}")
-            setattr(self, k, v)
-        return self
-
-    def __repr__(self) -> str:
-        defaults = inspect.signature(type(self).__init__).parameters
-        changed = [f"{k}={v!r}" for k, v in self.get_params().items()
-                   if defaults[k].default != v]
-        return f"TransferClassifier({', '.join(changed)})"
-
-    # learning -----------------------------------------------------------------------------
+    # learning -------------------------------------------------------------------------------
     def _config(self) -> TrainConfig:
         params = self.get_params()
         params.pop("verbose")
@@ -72,30 +75,33 @@ class TransferClassifier:
 
     def fit(self, X, y) -> "TransferClassifier":
         labels = np.asarray(y)
-        self.classes_ = np.unique(labels)
         log = print if self.verbose else (lambda *_: None)
-        self.trained_ = api.train(_as_list(X), labels=labels, config=self._config(),
-                                  progress=self.verbose, log=log)
-        by_str = {str(c): c for c in self.classes_.tolist()}
-        self.trained_.label_values = [by_str[c] for c in self.trained_.classes]
-        self._set_learned()
+        trained = api.train(_as_list(X), labels=labels, config=self._config(),
+                            progress=bool(self.verbose), log=log)
+        classes = np.unique(labels)
+        by_str = {str(c): c for c in classes.tolist()}
+        trained.label_values = [by_str[c] for c in trained.classes]
+        self.classes_ = classes
+        self._set_learned(trained)
         return self
 
-    def _set_learned(self) -> None:
-        t = self.trained_
+    def _set_learned(self, trained) -> None:
+        self.trained_ = trained
         if not hasattr(self, "classes_"):
-            self.classes_ = np.unique(np.asarray(t.label_values or t.classes))
-        by_str = {str(c): i for i, c in enumerate(t.classes)}
+            self.classes_ = np.unique(np.asarray(trained.label_values or trained.classes))
+        by_str = {str(c): i for i, c in enumerate(trained.classes)}
         self._columns = [by_str[str(c)] for c in self.classes_]
-        self.history_ = t.history
-        self.metrics_ = t.metrics
-        self.image_size_ = t.config.image_size
-        self.n_features_in_ = t.model.backbone.feature_dim
+        self.history_ = trained.history
+        self.metrics_ = trained.metrics
+        self.input_size_ = trained.config.input_size
+        self.feature_dim_ = trained.model.backbone.feature_dim
 
     def _check_fitted(self) -> None:
-        if not hasattr(self, "trained_"):
-            raise HeadstartError("This TransferClassifier is not fitted yet; call fit(X, y) "
-                                 "or TransferClassifier.load(run_dir) first")
+        try:
+            check_is_fitted(self, "trained_")
+        except _SklearnNotFitted:
+            raise NotFittedError("This TransferClassifier is not fitted yet; call fit(X, y) or "
+                                 "TransferClassifier.load(run_dir) first") from None
 
     def predict_proba(self, X) -> np.ndarray:
         self._check_fitted()
@@ -105,14 +111,14 @@ class TransferClassifier:
         self._check_fitted()
         return self.classes_[self.predict_proba(X).argmax(1)]
 
-    def score(self, X, y) -> float:
-        return float(np.mean(self.predict(X) == np.asarray(y)))
-
-    # persistence -------------------------------------------------------------------------
+    # persistence ----------------------------------------------------------------------------
     def save(self, path: str | Path, *, overwrite: bool = False) -> Path:
+        """Write the fitted classifier as a run directory; its parameters are kept with it,
+        so TransferClassifier.load(path).get_params() is this estimator's get_params()."""
         self._check_fitted()
-        self.trained_.run_dir = api.save_run(self.trained_, RunWriter(path, overwrite=overwrite),
-                                             overwrite=overwrite)
+        writer = RunWriter(path, overwrite=overwrite)
+        self.trained_.run_dir = api.save_run(self.trained_, writer, overwrite=overwrite,
+                                             extra={"estimator": _plain(self.get_params())})
         return self.trained_.run_dir
 
     def export(self, path: str | Path | None = None, *, format: str = "onnx",
@@ -121,20 +127,31 @@ class TransferClassifier:
         PyTorch (see `headstart export`); `path` defaults to RUN/model.onnx for a saved or
         loaded run, whose predictions then run in ONNX Runtime. Returns the file's path."""
         self._check_fitted()
-        from .export import export_run
-
         log = print if self.verbose else (lambda *_: None)
         return export_run(self.trained_, path, fmt=format, log=log, **options).path
 
     @classmethod
     def load(cls, path: str | Path) -> "TransferClassifier":
+        """A fitted estimator from a run directory: the parameters it was saved with (a run
+        from `headstart train` gives its resolved settings)."""
         trained = api.load(path)
-        cfg = trained.config.to_dict()
-        names = cls._param_names()
-        clf = cls(**{k: v for k, v in cfg.items() if k in names})
-        clf.trained_ = trained
-        clf._set_learned()
+        names = cls._get_param_names()
+        saved = trained.stored.get("estimator")
+        params = saved if isinstance(saved, dict) else trained.config.to_dict()
+        clf = cls(**{k: v for k, v in params.items() if k in names})
+        clf._set_learned(trained)
         return clf
+
+
+TransferClassifier.__doc__ += "\n    Parameters\n    ----------\n" + "".join(
+    f"    {o.name}: {o.type} = {o.default!r}\n        {o.spec.help}\n"
+    for o in options(TrainConfig)) + "    verbose: bool = True\n        progress bars and " \
+    "the run's log\n"
+
+
+def _plain(params: dict) -> dict:
+    """Parameters as YAML can hold them (numpy scalars from a parameter grid become plain)."""
+    return {k: v.item() if isinstance(v, np.generic) else v for k, v in params.items()}
 
 
 def _as_list(X) -> list:

@@ -16,18 +16,18 @@ from pathlib import Path
 
 import numpy as np
 
-from . import api
+from . import api, modalities
 from .backbones import count_flops, create_backbone, get_config
-from .data.datasets import load_dataset, stratified_split
-from .data.texts import detect_modality
+from .data.datasets import stratified_split
 from .evaluation import indicators as ind
 from .evaluation.metrics import confusion_matrix
 from .evaluation.report import write_report
 from .evaluation.zero_shot import zero_shot
 from .exceptions import ConfigError, DataError
 from .strategies import build_plan
-from .strategies.plan import STRATEGIES
+from .strategies import STRATEGIES
 from .training import FeatureCache, TrainConfig
+from .training.model import preprocess_for, resolve_backbone
 from .training.rundir import check_out_apart, check_replaceable
 from .training.predict import predict_logits, softmax
 from .training.sizing import choose_image_size
@@ -104,13 +104,13 @@ def _check_options(config, *, test, test_fraction, seeds, target) -> TrainConfig
 def _split(data, labels, test, test_fraction, cfg: TrainConfig):
     """(training pool, test set, description of the test set). The pool is what every arm
     trains and validates on; the test set is never trained on."""
-    modality = detect_modality(data, labels)
-    api.resolve_backbone(cfg, modality)
-    ds = load_dataset(data, labels, skip_bad=cfg.skip_bad, modality=modality,
-                      text_options=cfg.text_options())
+    modality = modalities.detect(data, labels)
+    resolve_backbone(cfg, modality)
+    ds = modalities.load_dataset(data, labels, skip_bad=cfg.skip_bad, modality=modality,
+                                 text_options=cfg.text_options())
     if test is not None:
-        test_ds = load_dataset(test, None, skip_bad=cfg.skip_bad, min_classes=1,
-                               modality=modality, text_options=cfg.text_options())
+        test_ds = modalities.load_dataset(test, None, skip_bad=cfg.skip_bad, min_classes=1,
+                                          modality=modality, text_options=cfg.text_options())
         unknown = sorted(set(test_ds.labels) - set(ds.classes))
         if unknown:
             raise DataError(f"{test_ds.root}: test classes {', '.join(unknown)} are not among the "
@@ -131,10 +131,10 @@ def _split(data, labels, test, test_fraction, cfg: TrainConfig):
 
 def _resolve_size(cfg: TrainConfig, pool, cache, progress, log) -> None:
     """One image size for every arm: measured once (indicator-neutral) when 'auto'."""
-    if cfg.image_size != "auto":
+    if cfg.input_size != "auto":
         return
     size, _, reason = choose_image_size(pool, cfg, cache=cache, progress=progress)
-    cfg.image_size = int(size)
+    cfg.input_size = int(size)
     log(f"image size: {size}px ({reason})")
 
 
@@ -196,13 +196,13 @@ def build_report(runs, zero, y, pool, cfg, *, target, test_source, test_ds) -> d
     root = Path(str(pool.root))
     name = f"{root.parent.name}/{root.name}" if root.name.lower() in ("train", "training") \
         else root.name or str(root)
-    size_key = "window" if pool.modality == "text" else "image_size"
+    size_key = modalities.of(pool).size_name
     seeds = len(runs["probe"])
     return {
         "title": f"Transfer vs scratch: {name}", "data": str(pool.root), "backbone": cfg.backbone,
         "modality": pool.modality, "classes": classes,
         "test": {"source": test_source, "n": int(len(y))},
-        "budget": {"strategy": cfg.strategy, "epochs": cfg.epochs, size_key: cfg.image_size,
+        "budget": {"strategy": cfg.strategy, "epochs": cfg.epochs, size_key: cfg.input_size,
                    "seeds": seeds, "val_fraction": cfg.val_fraction,
                    "train_pool": len(pool)},
         "target": {"accuracy": target, "rule": rule}, "time_note": TIME_NOTE,
@@ -231,8 +231,8 @@ def _arm_entry(runs: list[dict], y, k: int, target: float, flops: float) -> dict
             "seed_time_to_target": [ind.time_to_target(h, target) for h in histories],
             "epochs_run": first["metrics"]["epochs_run"],
             "prepare_seconds": first["prep"],
-            "train_examples": first["metrics"]["train_images"],
-            "val_examples": first["metrics"]["val_images"],
+            "train_examples": first["metrics"]["train_examples"],
+            "val_examples": first["metrics"]["val_examples"],
             "compute": _compute(first, flops),
             "forgetting": first["metrics"].get("forgetting"),
             "confusion": sum(confusion_matrix(y, r["pred"], k) for r in runs)}
@@ -243,7 +243,7 @@ def _default_target(runs, k: int) -> tuple[float, str]:
     chance (1/k + 2 standard errors on the validation set) it would be reached by guessing,
     so 95% of transfer's best instead."""
     best = {a: max((r.get("val_acc") or 0.0) for r in runs[a][0]["history"]) for a in ARMS}
-    n_val = max(1, runs["scratch"][0]["metrics"]["val_images"])
+    n_val = max(1, runs["scratch"][0]["metrics"]["val_examples"])
     chance = 1.0 / k
     if best["scratch"] > chance + 2 * (chance * (1 - chance) / n_val) ** 0.5:
         return ind.default_target(best["scratch"]), (
@@ -290,14 +290,10 @@ def _drops(y, preds, reference: str, classes) -> dict:
 
 # -- compute -------------------------------------------------------------------------------
 def _flops_per_input(cfg: TrainConfig, pool) -> tuple[float, str]:
-    size = int(cfg.image_size)
-    flops = float(count_flops(create_backbone(cfg.backbone, pretrained=False, image_size=size),
+    size = int(cfg.input_size)
+    flops = float(count_flops(create_backbone(cfg.backbone, pretrained=False, input_size=size),
                               size))
-    if pool.modality != "text":
-        return flops, f"one {size}px image"
-    windows = api.preprocess_for(cfg).windows(pool.sources)
-    mean = float(np.mean([len(w) for w in windows]))
-    return flops * mean, f"one text (a full {size}-token window x {mean:.2f} windows per text)"
+    return modalities.of(pool).flops_unit(preprocess_for(cfg), pool.sources, flops)
 
 
 def _compute(run: dict, flops: float) -> dict:
@@ -309,7 +305,7 @@ def _compute(run: dict, flops: float) -> dict:
                       unfreeze=cfg.unfreeze, modality=bcfg.modality)
     cached = {p.name for p in plan.phases if p.cached}
     views = 2 if cfg.flip else 1
-    n_tr, n_va = m["train_images"], m["val_images"]
+    n_tr, n_va = m["train_examples"], m["val_examples"]
     grad = sum(r["phase"] not in cached for r in hist)
     forward = (n_tr + n_va) * views if any(r["phase"] in cached for r in hist) else 0
     forward += n_va * views * (grad + 1 if grad else 0)

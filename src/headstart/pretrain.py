@@ -9,24 +9,25 @@ fine-tuning runs can measure how much of the source task they retain.
 """
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from . import api
+from . import api, modalities
 from .backbones import get_config
-from .backbones.source import SOURCE_META, SOURCE_SAMPLE
-from .data.images import IMAGE_EXTENSIONS, open_image
+from .backbones.run_files import SOURCE_META, SOURCE_SAMPLE
 from .exceptions import ConfigError
 from .safeio import safe_join
 from .training.config import TrainConfig
+from .training.model import TrainedModel
+from .training.pipeline import fit_run
+from .training.rundir import run_writer
 
 
 def pretrain(data, out, *, arch: str, labels=None, config: TrainConfig | None = None,
              sample_size: int = 500, overwrite: bool = False, restart: bool = False,
-             progress: bool = True, log=print) -> api.TrainedModel:
+             progress: bool = True, log=print) -> TrainedModel:
     """Train `arch` from random initialisation on `data` and save it as a source model."""
     # refit="none": the held-out part is the source's test (and its retention sample), so the
     # source model must never learn from it
@@ -38,20 +39,29 @@ def pretrain(data, out, *, arch: str, labels=None, config: TrainConfig | None = 
                           "a --val-fraction above 0 (default 0.2)")
     get_config(arch)  # an unknown architecture fails before any data is read
 
-    def extras(writer, result, val_split) -> None:
-        sample, folders = _write_sample(writer.partial / SOURCE_SAMPLE, val_split,
-                                        result.classes, sample_size)
-        writer.write_json(SOURCE_META, {
-            "arch": arch, "modality": get_config(arch).modality,
-            "input_size": result.config.image_size, "classes": result.classes,
-            "data": str(result.metrics.get("data", data)),
-            "examples": result.metrics["train_images"] + result.metrics["val_images"],
-            "held_out_accuracy": result.metrics["val_accuracy"],
-            "held_out": "the validation split: never trained on, used for early stopping",
-            "source_sample": sample, "source_sample_folders": folders})
+    with run_writer(out, data, overwrite=overwrite, log=log) as writer:
+        result, val_split = fit_run(data, writer, labels=labels, config=cfg, restart=restart,
+                                    progress=progress, log=log)
+        if writer is not None:
+            _write_source(writer, result, val_split, arch=arch, data=data,
+                          sample_size=sample_size)
+            result.run_dir = api.save_run(result, writer, overwrite=overwrite)
+    return result
 
-    return api.train(data, out, labels=labels, config=cfg, overwrite=overwrite, restart=restart,
-                     progress=progress, log=log, extras=extras)
+
+def _write_source(writer, result: TrainedModel, val_split, *, arch: str, data,
+                  sample_size: int) -> None:
+    """source.json and source_sample/: what the source model saw, and held-out examples."""
+    sample, folders = _write_sample(writer.partial / SOURCE_SAMPLE, val_split, result.classes,
+                                    sample_size)
+    m = result.metrics
+    writer.write_json(SOURCE_META, {
+        "arch": arch, "modality": get_config(arch).modality,
+        "input_size": result.config.input_size, "classes": result.classes,
+        "data": str(m.get("data", data)), "examples": m["train_examples"] + m["val_examples"],
+        "held_out_accuracy": m["val_accuracy"],
+        "held_out": "the validation split: never trained on, used for early stopping",
+        "source_sample": sample, "source_sample_folders": folders})
 
 
 def _write_sample(folder: Path, split, classes: list[str], limit: int
@@ -71,10 +81,5 @@ def _write_sample(folder: Path, split, classes: list[str], limit: int
         if d.name != label:
             folders[d.name] = label
         d.mkdir(parents=True, exist_ok=True)
-        if split.ds.modality == "text":
-            (d / f"{n:05d}.txt").write_text(src, encoding="utf-8")
-        elif isinstance(src, (str, Path)) and Path(src).suffix.lower() in IMAGE_EXTENSIONS:
-            shutil.copyfile(src, d / f"{n:05d}{Path(src).suffix.lower()}")
-        else:  # an in-memory image, or a file whose name does not say it is an image
-            open_image(src).save(d / f"{n:05d}.png")
+        modalities.of(split.ds).write_example(src, d, n)
     return len(order), folders

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import stat
@@ -25,6 +26,10 @@ import unicodedata
 import uuid
 import warnings
 from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load_file
 
 from .exceptions import DamagedFileError, HeadstartError
 
@@ -65,7 +70,6 @@ def read_bytes(path, *, what: str, fix: str, error=DamagedFileError,
 
 
 def read_json(path, *, what: str, fix: str, error=DamagedFileError, expect: type | None = None):
-    import json
     raw = read_bytes(path, what=what, fix=fix, error=error)
     with guarded(path, what, fix, error):
         data = json.loads(raw.decode("utf-8"))
@@ -75,7 +79,6 @@ def read_json(path, *, what: str, fix: str, error=DamagedFileError, expect: type
 
 def read_yaml(path, *, what: str, fix: str, error=DamagedFileError, expect: type | None = None):
     """YAML through safe_load: a Python-object tag (!!python/object) is refused, as damage."""
-    import yaml
     raw = read_bytes(path, what=what, fix=fix, error=error)
     with guarded(path, what, fix, error):
         data = yaml.safe_load(raw.decode("utf-8"))
@@ -84,7 +87,6 @@ def read_yaml(path, *, what: str, fix: str, error=DamagedFileError, expect: type
 
 
 def read_safetensors(path, *, what: str, fix: str, error=DamagedFileError) -> dict:
-    from safetensors.torch import load_file
     with guarded(path, what, fix, error):
         if not stat.S_ISREG(os.stat(path).st_mode):
             raise ValueError("not a regular file")
@@ -93,7 +95,6 @@ def read_safetensors(path, *, what: str, fix: str, error=DamagedFileError) -> di
 
 def read_torch(path, *, what: str, fix: str, error=DamagedFileError):
     """torch.load with weights_only=True: tensors and plain containers, never code."""
-    import torch
     with guarded(path, what, fix, error):
         if not stat.S_ISREG(os.stat(path).st_mode):
             raise ValueError("not a regular file")

@@ -19,13 +19,13 @@ Two mechanisms:
 from __future__ import annotations
 
 import contextlib
-import functools
 from dataclasses import replace
 
 import torch
 
+from .. import modalities
 from ..exceptions import ConfigError, closest
-from .registry import Backbone, BackboneConfig, create_backbone, dummy_input, get_config
+from .registry import Backbone, BackboneConfig
 
 CUT_MARK = "@"
 
@@ -78,8 +78,9 @@ class CutBackbone(Backbone):
         name = base.config.name + CUT_MARK + "+".join(groups) + ("+out" if keep_output else "")
         config = replace(base.config, name=name, layer_groups=order[:order.index(last) + 1],
                          num_source_classes=0, source_labels="")
-        super().__init__(config, base.image_size)
+        super().__init__(config, base.input_size)
         self.base, self.groups, self.keep_output = base, groups, keep_output
+        self.modality = modalities.get(config.modality)
         self._seen: list[torch.Tensor] = []
         mods = base.group_modules()
         self._hooks = [mods[g][-1].register_forward_hook(self._tap(stop=g == groups[-1]
@@ -88,8 +89,8 @@ class CutBackbone(Backbone):
         was_training = base.training
         base.eval()  # the probe must not move BatchNorm statistics
         with torch.inference_mode(), one_thread():
-            size = 8 if config.modality == "text" else base.image_size
-            self.dims = [int(t.shape[1]) for t in self.parts(dummy_input(config, size))]
+            probe = self.modality.probe_input(base.input_size)
+            self.dims = [int(t.shape[1]) for t in self.parts(probe)]
         base.train(was_training)
         self.config = replace(config, feature_dim=sum(self.dims))
 
@@ -108,11 +109,8 @@ class CutBackbone(Backbone):
         except _Stop:
             out = None
         seen, self._seen = self._seen, []
-        if self.config.modality == "text":
-            norm = getattr(self.base, "normalize", True)
-            pooled = [pool_tokens(h, x, normalize=norm) for h in seen]
-        else:
-            pooled = [h.mean(dim=(2, 3)) for h in seen]
+        norm = getattr(self.base, "normalize", True)  # as the whole network pools its output
+        pooled = [self.modality.pool(h, x, normalize=norm) for h in seen]
         return pooled + ([out] if self.keep_output else [])
 
     def forward(self, x) -> torch.Tensor:
@@ -128,23 +126,10 @@ class CutBackbone(Backbone):
             h.remove()
 
 
-def pool_tokens(hidden: torch.Tensor, batch: dict, *, normalize: bool) -> torch.Tensor:
-    """(W, L, D) hidden states -> (docs, D): masked mean over each document's tokens (all its
-    windows), as TextBackbone.forward pools the last layer."""
-    mask, doc = batch["attention_mask"], batch["doc"]
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    sums = (hidden * m).sum(1).float()
-    n_docs = int(batch.get("n_docs", int(doc.max()) + 1 if len(doc) else 0))
-    out = torch.zeros(n_docs, sums.shape[1], dtype=sums.dtype).index_add_(0, doc, sums)
-    counts = torch.zeros(n_docs, 1, dtype=sums.dtype).index_add_(0, doc, m.sum(1).float())
-    emb = out / counts.clamp_min(1.0)
-    return torch.nn.functional.normalize(emb, dim=-1) if normalize else emb
-
-
-def default_cuts(name: str) -> list[str]:
+def default_cuts(config: BackboneConfig) -> list[str]:
     """Two earlier groups of a backbone: about 3/4 and 1/2 of the way through its groups
     (efficientnet_lite*: stage6, stage4; minilm_l6: layer4, layer3; tiny_cnn: block1)."""
-    groups = list(get_config(name).layer_groups)
+    groups = list(config.layer_groups)
     last = len(groups) - 1 if groups[-1] not in ("pooling",) else len(groups) - 2
     picks = sorted({min(max(round(last * f), 1), last - 1) for f in (0.75, 0.5)}, reverse=True)
     return [groups[i] for i in picks if 0 < i < last]
@@ -174,8 +159,8 @@ def truncate(base: Backbone, group: str) -> Backbone:
         with torch.inference_mode(), one_thread():
             was = base.training
             base.eval()
-            size = 8 if base.config.modality == "text" else base.image_size
-            dim = int(base(dummy_input(base.config, size)).shape[1]) // base.feature_layers
+            probe = modalities.get(base.config.modality).probe_input(base.input_size)
+            dim = int(base(probe).shape[1]) // base.feature_layers
             base.train(was)
         base.config = replace(base.config, feature_dim=dim)
         return base
@@ -184,19 +169,17 @@ def truncate(base: Backbone, group: str) -> Backbone:
     return cut
 
 
-def cut_config(base: BackboneConfig, group: str) -> BackboneConfig:
-    """The registry's description of BASE@GROUP (built once to learn its feature size)."""
-    return _cut_config(base, group)
+def describe_cut(base: BackboneConfig, group: str, module: Backbone) -> BackboneConfig:
+    """The registry's description of BASE@GROUP, from `module` (BASE truncated after GROUP,
+    built once by zoo.py to learn its feature size)."""
+    return replace(module.config, cut_of=base.name, cut=group, factory=None,
+                   weights_installed=base.weights_installed,
+                   description=f"{base.name} up to {group} (a layer cut)")
 
 
-@functools.lru_cache(maxsize=64)
-def _cut_config(base: BackboneConfig, group: str) -> BackboneConfig:
+def check_cut_name(base: BackboneConfig, group: str) -> None:
     if group not in base.layer_groups:
         hint = closest(group, list(base.layer_groups))
         raise ConfigError(f"'{base.name}' has no layer group '{group}'"
                           + (f"; did you mean '{base.name}{CUT_MARK}{hint}'?" if hint else "")
                           + f" Its groups are {', '.join(base.layer_groups)}.")
-    module = truncate(create_backbone(base.name, pretrained=False), group)
-    return replace(module.config, cut_of=base.name, cut=group, factory=None,
-                   weights_installed=base.weights_installed,
-                   description=f"{base.name} up to {group} (a layer cut)")

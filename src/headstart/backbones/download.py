@@ -12,6 +12,9 @@ into the cache, verified.
 - A cached file is verified on every reuse (against the hash recorded when it was downloaded,
   and the checksum asked for); a file that fails is downloaded again.
 - Temporary files are unique (pid + random) and removed on any failure.
+
+http(s):// and file:// go through urllib, not huggingface_hub: the hub's client downloads only
+from a hub, and the cap and the checksum must act while the bytes arrive.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from ..cache import cache_dir
 from ..exceptions import WeightsError
 from ..safeio import atomic_write, safe_name, write_bytes_atomic
 
@@ -63,8 +67,6 @@ def split_checksum(url: str) -> tuple[str, str | None]:
 
 def download(url: str, *, cap: int | None = None) -> Path:
     """A verified local copy of `url` in the cache (downloaded once, checked on every use)."""
-    from .weights import cache_dir
-
     cap = cap or max_bytes()
     if url.startswith("hf://"):
         return hub_download(url, cap=cap)
@@ -166,9 +168,8 @@ def parse_hf(url: str) -> tuple[str, str, str | None]:
 
 def hub_download(url: str, *, cap: int) -> Path:
     """huggingface_hub's download, with the cap before it and the hub's checksum after it."""
+    # deferred on purpose: only hf:// URLs need huggingface_hub, whose import is slow
     from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
-
-    from .weights import cache_dir
 
     repo, filename, revision = parse_hf(url)
     endpoint = os.environ.get("HF_ENDPOINT") or None
@@ -213,7 +214,7 @@ def matches_etag(path: Path, etag: str | None) -> bool:
 
 
 def _cached_hub_file(repo: str, filename: str, revision, folder: Path) -> Path | None:
-    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub import try_to_load_from_cache  # deferred on purpose (see above)
 
     cached = try_to_load_from_cache(repo, filename, cache_dir=folder, revision=revision)
     if not isinstance(cached, str):

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from .registry import Backbone, BackboneConfig, register_backbone
+from .weights import load_state_dict_checked, read_checkpoint
 
 # (package carrying the weights, its class that knows the file, arch name, native size)
 _VARIANTS = {
@@ -37,13 +38,13 @@ def _installed(name: str) -> bool:
 class EfficientNetLite(Backbone):
     def __init__(self, config: BackboneConfig, image_size: int, *, pretrained: bool) -> None:
         super().__init__(config, image_size)
+        # deferred on purpose: the model code is only needed where a network is built
         from efficientnet_lite_pytorch import EfficientNet
 
         arch = _VARIANTS[config.name][2]
         # static 'SAME' padding is computed for this input size (needed for ONNX export)
         self.net = EfficientNet.from_name(arch, image_size=image_size)
         if pretrained:
-            from .weights import load_state_dict_checked, read_checkpoint
             path = weights_file(config.name)
             load_state_dict_checked(self.net, read_checkpoint(path), source=path,
                                     arch=config.name)
@@ -51,7 +52,7 @@ class EfficientNetLite(Backbone):
         self._cut: str | None = None  # the last layer group kept (truncate_after)
 
     def _block_stages(self) -> list[int]:
-        from efficientnet_lite_pytorch.utils import round_repeats
+        from efficientnet_lite_pytorch.utils import round_repeats  # deferred, as above
 
         gp, args = self.net._global_params, self.net._blocks_args
         stages = []

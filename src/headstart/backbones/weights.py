@@ -12,23 +12,20 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
+from ..cache import cache_dir
 from ..exceptions import WeightsError, WeightsMismatchError
 from ..safeio import guarded
 from .download import download
+from .run_files import check_weights_file
 
 __all__ = ["cache_dir", "read_checkpoint", "resolve", "download", "load_weights",
            "load_state_dict_checked"]
 
 _FILE_NAMES = ("model.safetensors", "pytorch_model.bin", "model.pt", "model.pth")
 _SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("HEADSTART_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "headstart")
-    return Path(root)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -38,7 +35,6 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     fix = "pass a .safetensors or a torch state_dict file"
     with guarded(path, "not a readable checkpoint: the file", fix, WeightsError):
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
             state = load_file(str(path))
         else:  # weights_only: tensors and plain containers, never a pickle's code
             state = torch.load(str(path), map_location="cpu", weights_only=True)
@@ -96,10 +92,8 @@ def load_weights(backbone, spec: str | os.PathLike) -> list[str]:
     network's keys (no 'net.' prefix), or a headstart run's model ('backbone.' prefix, head
     dropped). The source classifier is optional: a checkpoint without it (or with another
     class count) loads, and `predict` without a run then says it has no source labels."""
-    from .source import check_weights_file
-
     path = resolve(spec)
-    check_weights_file(path, backbone.config.name, backbone.image_size)
+    check_weights_file(path, backbone.config.name)
     state = read_checkpoint(path)
     if any(k.startswith("backbone.") for k in state):
         state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}

@@ -2,16 +2,20 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
-from .. import api
+from .. import api, modalities
 from ..backbones import cache_dir, count_flops, count_parameters, create_backbone
-from ..backbones import list_backbones
+from ..backbones import get_config, list_backbones
+from ..data.shipped import write_animal_mnist, write_bbc_news
 from ..evaluation import format_confusion, format_report, plot_confusion
-from ..strategies import STRATEGIES
-from ..training.config import REFIT_MODES, TrainConfig
+from ..exceptions import ConfigError
+from ..pretrain import pretrain
+from ..safeio import safe_name  # the data's name becomes a file name in the run
+from ..training.config import TrainConfig
+from ..training.options import PRETRAIN, TRAIN
+from .options import add_options, add_reading_options, config_from_args
 
 DEMO_PER_CLASS = 100
 
@@ -39,7 +43,7 @@ def run_models(args) -> int:
     print(f"{'name':<20}{'input':>8}{'params':>8}{'GFLOPs':>8}  {'weights':<10}{'license':<12}"
           "pre-training")
     for r in rows:
-        unit = "tok" if r["modality"] == "text" else "px"
+        unit = modalities.get(r["modality"]).size_unit
         print(f"{r['name']:<20}{r['input_size']:>5}{unit:<3}{r['params_m']:>7.1f}M"
               f"{r['gflops']:>8.2f}  "
               f"{'installed' if r['installed'] else 'missing':<10}{r['license']:<12}"
@@ -55,7 +59,7 @@ def run_models(args) -> int:
 def add_predict(sub) -> None:
     p = sub.add_parser("predict", help="classify images (ImageNet top-5, or with a trained run) "
                        "or texts (with a trained text run)")
-    p.add_argument("images", nargs="*", metavar="INPUT",
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
                    help="image files; for a text run: texts, .txt files (one text each), or "
                    ".csv/.tsv/.jsonl files (their text column). An INPUT that looks like a "
                    "file name (a path separator or a suffix such as .txt) must exist; pass a "
@@ -68,22 +72,9 @@ def add_predict(sub) -> None:
     p.add_argument("--top", type=int, default=5)
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable inputs, listed on "
                    "stderr, instead of stopping")
-    _reading_args(p, label=False)
+    add_reading_options(p, ("max_pixels", "encoding", "text_column"))
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=run_predict)
-
-
-def _reading_args(p, *, label: bool) -> None:
-    """How to read the inputs, for commands that read data with a trained run (the run's own
-    settings by default)."""
-    p.add_argument("--max-pixels", type=int, help="largest image, in pixels, decoded "
-                   "(default: the run's, or Pillow's 89 MP)")
-    p.add_argument("--encoding", help="texts: file encoding (default: the run's, utf-8)")
-    p.add_argument("--text-column", help="texts: the column holding the text (default: the "
-                   "run's)")
-    if label:
-        p.add_argument("--label-column", help="the column holding the label (default: the "
-                       "run's)")
 
 
 def _with_reading_args(trained, args):
@@ -96,8 +87,7 @@ def _with_reading_args(trained, args):
 
 
 def run_predict(args) -> int:
-    from ..exceptions import ConfigError, DataError
-    if not args.images and not args.text:
+    if not args.inputs and not args.text:
         raise ConfigError("nothing to predict: pass image files, or texts (--text) for a text "
                           "run")
     if args.top < 1:
@@ -105,20 +95,13 @@ def run_predict(args) -> int:
     skipped = [] if args.skip_bad else None
     if args.run:
         trained = _with_reading_args(api.load(args.run), args)
-        if trained.modality == "text":
-            inputs, names = _texts_to_predict(args.images, trained.config)
-            inputs, names = inputs + args.text, names + [_shown(t) for t in args.text]
-        elif args.text:
-            raise DataError(f"--text: run {args.run} classifies images, not texts")
-        else:
-            inputs = names = _images_to_predict(args.images, args.run)
-        results = api.predict_images(trained, inputs, top=args.top, skipped=skipped)
-    else:
-        if args.text:
-            raise DataError("--text needs a text run: pass --run RUN (the ImageNet backbone "
-                            "classifies images)")
-        names = _images_to_predict(args.images, None)
-        results = api.source_predict(names, backbone=args.backbone, weights=args.weights,
+        inputs, names = trained.modality.inputs_from_words(args.inputs, args.text,
+                                                           trained.config, args.run)
+        results = api.predict(trained, inputs, top=args.top, skipped=skipped)
+    else:  # the source network's own classifier, on inputs of its modality
+        m = modalities.of(get_config(args.backbone))
+        inputs, names = m.inputs_from_words(args.inputs, args.text, TrainConfig(), None)
+        results = api.source_predict(inputs, backbone=args.backbone, weights=args.weights,
                                      top=args.top, skipped=skipped,
                                      max_pixels=args.max_pixels or TrainConfig.max_pixels)
     if skipped:
@@ -129,67 +112,11 @@ def run_predict(args) -> int:
                                                     for n, p in r]}
                           for i, r in rows], indent=2))
         return 0
-    for image, result in rows:
-        print(image)
+    for name, result in rows:
+        print(name)
         for rank, (name, prob) in enumerate(result, 1):
             print(f"  {rank}. {name:<30} {prob:.4f}")
     return 0
-
-
-def _common_train_args(p, *, pretrain: bool = False) -> None:
-    d = TrainConfig()
-    if not pretrain:
-        p.add_argument("--backbone", default=d.backbone, help="a zoo name (see `headstart "
-                       "models`), a source model directory from `headstart pretrain`, a "
-                       "Hugging Face / sentence-transformers directory, or auto (ranked on "
-                       "your data by `headstart rank`; also sets --strategy and --unfreeze)")
-        p.add_argument("--strategy", default=d.strategy, choices=list(STRATEGIES),
-                       help="linear_probe: frozen backbone + logistic head; fine_tune (default): "
-                       "head, then the top groups with discriminative rates; gradual: one more "
-                       "group per epoch; scratch: same network, random init; contrastive: "
-                       "few-shot, the backbone learns from pairs of examples (SetFit-style), "
-                       "then a logistic head")
-        p.add_argument("--unfreeze", default=d.unfreeze,
-                       help="fine_tune, contrastive: N top groups, or all")
-        p.add_argument("--cut", default=d.cut, choices=["auto", "none"],
-                       help="images: auto (default) also measures earlier layer cuts of the "
-                       "backbone and keeps one where it clearly beats the whole network; none: "
-                       "the whole network (a particular cut: --backbone NAME@GROUP)")
-        p.add_argument("--l2sp", type=float, default=d.l2sp, help="L2-SP strength (e.g. 0.01): "
-                       "pull fine-tuned weights towards the pre-trained ones (0: off)")
-        p.add_argument("--weights", help="your own weights for the backbone: file, folder or URL")
-        p.add_argument("--refit", default=d.refit, choices=list(REFIT_MODES),
-                       help="after validation has chosen the model, learn from the validation "
-                       "examples too. head (default): refit the final closed-form head "
-                       "(linear_probe, contrastive) on training + validation; full: also train "
-                       "again from the start on training + validation for the epochs validation "
-                       "chose (about twice the time); none: keep the training-split model")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--lr", type=float, default=None, help="top learning rate")
-    p.add_argument("--image-size", default="auto", help="pixels, or auto (measured)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--val-fraction", type=float, default=d.val_fraction)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--patience", type=int, default=d.patience)
-    p.add_argument("--no-flip", action="store_true", help="no horizontal flips (text, digits)")
-    p.add_argument("--no-augment", action="store_true")
-    p.add_argument("--skip-bad", action="store_true", help="skip unreadable images, listed")
-    p.add_argument("--max-pixels", type=int, default=d.max_pixels)
-    p.add_argument("--workers", type=int, default=d.workers)
-    p.add_argument("--precision", default=d.precision, choices=["auto", "fp32", "bf16"])
-    p.add_argument("--bn-stats", default=d.bn_stats, choices=["auto", "keep", "update"],
-                   help="BatchNorm running statistics while fine-tuning (auto: keep pre-trained)")
-    p.add_argument("--text-column", help="texts: the column holding the text (default: text, "
-                   "sentence, content, ...)")
-    p.add_argument("--label-column", help="the column holding the label (default: label, "
-                   "category, class, topic, ...)")
-    p.add_argument("--encoding", default=d.encoding,
-                   help="texts: file encoding (default utf-8; e.g. cp1252 for old Windows files)")
-    p.add_argument("--truncate", action="store_true", help="texts: keep only the first window "
-                   "of long texts (default: split into windows and pool)")
-    p.add_argument("--layers", default=d.layers, help="texts: features pool the last N "
-                   "transformer layers, concatenated (default 1, the sentence embedding); auto "
-                   "measures 1, 2 and 4 by cross-validation on the training texts")
 
 
 def add_train(sub) -> None:
@@ -198,34 +125,17 @@ def add_train(sub) -> None:
                    "CSV of path,label, or CSV/TSV/JSONL of text,label (default: the shipped "
                    f"animal-mnist demo, {DEMO_PER_CLASS} per class)")
     p.add_argument("--out", required=True, help="run directory to create")
-    _common_train_args(p)
+    add_options(p, TRAIN)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--restart", action="store_true", help="discard an interrupted run")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run_train)
 
 
-def _config_from_args(args, **fixed) -> TrainConfig:
-    """A TrainConfig from the parsed options of train-like commands (`fixed` overrides)."""
-    get = lambda name, default=None: fixed.get(name, getattr(args, name, default))  # noqa: E731
-    return TrainConfig(
-        backbone=get("backbone"), strategy=get("strategy"), epochs=args.epochs, lr=args.lr,
-        unfreeze=get("unfreeze", "all"), cut=get("cut", "auto"), image_size=args.image_size,
-        batch_size=args.batch_size,
-        val_fraction=args.val_fraction, seed=args.seed, patience=args.patience,
-        flip=not args.no_flip, augment=not args.no_augment, weights=get("weights"),
-        skip_bad=args.skip_bad, max_pixels=args.max_pixels, workers=args.workers,
-        precision=args.precision, bn_stats=args.bn_stats, l2sp=get("l2sp", 0.0),
-        text_column=args.text_column, label_column=args.label_column, encoding=args.encoding,
-        truncate=args.truncate, layers=getattr(args, "layers", 1),
-        refit=get("refit", "head"))
-
-
 def run_train(args) -> int:
-    cfg = _config_from_args(args)
+    cfg = config_from_args(args, TRAIN)
     data, test = args.data, None
     if data is None:
-        from ..data.shipped import write_animal_mnist
         root = write_animal_mnist(cache_dir() / "datasets" / f"animal-mnist-{DEMO_PER_CLASS}",
                                   per_class=DEMO_PER_CLASS)
         data, test = root / "train", root / "test"
@@ -238,10 +148,11 @@ def run_train(args) -> int:
     m = result.metrics
     val = f"val accuracy {m['val_accuracy']:.4f}" if m["val_accuracy"] is not None else "no val"
     if m.get("refit_full"):
-        val += (f" ({m['val_images']} examples, of the model selected on the training split; "
-                f"the saved model was then trained on all {m['refit_full']['examples']})")
+        val += (f" ({m['val_examples']} examples, of the model selected on the training "
+                f"split; the saved model was then trained on all "
+                f"{m['refit_full']['examples']})")
     else:
-        val += f" ({m['val_images']} examples)"
+        val += f" ({m['val_examples']} examples)"
     print(f"done in {m['seconds']:.0f}s: {val}, run saved to {result.run_dir}")
     if test is not None:
         report, _ = api.evaluate(result, test, progress=not args.quiet)
@@ -259,7 +170,7 @@ def add_pretrain(sub) -> None:
     p.add_argument("--out", required=True, help="source model directory to create")
     p.add_argument("--sample-size", type=int, default=500, help="held-out source examples kept "
                    "with the model to measure retention after fine-tuning (0: none)")
-    _common_train_args(p, pretrain=True)
+    add_options(p, PRETRAIN)
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--restart", action="store_true", help="discard an interrupted run")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -267,8 +178,7 @@ def add_pretrain(sub) -> None:
 
 
 def run_pretrain(args) -> int:
-    from ..pretrain import pretrain
-    cfg = _config_from_args(args, backbone=args.arch, strategy="scratch")
+    cfg = config_from_args(args, PRETRAIN, backbone=args.arch, strategy="scratch")
     result = pretrain(args.data, args.out, arch=args.arch, config=cfg,
                       sample_size=args.sample_size, overwrite=args.overwrite,
                       restart=args.restart, progress=not args.quiet)
@@ -276,7 +186,7 @@ def run_pretrain(args) -> int:
         return 0
     m = result.metrics
     print(f"done in {m['seconds']:.0f}s: held-out accuracy {m['val_accuracy']:.4f} "
-          f"({m['val_images']} examples); source model saved to {result.run_dir}")
+          f"({m['val_examples']} examples); source model saved to {result.run_dir}")
     print(f"transfer from it with: headstart train TARGET --backbone {result.run_dir} --out RUN")
     return 0
 
@@ -287,7 +197,7 @@ def add_evaluate(sub) -> None:
     p.add_argument("data", help="labelled data in the form the run was trained on")
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
     p.add_argument("--skip-bad", action="store_true", help="skip unreadable inputs, listed")
-    _reading_args(p, label=True)
+    add_reading_options(p, ("max_pixels", "encoding", "text_column", "label_column"))
     p.add_argument("--plot", help="confusion-matrix PNG path (default RUN/confusion_<data>.png)")
     p.set_defaults(func=run_evaluate)
 
@@ -296,7 +206,6 @@ def run_evaluate(args) -> int:
     trained = _with_reading_args(api.load(args.run), args)
     report, skipped = api.evaluate(trained, args.data, skip_bad=args.skip_bad,
                                    progress=not args.json and sys.stderr.isatty())
-    from ..safeio import safe_name  # the data's name becomes a file name in the run
     plot = Path(args.plot) if args.plot else Path(args.run) / \
         f"confusion_{safe_name(Path(args.data).name or 'data', limit=120)}.png"
     plot_confusion(report, plot, title=f"{Path(args.run).name} on {Path(args.data).name}")
@@ -323,8 +232,6 @@ def add_make_dataset(sub) -> None:
 
 
 def run_make_dataset(args) -> int:
-    from ..data.shipped import write_animal_mnist, write_bbc_news
-    from ..exceptions import ConfigError
     if args.per_class is not None and args.per_class < 1:
         raise ConfigError(f"--per-class must be 1 or more (or left out for all), got "
                           f"{args.per_class}")
@@ -337,68 +244,3 @@ def run_make_dataset(args) -> int:
     root = write_animal_mnist(args.out, per_class=args.per_class, seed=args.seed)
     print(f"wrote {root}/train (training pool) and {root}/test (2,000-image hold-out)")
     return 0
-
-
-PATH_SUFFIXES = (".txt", ".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".md")
-
-
-def looks_like_path(arg: str) -> bool:
-    """A command-line INPUT meant as a file: one word with a path separator or a file suffix."""
-    from ..data.images import IMAGE_EXTENSIONS
-    if not arg or len(arg) > 4096 or any(c.isspace() for c in arg):
-        return False
-    return ("/" in arg or os.sep in arg or Path(arg).suffix.lower() in PATH_SUFFIXES
-            + IMAGE_EXTENSIONS)
-
-
-def _images_to_predict(args: list[str], run) -> list[str]:
-    """Image paths; a text file given to an image model is named as the mismatch it is."""
-    from ..data.images import is_image_path, is_regular_file
-    from ..data.texts import TABLE_EXTENSIONS
-    from ..exceptions import DataError
-    for a in args:
-        if Path(a).suffix.lower() in TABLE_EXTENSIONS + (".txt",) and not is_image_path(Path(a)):
-            who = f"run {run} classifies images" if run else "the ImageNet backbone classifies " \
-                "images"
-            if is_regular_file(a):
-                raise DataError(f"{a}: a text file, but {who}; pass image files (or --run a "
-                                "text run)")
-    return list(args)
-
-
-def _shown(text: str) -> str:
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _texts_to_predict(args: list[str], cfg: TrainConfig) -> tuple[list[str], list[str]]:
-    """Texts from the command line: a .txt file is one text, a table gives its text column,
-    anything that looks like a file must be one, and anything else is the text itself.
-    Returns (texts, names to show)."""
-    from ..data.images import is_image_path, is_regular_file
-    from ..data.texts import TABLE_EXTENSIONS, TextOptions, check_not_empty, decode, from_table
-    from ..exceptions import DataError
-    texts, names = [], []
-    for a in args:
-        path = Path(a)
-        is_file = len(a) < 4096 and "\n" not in a and is_regular_file(a)
-        if os.path.isdir(a):
-            raise DataError(f"{a}: a folder; pass text files or texts (to evaluate a folder of "
-                            "labelled texts: headstart evaluate RUN FOLDER)")
-        if is_file and is_image_path(path):
-            raise DataError(f"{a}: an image, but the run classifies texts; pass texts or text "
-                            "files")
-        if is_file and path.suffix.lower() in TABLE_EXTENSIONS:
-            ds = from_table(path, TextOptions(cfg.text_column, None, cfg.encoding),
-                            need_labels=False)
-            texts += ds.sources
-            names += ds.describe_sources()
-        elif is_file:
-            texts.append(decode(path.read_bytes(), a, cfg.encoding))
-            names.append(a)
-        elif looks_like_path(a):
-            raise DataError(f"{a}: no such file; to classify it as a text, pass it with --text")
-        else:
-            texts.append(a)
-            names.append(_shown(a))
-    check_not_empty(texts, names)
-    return texts, names

@@ -5,8 +5,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..compare import compare
 from ..exceptions import ConfigError
-from ..training.config import TrainConfig
+from ..training.options import COMPARE
+from .options import add_options, config_from_args
 
 EXIT_NEGATIVE = 3
 
@@ -31,15 +33,6 @@ def add_compare(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", help="labelled images or texts, as for `headstart train`")
     p.add_argument("--out", required=True, help="report directory to create")
-    d = TrainConfig()
-    p.add_argument("--backbone", help="a zoo name (see `headstart models`; default "
-                   "efficientnet_lite0 for images, minilm_l6 for texts) or a source model "
-                   "directory from `headstart pretrain`")
-    p.add_argument("--strategy", default=d.strategy, choices=["fine_tune", "gradual",
-                                                             "contrastive", "linear_probe"],
-                   help="the transfer arm's strategy (default fine_tune)")
-    p.add_argument("--epochs", type=int, default=d.epochs,
-                   help=f"gradient epochs of every arm (default {d.epochs})")
     p.add_argument("--seeds", type=int, default=1, help="train every arm this many times "
                    "(seed-aware intervals; default 1)")
     p.add_argument("--target", type=float, help="validation accuracy for time-to-target, in "
@@ -49,48 +42,19 @@ def add_compare(sub) -> None:
     p.add_argument("--test", help="labelled test data (default: a stratified hold-out of DATA)")
     p.add_argument("--test-fraction", type=float, help="share of DATA held out for testing "
                    "when there is no --test (default 0.25)")
-    p.add_argument("--image-size", default="auto", help="pixels, or auto (measured once)")
     p.add_argument("--fail-on-negative", action="store_true",
                    help=f"exit with status {EXIT_NEGATIVE} when the verdict is negative transfer")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.add_argument("--quiet", action="store_true", help="print only the summary")
-    _training_args(p, d)
+    add_options(p.add_argument_group("training and data options (as for `headstart train`)"),
+                COMPARE)
     p.set_defaults(func=run_compare)
 
 
-def _training_args(p, d: TrainConfig) -> None:
-    g = p.add_argument_group("training and data options (as for `headstart train`)")
-    g.add_argument("--lr", type=float, help="top learning rate (default: the strategy's)")
-    g.add_argument("--unfreeze", default=d.unfreeze, help="fine_tune: N top groups, or all")
-    g.add_argument("--l2sp", type=float, default=d.l2sp, help="L2-SP strength for the transfer "
-                   "arm (0: off)")
-    g.add_argument("--batch-size", type=int, default=d.batch_size)
-    g.add_argument("--val-fraction", type=float, default=d.val_fraction)
-    g.add_argument("--seed", type=int, default=d.seed, help="first seed; also the test split's")
-    g.add_argument("--patience", type=int, default=d.patience)
-    g.add_argument("--no-flip", action="store_true", help="no horizontal flips")
-    g.add_argument("--no-augment", action="store_true")
-    g.add_argument("--weights", help="your own weights for the pre-trained arms")
-    g.add_argument("--skip-bad", action="store_true", help="skip unreadable images, listed")
-    g.add_argument("--text-column", help="texts: the column holding the text")
-    g.add_argument("--label-column", help="the column holding the label")
-    g.add_argument("--encoding", default=d.encoding, help="texts: file encoding")
-    g.add_argument("--truncate", action="store_true",
-                   help="texts: keep only the first window of long texts")
-
-
 def run_compare(args) -> int:
-    from ..compare import compare
-
     if args.test is not None and args.test_fraction is not None:
         raise ConfigError("--test-fraction has no effect with --test; pass one of them")
-    cfg = TrainConfig(
-        backbone=args.backbone, strategy=args.strategy, epochs=args.epochs, lr=args.lr,
-        unfreeze=args.unfreeze, image_size=args.image_size, batch_size=args.batch_size,
-        val_fraction=args.val_fraction, seed=args.seed, patience=args.patience,
-        flip=not args.no_flip, augment=not args.no_augment, weights=args.weights,
-        skip_bad=args.skip_bad, text_column=args.text_column, label_column=args.label_column,
-        encoding=args.encoding, truncate=args.truncate, l2sp=args.l2sp)
+    cfg = config_from_args(args, COMPARE)
     log = (lambda *_: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     try:
         report = compare(args.data, args.out, config=cfg, test=args.test,

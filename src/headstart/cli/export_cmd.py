@@ -1,7 +1,7 @@
 """`headstart export RUN`: the run's classifier as a self-contained ONNX file, checked."""
 from __future__ import annotations
 
-from .. import api
+from .. import api, modalities
 from ..export import FORMATS, TOLERANCE, export_run
 
 
@@ -35,16 +35,8 @@ def run_export(args) -> int:
                         samples=args.samples, test=args.test, max_drop=args.max_drop,
                         heldout=args.heldout, overwrite=args.overwrite)
     meta = result.meta
-    if meta["modality"] == "text":
-        window = meta["text"]["window"]
-        inputs = (f"token windows of up to {window} (input_ids, attention_mask, doc); "
-                  f"tokenizer in {result.path.parent / meta['text']['tokenizer']}")
-    else:
-        s = meta["input_size"]
-        inputs = f"uint8 RGB images (N, {s}, {s}, 3), normalised inside the graph"
+    inputs, what = modalities.get(meta["modality"]).describe_export(meta, result.path)
     print(f"wrote {result.path} ({meta['model_bytes'] / 1e6:.1f} MB, opset {meta['opset']}): "
           f"{len(meta['labels'])} classes from {inputs}")
-    what = "labels, token windows, pooling" if meta["modality"] == "text" else \
-        "labels, input, normalisation, resize policy"
     print(f"sidecar {result.sidecar}: {what}, parity")
     return 0

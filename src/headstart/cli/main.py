@@ -8,6 +8,10 @@ import warnings
 
 from ..exceptions import HeadstartError
 from . import commands
+from .compare_cmd import add_compare
+from .export_cmd import add_export
+from .rank_cmd import add_rank
+from .serve_cmd import add_serve
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -18,11 +22,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for name in ("models", "predict", "train", "pretrain", "evaluate", "make-dataset"):
         getattr(commands, f"add_{name.replace('-', '_')}")(sub)
-    from .compare_cmd import add_compare
-    from .export_cmd import add_export
-    from .rank_cmd import add_rank
-    from .serve_cmd import add_serve
-
     add_compare(sub)
     add_rank(sub)
     add_export(sub)

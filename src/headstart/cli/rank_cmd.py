@@ -2,7 +2,13 @@
 the user's data, before any training."""
 from __future__ import annotations
 
+import argparse
 import json
+
+from ..data.texts import TextOptions
+from ..exceptions import ConfigError
+from ..transferability.rank import rank
+from ..transferability.recommend import decide
 
 EPILOG = """\
 candidates: `all` (default: every installed backbone of the data's kind, earlier cuts of the
@@ -16,8 +22,6 @@ Use the recommendation directly with `headstart train DATA --backbone auto`.
 
 
 def add_rank(sub) -> None:
-    import argparse
-
     p = sub.add_parser("rank", help="rank source models by transferability before training",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", help="labelled images or texts, as for `headstart train`")
@@ -42,11 +46,6 @@ def add_rank(sub) -> None:
 
 
 def run_rank(args) -> int:
-    from ..data.texts import TextOptions
-    from ..transferability.rank import rank
-    from ..transferability.recommend import decide
-
-    from ..exceptions import ConfigError
     if args.image_size is not None and not 8 <= args.image_size <= 1024:
         raise ConfigError(f"--image-size must be between 8 and 1024 pixels, got {args.image_size}")
     if not 0 <= args.seed < 2**32:

@@ -6,7 +6,10 @@ import os
 import sys
 from pathlib import Path
 
-from ..serve import ServeLimits
+from .. import api
+from ..export import export_run
+from ..export.runtime import exported_for, run_export_path
+from ..serve import ServeLimits, app
 
 LOOPBACK = ("localhost",)
 
@@ -59,10 +62,6 @@ def host_warning(host: str, token: str | None) -> str | None:
 
 def ensure_export(run: str) -> None:
     """A run directory without an export is exported (and parity-checked) first."""
-    from .. import api
-    from ..export import export_run
-    from ..export.runtime import exported_for, run_export_path
-
     path = Path(run)
     if not path.is_dir() or exported_for(path) is not None:
         return
@@ -71,9 +70,7 @@ def ensure_export(run: str) -> None:
 
 
 def run_serve(args) -> int:
-    import uvicorn
-
-    from ..serve import app
+    import uvicorn  # deferred on purpose: the server itself, for `serve` only
 
     ensure_export(args.run)
     limits = ServeLimits(max_request_bytes=int(args.max_request_mb * 2**20),

@@ -1,4 +1,6 @@
-"""Labelled image collections: from a folder of class sub-folders, a CSV of path,label, or memory.
+"""Labelled data (LabelledData: sources and labels, split and validated the same for every
+modality) and image collections: from a folder of class sub-folders, a CSV of path,label, or
+memory.
 
 A dataset here is a light list of sources (paths or in-memory images) and labels. Pixels are
 read only when a batch needs them, so a dataset of any size costs a few bytes per image.
@@ -27,15 +29,17 @@ LABEL_COLUMNS = ("label", "labels", "category", "class", "topic", "target", "y")
 
 @dataclass
 class LabelledData:
-    """Sources (image files or arrays, or texts) and their labels; `modality` says which."""
+    """Sources (image files or arrays, or texts) and their labels; `modality` names the kind
+    (modalities/ has the object that knows it), `unit` what a count of them is called."""
     sources: list
     labels: list[str]
     root: str = "<memory>"
     skipped: list[str] = field(default_factory=list)  # "file: reason" for every skipped input
     ignored_system_files: int = 0
     ignored: list[str] = field(default_factory=list)  # "path (why)": in the data, not read
-    modality = "image"
-    unit = "images"
+    modality = ""
+    unit = "examples"
+    looked_for = ""  # what an empty dataset's error says was looked for
 
     def __len__(self) -> int:
         return len(self.sources)
@@ -77,24 +81,14 @@ class LabelledData:
 @dataclass
 class ImageDataset(LabelledData):
     sources: list[ImageSource]
+    modality = "image"
+    unit = "images"
+    looked_for = f" (looked for {', '.join(IMAGE_EXTENSIONS)})"
 
 
-def load_dataset(data, labels=None, *, skip_bad: bool = False, min_classes: int = 2,
-                 modality: str | None = None, text_options=None) -> LabelledData:
-    """Turn what the user gave into a dataset: a folder, a CSV/TSV/JSONL file, or sources +
-    labels. `modality` ('image' or 'text') is detected from the data when not given.
-    Training needs two classes or more; evaluation (min_classes=1) accepts one."""
-    from .texts import detect_modality, load_texts
-
-    modality = modality or detect_modality(data, labels)
-    if modality == "text":
-        ds = load_texts(data, labels, skip_bad=skip_bad, options=text_options)
-    else:
-        ds = _load(data, labels, skip_bad)
-    return validate(ds, min_classes=min_classes)
-
-
-def _load(data, labels, skip_bad: bool) -> LabelledData:
+def load_images(data, labels=None, *, skip_bad: bool = False) -> LabelledData:
+    """Images and labels from a folder of class sub-folders, a CSV/TSV of path,label rows, or
+    images (paths, arrays, PIL images) with labels (validated by `validate`)."""
     if isinstance(data, LabelledData):
         return data
     if labels is not None:
@@ -228,9 +222,7 @@ def from_memory(images, labels) -> ImageDataset:
 
 def validate(ds: LabelledData, *, min_classes: int = 2) -> LabelledData:
     if len(ds) == 0:
-        if ds.modality == "text":
-            raise DataError(f"{ds.root}: no texts found")
-        raise DataError(f"{ds.root}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)})")
+        raise DataError(f"{ds.root}: no {ds.unit} found{ds.looked_for}")
     if len(ds.classes) < min_classes:
         raise DataError(f"{ds.root}: only one class ('{ds.classes[0]}') found; a classifier needs "
                         "at least two classes, each in its own sub-folder or label")
@@ -250,7 +242,8 @@ def require_two_per_class(ds: LabelledData) -> None:
 def stratified_split(labels: Sequence[str], val_fraction: float, seed: int,
                      ) -> tuple[list[int], list[int]]:
     """Indices for train and validation, keeping each class's share; every class keeps at least
-    one training image, and gets a validation image only when it has two or more."""
+    one training image, and gets a validation image only when it has two or more. By hand, not
+    scikit-learn's train_test_split: this is the split every recorded figure was made on."""
     rng = np.random.default_rng(seed)
     by_class: dict[str, list[int]] = {}
     for i, y in enumerate(labels):

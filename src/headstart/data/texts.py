@@ -18,9 +18,9 @@ from typing import Sequence
 import numpy as np
 
 from ..exceptions import DataError
-from .datasets import LABEL_COLUMNS, PATH_COLUMNS, LabelledData
-from .folders import class_files, first_files, is_folder, scan_root
-from .images import is_image_path, is_regular_file
+from .datasets import LABEL_COLUMNS, LabelledData
+from .folders import class_files, is_folder, scan_root
+from .images import is_regular_file
 
 TABLE_EXTENSIONS = (".csv", ".tsv", ".jsonl", ".ndjson")
 TEXT_COLUMNS = ("text", "sentence", "content", "body", "review", "document", "comment")
@@ -54,90 +54,6 @@ class TextOptions:
     text_column: str | None = None  # None: the first of TEXT_COLUMNS present
     label_column: str | None = None  # None: the first of LABEL_COLUMNS present
     encoding: str = "utf-8"  # another codec (e.g. cp1252) decodes files that are not UTF-8
-
-
-# -- what kind of data is this? ---------------------------------------------------------------
-def detect_modality(data, labels=None) -> str:
-    """'text' or 'image', from what the user passed (without reading more than a header)."""
-    if isinstance(data, LabelledData):
-        return data.modality
-    if isinstance(data, (str, Path)) and labels is None:
-        path = Path(data)
-        if is_folder(path):
-            return _folder_modality(path)
-        if path.suffix.lower() in (".jsonl", ".ndjson"):
-            return "text"
-        if path.suffix.lower() in (".csv", ".tsv") and is_regular_file(path):
-            return _table_modality(path)
-        return "image"
-    if labels is not None and not isinstance(data, np.ndarray):
-        items = list(data)[:50]
-        if items and all(isinstance(x, str) for x in items):
-            looks_like_files = all(is_image_path(Path(x)) or is_regular_file(x) for x in items
-                                   if len(x) < 4096 and "\n" not in x)
-            return "image" if looks_like_files and all("\n" not in x for x in items) else "text"
-    return "image"
-
-
-def _folder_modality(root: Path, default: str | None = "image") -> str | None:
-    for p in first_files(root):
-        if p.suffix.lower() == ".txt":
-            return "text"
-        if is_image_path(p):
-            return "image"
-    return default
-
-
-def sniff_modality(data, labels=None) -> str | None:
-    """The modality the data shows, or None when it does not tell (a path that does not
-    exist, a folder with neither images nor .txt files)."""
-    if isinstance(data, (str, Path)) and labels is None:
-        path = Path(data)
-        if is_folder(path):
-            return _folder_modality(path, None)
-        if not is_regular_file(path) or path.stat().st_size == 0:
-            return None
-        if path.suffix.lower() in TABLE_EXTENSIONS:
-            return detect_modality(path)
-        return "image" if is_image_path(path) else "text" if path.suffix == ".txt" else None
-    return detect_modality(data, labels)
-
-
-def check_modality(data, labels, modality: str, who) -> None:
-    """Data of another modality than a run's is named as such, before it is read."""
-    given = sniff_modality(data, labels)
-    if given is not None and given != modality:
-        raise DataError(f"{describe_data(data)} holds {given}s, but {who} classifies "
-                        f"{modality}s; pass {modality}s like those it was trained on")
-
-
-def describe_data(data) -> str:
-    if isinstance(data, (str, Path)):
-        return str(data)
-    if isinstance(data, LabelledData):
-        return data.root
-    return "the data"
-
-
-def _table_modality(path: Path) -> str:
-    """A CSV of images names image files (a `path` column, or image file names in its first
-    column); any other table holds texts. An empty file is an error: it tells neither."""
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: the file is empty; expected a header and rows such as "
-                        "'path,label' (images) or 'text,label' (texts)")
-    try:
-        with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
-            reader = csv.reader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-            header, first = next(reader, []), next(reader, [])
-    except (OSError, csv.Error):
-        return "image"
-    cols = [c.strip().lower() for c in header]
-    if any(c in TEXT_COLUMNS for c in cols):
-        return "text"
-    if any(c in PATH_COLUMNS for c in cols):
-        return "image"
-    cells = [c.strip() for c in header[:1] + first[:1]]
-    return "image" if any(is_image_path(Path(c)) for c in cells if c) else "text"
 
 
 # -- loading ----------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,13 +20,20 @@ TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json",
                    "special_tokens_map.json")
 
 
+def quiet_transformers() -> None:
+    """transformers' logging and progress bars off: headstart says what it does itself."""
+    import transformers  # deferred on purpose: a heavy import that image runs never need
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+
+
 @functools.lru_cache(maxsize=8)
 def load_tokenizer(model_dir: str):
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer  # deferred on purpose: heavy, texts only
 
-    from ..backbones.text import _quiet_transformers
-
-    _quiet_transformers()
+    quiet_transformers()
     with guarded(model_dir, "the tokenizer", "the model directory needs a readable "
                  "tokenizer.json or vocab.txt", WeightsError):
         return AutoTokenizer.from_pretrained(model_dir)
@@ -76,16 +84,23 @@ class TextPreprocess:
 
     def collate(self, docs: list[list[list[int]]]) -> dict:
         """A batch for TextBackbone.forward from the windows of several documents."""
-        flat = [(d, w) for d, ws in enumerate(docs) for w in ws]
-        length = max(len(w) for _, w in flat)
-        ids = np.full((len(flat), length), self.tokenizer.pad_token_id or 0, np.int64)
-        mask = np.zeros((len(flat), length), np.int64)
-        for j, (_, w) in enumerate(flat):
-            ids[j, :len(w)] = w
-            mask[j, :len(w)] = 1
+        ids, mask, doc = flat_windows(docs, self.tokenizer.pad_token_id or 0)
         return {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(mask),
-                "doc": torch.tensor([d for d, _ in flat], dtype=torch.long),
-                "n_docs": len(docs)}
+                "doc": torch.from_numpy(doc), "n_docs": len(docs)}
+
+
+def flat_windows(docs: list[list[list[int]]], pad_id: int) -> tuple[np.ndarray, ...]:
+    """(input_ids, attention_mask, doc): every window of every document, in order, one per
+    row, padded with `pad_id` (mask 0) to the longest; doc[i] is the document of row i. The
+    layout of a text batch, for the PyTorch backbone and for an exported graph alike."""
+    flat = [(d, w) for d, ws in enumerate(docs) for w in ws]
+    length = max(len(w) for _, w in flat)
+    ids = np.full((len(flat), length), pad_id, np.int64)
+    mask = np.zeros((len(flat), length), np.int64)
+    for j, (_, w) in enumerate(flat):
+        ids[j, :len(w)] = w
+        mask[j, :len(w)] = 1
+    return ids, mask, np.array([d for d, _ in flat], np.int64)
 
 
 def doc_batches(windows: list[list[list[int]]], order: list[int], max_windows: int):

@@ -10,7 +10,7 @@ ARM_NAMES = {"probe": "frozen probe", "transfer": "transfer", "scratch": "from s
 COLOURS = {"probe": "#8250df", "transfer": "#0969da", "scratch": "#bc4c00"}
 
 
-def _pyplot():
+def _pyplot():  # deferred on purpose: matplotlib takes a second to import, for plots only
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -50,7 +50,7 @@ def plot_history(rows: list[dict], path: str | Path) -> Path:
     `refit:*`, trained on training + validation examples, so without validation figures) are
     shaded and drawn with their own marker, so they are not read as more epochs of the run."""
     plt = _pyplot()
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # deferred, as _pyplot
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
     x = np.arange(1, len(rows) + 1)
     phases = [str(r.get("phase") or "") for r in rows]

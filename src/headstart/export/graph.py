@@ -1,10 +1,9 @@
-"""The exported graphs: the run's whole model, traced through its own forward.
+"""Tracing the run's whole model into ONNX, through its own forward.
 
-Nothing of the model is re-implemented here. The image graph adds only what sits in front of
-the model in `headstart predict` (uint8 NHWC -> normalised NCHW, the flip averaging the run was
-trained for) and a softmax behind it; the text graph takes the backbone's own batch of token
-windows, which the backbone pools per document. Backbone, cut, head and calibration
-are whatever the model's forward does.
+Nothing of the model is re-implemented here. What sits in front of it is the modality's
+(Modality.export_graph: for images uint8 NHWC -> normalised NCHW and the flip averaging the run
+was trained for; for texts the backbone's own batch of token windows), and a softmax behind it.
+Backbone, cut, head and calibration are whatever the model's forward does.
 """
 from __future__ import annotations
 
@@ -20,67 +19,11 @@ OPSET = 17
 EXPORTER = "torch.onnx.export (TorchScript tracer, dynamo=False)"
 
 
-class ImageGraph(nn.Module):
-    """uint8 RGB images (N, S, S, 3) -> (logits, probabilities), both (N, classes)."""
-
-    def __init__(self, model: nn.Module, *, mean, std, flip: bool) -> None:
-        super().__init__()
-        self.model = model
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
-        self.flip = flip
-
-    def forward(self, images: torch.Tensor):
-        x = images.permute(0, 3, 1, 2).float() * (1.0 / 255.0)
-        x = (x - self.mean) / self.std
-        if self.flip:  # the mean of the logits of the image and its mirror, as predict does
-            n = x.shape[0]
-            both = self.model(torch.cat([x, x.flip(3)], dim=0))
-            logits = (both[:n] + both[n:]) / 2
-        else:
-            logits = self.model(x)
-        return logits, torch.softmax(logits, dim=1)
-
-
-class TextGraph(nn.Module):
-    """Token windows -> (logits, probabilities) (D, classes): input_ids and attention_mask
-    (windows, tokens) int64, and doc (windows,) int64, the document (0..D-1, in order) each
-    window belongs to: the backbone's own batch, pooled over each document's windows."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, doc: torch.Tensor):
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "doc": doc,
-                 "n_docs": doc.max() + 1}  # a tensor: the number of documents stays dynamic
-        logits = self.model(batch)
-        return logits, torch.softmax(logits, dim=1)
-
-
-def image_dummy(size: int) -> tuple[torch.Tensor]:
-    return (torch.randint(0, 256, (2, size, size, 3), dtype=torch.uint8,
-                          generator=torch.Generator().manual_seed(0)),)
-
-
-def text_dummy(ids_by_doc: list[list[list[int]]], pad_id: int) -> tuple[torch.Tensor, ...]:
-    """A batch of documents' windows (tracing needs padding in it, so that no masking branch
-    is traced away)."""
-    from .runtime import flat_windows
-
-    return tuple(torch.from_numpy(a) for a in flat_windows(ids_by_doc, pad_id))
-
-
-def to_onnx(graph: nn.Module, dummy: tuple, path: Path, *, modality: str) -> None:
-    """Trace `graph` on `dummy` and write it to `path` with dynamic batch axes."""
-    if modality == "text":
-        names = ["input_ids", "attention_mask", "doc"]
-        axes = {"input_ids": {0: "windows", 1: "tokens"}, "attention_mask": {0: "windows",
-                1: "tokens"}, "doc": {0: "windows"}}
-        rows = "documents"
-    else:
-        names, axes, rows = ["images"], {"images": {0: "batch"}}, "batch"
-    axes.update({"logits": {0: rows}, "probabilities": {0: rows}})
+def to_onnx(graph: nn.Module, dummy: tuple, path: Path, *, inputs) -> None:
+    """Trace `graph` on `dummy` and write it to `path` with dynamic batch axes; `inputs` is
+    (input names, their dynamic axes, the output rows' axis), Modality.onnx_inputs()."""
+    names, axes, rows = inputs
+    axes = {**axes, "logits": {0: rows}, "probabilities": {0: rows}}
     graph.eval()  # stays in eval: the caller restores the model's own mode
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about constant shapes
@@ -106,14 +49,17 @@ def eager_attention(model: nn.Module):
             c._attn_implementation = a
 
 
-def optimize_text(path: Path, model: nn.Module) -> str:
+def optimize_transformer(path: Path, model: nn.Module) -> str | None:
     """Fuse attention, GELU and layer norms with ONNX Runtime's transformer optimizer, for
-    BERT-style encoders; returns what was fused ("" when nothing was). The parity check runs on
-    the result."""
+    BERT-style encoders; returns what was fused ("" when nothing was), None for a model with
+    no Hugging Face encoder in it. The parity check runs on the result."""
     hf = next((m.config for m in model.modules() if hasattr(getattr(m, "config", None),
                                                             "num_attention_heads")), None)
-    if hf is None or getattr(hf, "model_type", "") not in ("bert", "roberta", "xlm-roberta"):
+    if hf is None:
+        return None
+    if getattr(hf, "model_type", "") not in ("bert", "roberta", "xlm-roberta"):
         return ""
+    # deferred on purpose: the optimizer pulls in onnxruntime's transformer tools
     from onnxruntime.transformers.optimizer import optimize_model
 
     root = logging.getLogger()

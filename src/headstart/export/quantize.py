@@ -9,14 +9,14 @@ convolutions runs them as ConvInteger, measured about 7x slower than fp32 here. 
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
 from ..exceptions import ExportError, ImageReadError
-from .runtime import ExportedModel
+from .parity import check_parity
+from .runtime import ExportedModel, write_sidecar
 from .samples import Samples, heldout_samples, parity_samples, run_examples, shipped_examples
 
 CALIBRATION = 64  # images
@@ -43,9 +43,7 @@ def quantize_export(trained, fp32: Path, out: Path, meta: dict, *, test=None,
     prepared.unlink(missing_ok=True)
     meta = {**meta, "format": "onnx-int8", "model_file": out.name,
             "model_bytes": out.stat().st_size, "fp32_parity": meta["parity"]}
-    from .exporter import _write_sidecar, check_parity
-
-    _write_sidecar(out, meta)
+    write_sidecar(out, meta)
     q = ExportedModel(out)
     parity = check_parity(trained, q, parity_samples(trained, limit=32), tolerance=None)
     parity["note"] = "int8: no logit tolerance; judged by its accuracy drop"
@@ -60,50 +58,48 @@ def quantize_export(trained, fp32: Path, out: Path, meta: dict, *, test=None,
 
 def _quantize(trained, fp: ExportedModel, fp32: Path, prepared: Path, out: Path,
               meta: dict) -> str:
+    # deferred on purpose: onnx and the quantisation tools are only needed for onnx-int8
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with _quiet():
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)
-    if trained.modality == "text":
-        import onnx
-
+    m = trained.modality
+    if m.quantization == "dynamic":
         with _quiet():  # fused attention ops (com.microsoft) carry no inferred types
             quantize_dynamic(str(prepared), str(out), weight_type=QuantType.QInt8,
                              extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         method = "dynamic: int8 weights, activations quantised at run time"
-        tokenizer = meta["text"]["tokenizer"]
-        shutil.copytree(fp32.parent / tokenizer, out.parent / tokenizer)
     else:
         calib = run_examples(trained, limit=CALIBRATION, split="training") or shipped_examples(
-            "image", limit=CALIBRATION, classes=trained.classes)
+            m, limit=CALIBRATION, classes=trained.classes)
         method = _static(fp, prepared, out, calib)
+    m.export_assets(trained.preprocess, out.parent, meta)  # what the graph needs beside it
     return method
 
 
 def _static(fp: ExportedModel, prepared: Path, out: Path, calib: Samples) -> str:
+    import onnx  # deferred on purpose, as above
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
                                           quantize_static)
 
     arrays = []
     for s in calib.sources:
         try:
-            arrays.append(fp.image_array(s))
+            arrays.append(fp.inputs.read(s))
         except ImageReadError:
             continue
     if not arrays:
         raise ExportError(f"no readable calibration images among {calib.description}")
-    batches = [np.stack(arrays[i:i + 16]) for i in range(0, len(arrays), 16)]
+    batches = [fp.inputs.feed(arrays[i:i + 16]) for i in range(0, len(arrays), 16)]
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
             self.it = iter(batches)
 
         def get_next(self):
-            b = next(self.it, None)
-            return None if b is None else {"images": b}
-
-    import onnx
+            return next(self.it, None)
 
     outside = [n.name for n in onnx.load(str(prepared)).graph.node
                if not n.name.startswith("/model/backbone/")]
@@ -134,14 +130,9 @@ def _accuracy(fp: ExportedModel, q: ExportedModel, held: Samples | None) -> dict
 def _speed(fp: ExportedModel, q: ExportedModel, trained, batch: int = 16) -> dict:
     """Milliseconds per input of each model on the same batch (the median of 3 runs)."""
     samples = parity_samples(trained, limit=batch)
-    if fp.modality == "text":
-        docs = fp.windows(samples.sources[:batch])
-        run_fp, run_q = (lambda: fp.run_windows(docs)), (lambda: q.run_windows(docs))
-        n = len(docs)
-    else:
-        arrays = np.stack([fp.image_array(s) for s in samples.sources[:batch]])
-        run_fp, run_q = (lambda: fp.run_images(arrays)), (lambda: q.run_images(arrays))
-        n = len(arrays)
+    items = fp.inputs.prepare(samples.sources[:batch])
+    run_fp, run_q = (lambda: fp.run(items)), (lambda: q.run(items))
+    n = len(items)
     out = {}
     for name, run in (("fp32", run_fp), ("int8", run_q)):
         run()  # warm-up

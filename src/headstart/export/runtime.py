@@ -11,11 +11,11 @@ import os
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from ..data.images import DEFAULT_MAX_PIXELS, decode_bytes, open_image
-from ..data.tokenize import TextPreprocess, doc_batches
-from ..data.transforms import Preprocess
-from ..exceptions import ExportError, ImageReadError
+from .. import modalities
+from ..data.images import DEFAULT_MAX_PIXELS
+from ..exceptions import ExportError
 
 log = logging.getLogger("headstart")
 MODEL_FILE = "model.onnx"  # a run's own export: RUN/model.onnx, its sidecar RUN/model.json
@@ -54,18 +54,8 @@ def read_sidecar(model_path: str | os.PathLike) -> dict:
     return meta
 
 
-def flat_windows(docs: list[list[list[int]]], pad_id: int) -> tuple[np.ndarray, ...]:
-    """(input_ids, attention_mask, doc) for the text graph: every window of every document, in
-    order, one per row, padded with `pad_id` (mask 0) to the longest; doc[i] is the document
-    of row i. As TextPreprocess.collate lays them out for the PyTorch backbone."""
-    flat = [(d, w) for d, ws in enumerate(docs) for w in ws]
-    length = max(len(w) for _, w in flat)
-    ids = np.full((len(flat), length), pad_id, np.int64)
-    mask = np.zeros((len(flat), length), np.int64)
-    for j, (_, w) in enumerate(flat):
-        ids[j, :len(w)] = w
-        mask[j, :len(w)] = 1
-    return ids, mask, np.array([d for d, _ in flat], np.int64)
+def write_sidecar(model_path: str | os.PathLike, meta: dict) -> None:
+    sidecar_path(model_path).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
 
 
 class ExportedModel:
@@ -73,7 +63,7 @@ class ExportedModel:
     sessions may be run from several threads at once."""
 
     def __init__(self, path: str | os.PathLike, *, threads: int | None = None) -> None:
-        import onnxruntime as ort
+        import onnxruntime as ort  # deferred on purpose: only runs with an export load it
 
         self.path = Path(path)
         self.meta = read_sidecar(self.path)
@@ -91,99 +81,27 @@ class ExportedModel:
             raise ExportError(f"{self.path}: ONNX Runtime cannot load it ({e}); export the run "
                               "again with `headstart export RUN`") from None
         self.classes: list[str] = [str(c) for c in self.meta["labels"]]
-        self.modality: str = self.meta["modality"]
+        self.modality = modalities.get(self.meta["modality"])
         self.input_size = int(self.meta["input_size"])
-        if self.modality == "text":
-            text = self.meta["text"]
-            self.text_pre = TextPreprocess(str(self.path.parent / text["tokenizer"]),
-                                           int(text["window"]), truncate=bool(text["truncate"]))
-        else:
-            norm = self.meta["normalisation"]
-            self.image_pre = Preprocess(self.input_size, tuple(norm["mean"]), tuple(norm["std"]))
+        # how inputs are prepared for the graph: read, resized or tokenised, fed, batched
+        self.inputs = self.modality.runtime(self.meta, self.path.parent)
 
-    # -- one batch ---------------------------------------------------------------------------
-    def run_images(self, batch: np.ndarray, *, output: str = "logits") -> np.ndarray:
-        """Logits (or probabilities) (N, classes) of uint8 images (N, S, S, 3) at the model's
-        input size."""
-        return self.session.run([output], {"images": batch})[0]
+    def run(self, items: list, *, output: str = "logits") -> np.ndarray:
+        """Logits (or probabilities) (N, classes) of a batch of prepared inputs (images at the
+        model's input size, or documents' token windows: self.inputs.prepare)."""
+        return self.session.run([output], self.inputs.feed(items))[0]
 
-    def run_windows(self, docs: list[list[list[int]]], *, output: str = "logits") -> np.ndarray:
-        """Logits (or probabilities) (D, classes) of documents given as their token windows."""
-        ids, mask, doc = flat_windows(docs, self.pad_id)
-        return self.session.run([output], {"input_ids": ids, "attention_mask": mask,
-                                           "doc": doc})[0]
-
-    @functools.cached_property
-    def pad_id(self) -> int:
-        return int(self.text_pre.tokenizer.pad_token_id or 0)
-
-    # -- inputs, prepared as the PyTorch path prepares them ----------------------------------
-    def image_array(self, source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-        """(S, S, 3) uint8: decoded, RGB, shorter side resized to S (bicubic), centre-cropped."""
-        return np.asarray(self.image_pre.resize(open_image(source, max_pixels=max_pixels)),
-                          dtype=np.uint8)
-
-    def decode_upload(self, data: bytes, name: str, *, max_pixels: int) -> np.ndarray:
-        img = decode_bytes(data, name, max_pixels=max_pixels)
-        return np.asarray(self.image_pre.resize(img), dtype=np.uint8)
-
-    def windows(self, texts: list[str]) -> list[list[list[int]]]:
-        return self.text_pre.windows(texts)
-
-    # -- many inputs --------------------------------------------------------------------------
     def predict_logits(self, sources: list, *, batch_size: int = 32, skip_bad: bool = False,
                        max_pixels: int = DEFAULT_MAX_PIXELS, progress: bool = False):
         """(logits (n_kept, classes), kept indices, skipped "source: reason" lines)."""
-        from tqdm.auto import tqdm
-
         bar = tqdm(total=len(sources), desc="predicting (onnxruntime)", disable=not progress,
-                   unit="text" if self.modality == "text" else "img")
+                   unit=self.inputs.unit)
         try:
-            if self.modality == "text":
-                return self._text_logits(sources, batch_size, bar), list(range(len(sources))), []
-            return self._image_logits(sources, batch_size, skip_bad, max_pixels, bar)
+            return self.inputs.predict(self.run, sources, batch_size=batch_size,
+                                       skip_bad=skip_bad, max_pixels=max_pixels, bar=bar,
+                                       classes=len(self.classes))
         finally:
             bar.close()
-
-    def _text_logits(self, texts: list[str], batch_size: int, bar) -> np.ndarray:
-        out = np.zeros((len(texts), len(self.classes)), np.float32)
-        if not texts:
-            return out
-        windows = self.windows(texts)
-        # like embed_texts: documents sorted by length, about batch_size windows per batch
-        order = sorted(range(len(texts)), key=lambda i: -sum(len(w) for w in windows[i]))
-        for idx in doc_batches(windows, order, batch_size):
-            out[idx] = self.run_windows([windows[i] for i in idx])
-            bar.update(len(idx))
-        return out
-
-    def _image_logits(self, sources, batch_size, skip_bad, max_pixels, bar):
-        from ..training.features import prefetch_map
-
-        def load(item):
-            i, s = item
-            try:
-                return i, self.image_array(s, max_pixels=max_pixels), None
-            except ImageReadError as e:
-                return i, None, e
-
-        kept, skipped, arrays, chunks = [], [], [], []
-        for i, arr, err in prefetch_map(load, enumerate(sources)):
-            bar.update(1)
-            if err is not None:
-                if not skip_bad:
-                    raise err
-                skipped.append(str(err))
-                continue
-            kept.append(i)
-            arrays.append(arr)
-            if len(arrays) == batch_size:
-                chunks.append(self.run_images(np.stack(arrays)))
-                arrays = []
-        if arrays:
-            chunks.append(self.run_images(np.stack(arrays)))
-        logits = np.concatenate(chunks) if chunks else np.zeros((0, len(self.classes)), np.float32)
-        return logits, kept, skipped
 
 
 def run_export_path(run_dir: str | os.PathLike) -> Path:

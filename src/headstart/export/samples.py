@@ -7,7 +7,9 @@ from pathlib import Path
 
 import yaml
 
-from ..data.datasets import load_dataset, stratified_split
+from .. import modalities
+from ..data.datasets import stratified_split
+from ..modalities import load_dataset
 from ..exceptions import HeadstartError
 
 
@@ -63,54 +65,24 @@ def run_examples(trained, *, limit: int | None, split: str = "validation") -> Sa
                    f"{len(pick)} {which} examples of the run ({data})")
 
 
-def shipped_examples(modality: str, *, limit: int, classes: list[str]) -> Samples:
+def shipped_examples(modality, *, limit: int, classes: list[str]) -> Samples:
     """Hold-out examples of the shipped data of the modality (animal-mnist or BBC News)."""
-    from ..data import shipped
-
-    if modality == "text":
-        texts, labels, _ = shipped.load_bbc_news()
-        _, test = shipped.bbc_split(texts, labels)
-        pick = _spread(labels, test, limit)
-        sources, names, what = [texts[i] for i in pick], [labels[i] for i in pick], "BBC News"
-    else:
-        images, ys = shipped.load_animal_mnist()
-        _, test = shipped.split_indices(ys, images)
-        labels = [shipped.ANIMAL_CLASSES[y] for y in ys]
-        pick = _spread(labels, test.tolist(), limit)
-        sources, names, what = [images[i] for i in pick], [labels[i] for i in pick], \
-            "animal-mnist"
+    sources, labels, what = modalities.get(modality).shipped_holdout()
+    pick = _spread(labels, list(range(len(labels))), limit)
+    names = [labels[i] for i in pick]
     known = set(classes)
-    return Samples(sources, names if all(n in known for n in names) else None,
+    return Samples([sources[i] for i in pick], names if all(n in known for n in names) else None,
                    f"{len(pick)} shipped {what} hold-out examples")
 
 
-def long_texts(pre, *, count: int = 2) -> list[str]:
-    """Shipped BBC articles longer than one window of `pre` (they check the pooling over
-    windows); none when the run truncates or the corpus is not installed."""
-    if pre.truncate:
-        return []
-    from ..data import shipped
-
-    try:
-        texts, labels, _ = shipped.load_bbc_news()
-    except HeadstartError:
-        return []
-    _, test = shipped.bbc_split(texts, labels)
-    # the longest first: about 3-4 windows of 256 tokens
-    ordered = sorted(test[:200], key=lambda i: -len(texts[i]))
-    chosen = [texts[i] for i in ordered[:count]]
-    return [t for t, w in zip(chosen, pre.windows(chosen)) if len(w) > 1]
-
-
 def parity_samples(trained, *, limit: int) -> Samples:
-    """Real inputs to compare the export with PyTorch on; texts include long articles."""
+    """Real inputs to compare the export with PyTorch on, and what the modality adds (texts:
+    long articles, to check the pooling over windows)."""
     found = run_examples(trained, limit=limit) or shipped_examples(
         trained.modality, limit=limit, classes=trained.classes)
-    if trained.modality == "text":
-        extra = long_texts(trained.preprocess)
-        if extra:
-            found = Samples(found.sources + extra, None, found.description +
-                            f" and {len(extra)} shipped BBC articles longer than one window")
+    extra, what = trained.modality.parity_extras(trained.preprocess)
+    if extra:
+        found = Samples(found.sources + extra, None, f"{found.description} and {what}")
     return found
 
 

@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -28,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from .. import __version__
+from ..version import __version__
 from ..exceptions import ExportError, ImageReadError
 from ..export.runtime import MODEL_FILE, ExportedModel
 from .batcher import MicroBatcher
@@ -68,8 +69,8 @@ def app(run: str | Path, *, limits: ServeLimits | None = None, token: str | None
     limits = limits or ServeLimits()
     path = resolve_model(run)
     model = ExportedModel(path, threads=threads)
-    batcher = MicroBatcher(_batch_runner(model), max_batch=limits.max_batch,
-                           window_ms=limits.batch_window_ms)
+    batcher = MicroBatcher(lambda items: list(model.run(items, output="probabilities")),
+                           max_batch=limits.max_batch, window_ms=limits.batch_window_ms)
     service = FastAPI(title=f"headstart: {path.parent.name}", version=__version__,
                       docs_url=None, redoc_url=None, openapi_url=None)
     service.state.model, service.state.batcher = model, batcher
@@ -80,7 +81,7 @@ def app(run: str | Path, *, limits: ServeLimits | None = None, token: str | None
 
 
 def _describe(path: Path, model: ExportedModel, limits: ServeLimits, token) -> dict:
-    return {"labels": model.classes, "modality": model.modality,
+    return {"labels": model.classes, "modality": model.modality.name,
             "backbone": model.meta.get("backbone"), "strategy": model.meta.get("strategy"),
             "input_size": model.input_size, "metrics": _run_metrics(path, model.meta),
             "export": {"file": path.name, "format": model.meta.get("format"),
@@ -108,7 +109,8 @@ def _routes(service: FastAPI, path: Path, model: ExportedModel, batcher: MicroBa
 
     @service.get("/health")
     async def health():
-        return {"status": "ok", "model": path.name, "modality": model.modality,
+        return {"status": "ok", "model": path.name, "modality": model.modality.name,
+                "input": model.modality.request,
                 "token_required": token is not None, "batches": batcher.batches,
                 "inputs": batcher.inputs}
 
@@ -121,28 +123,18 @@ def _routes(service: FastAPI, path: Path, model: ExportedModel, batcher: MicroBa
     async def predict(request: Request, top: int = 5):
         check_token(request)
         k = min(max(int(top), 1), len(model.classes))
-        if model.modality == "text":
-            return await _predict_texts(request, model, batcher, limits, k)
-        array = await _image(request, model, limits)
-        row = await _wait(batcher.submit(array), limits)
-        return {"predictions": _top(row, model.classes, k)}
+        items, single = await READERS[model.modality.request](request, model, limits)
+        rows = await _wait(asyncio.gather(*(batcher.submit(i) for i in items)), limits)
+        results = [_top(r, model.classes, k) for r in rows]
+        if single:
+            return {"predictions": results[0]}
+        return {"results": [{"predictions": r} for r in results]}
 
 
-async def _predict_texts(request: Request, model: ExportedModel, batcher: MicroBatcher,
-                         limits: ServeLimits, k: int) -> dict:
+async def _text_items(request: Request, model: ExportedModel, limits: ServeLimits):
+    """(the texts' windows, whether one "text" was sent) of a JSON request."""
     texts, single = _texts(await _json(request), limits)
-    docs = await run_in_threadpool(model.windows, texts)
-    rows = await _wait(asyncio.gather(*(batcher.submit(d) for d in docs)), limits)
-    results = [_top(r, model.classes, k) for r in rows]
-    if single:
-        return {"predictions": results[0]}
-    return {"results": [{"predictions": r} for r in results]}
-
-
-def _batch_runner(model: ExportedModel):
-    if model.modality == "text":
-        return lambda docs: list(model.run_windows(docs, output="probabilities"))
-    return lambda arrays: list(model.run_images(np.stack(arrays), output="probabilities"))
+    return await run_in_threadpool(model.inputs.prepare, texts), single
 
 
 def _top(p: np.ndarray, names: list[str], k: int) -> list[dict]:
@@ -190,7 +182,12 @@ def _texts(body, limits: ServeLimits) -> tuple[list[str], bool]:
     return texts, single
 
 
-async def _image(request: Request, model: ExportedModel, limits: ServeLimits) -> np.ndarray:
+async def _file_item(request: Request, model: ExportedModel, limits: ServeLimits):
+    """([the uploaded file as an input], True) of a multipart request."""
+    return [await _upload(request, model, limits)], True
+
+
+async def _upload(request: Request, model: ExportedModel, limits: ServeLimits):
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise HTTPException(415, "this is an image model: upload the image as multipart form "
                             "field 'file' (curl -F file=@cat.jpg URL/predict)")
@@ -206,16 +203,18 @@ async def _image(request: Request, model: ExportedModel, limits: ServeLimits) ->
     name = upload.filename or "upload"
     _check_pixels(data, name, limits.max_pixels)
     try:
-        return await run_in_threadpool(model.decode_upload, data, name,
+        return await run_in_threadpool(model.inputs.decode, data, name,
                                        max_pixels=limits.max_pixels)
     except ImageReadError as e:
         raise HTTPException(422, f"{name}: {e.reason}") from None
 
 
+# how a request carries its inputs, by what the modality says it sends (Modality.request)
+READERS = {"file": _file_item, "texts": _text_items}
+
+
 def _check_pixels(data: bytes, name: str, max_pixels: int) -> None:
     """413 for an image whose header declares more pixels than allowed (before decoding)."""
-    from PIL import Image
-
     try:
         with Image.open(io.BytesIO(data)) as img:
             w, h = img.size

@@ -1,110 +1,129 @@
-"""The resolved settings of a training run: stored as config.yaml in the run directory."""
+"""The resolved settings of a training run, stored as config.yaml in the run directory. Each
+field declares its schema entry (options.py): type, default, constraint, help, flags."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
 from ..data.images import DEFAULT_MAX_PIXELS
-from ..exceptions import ConfigError
+from ..data.texts import TextOptions
+from ..strategies import strategy_names
+from .options import (COMPARE, PRETRAIN, TRAIN, AsText, AutoOr, Number, OneOf, Optional,
+                      option, options)
 
 REFIT_MODES = ("head", "full", "none")
+INF = float("inf")
+_MODEL = {TRAIN, COMPARE}  # what `pretrain` fixes itself (the architecture, from scratch)
+_STRATEGIES = strategy_names()
 
 
 @dataclass
 class TrainConfig:
-    backbone: str | None = None  # None: efficientnet_lite0 for images, minilm_l6 for texts
-    strategy: str = "auto"  # adapt as measured best for the data, guarded by the probe
-    epochs: int = 5  # gradient epochs through the backbone (the budget scratch gets too)
-    lr: float | None = None  # top learning rate; None = the strategy's default
-    unfreeze: str = "all"  # fine_tune: top N layer groups, or all
-    # images: auto = also measure earlier layer cuts of the backbone (NAME@GROUP) and keep one
-    # where it clearly beats the whole network; none = the whole network
-    cut: str = "auto"
-    image_size: int | str = "auto"  # pixels, or "auto" = measured on a sample of the data
-    batch_size: int = 32
-    val_fraction: float = 0.2
-    seed: int = 0
-    patience: int = 3  # early stopping: epochs without validation improvement
-    flip: bool = True  # horizontal flips: augmentation, cached views, test-time averaging
-    augment: bool = True  # random crops and colour jitter when fine-tuning
-    C: float = 1.0  # inverse L2 strength of the cached-feature head (as in scikit-learn)
-    weights: str | None = None  # user weights for the backbone (file, folder or URL)
-    skip_bad: bool = False
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    workers: int = 0  # DataLoader worker processes for fine-tuning
-    precision: str = "auto"  # auto | fp32 | bf16
-    channels_last: bool = True
-    bn_stats: str = "auto"  # keep | update | auto (keep when starting from pre-trained weights)
-    # after validation has done its work, learn from its examples too: head = refit the final
-    # closed-form head (linear_probe, contrastive) on training + validation; full = also retrain
-    # the whole plan from the start on training + validation for the epochs validation chose;
-    # none = keep what was trained on the training split
-    refit: str = "head"
-    l2sp: float = 0.0  # L2-SP strength alpha (0 = off): pull fine-tuned weights to pre-trained
-    text_column: str | None = None  # texts in a table: None = the first of text, sentence, ...
-    label_column: str | None = None  # None = the first of label, category, class, topic, ...
-    encoding: str = "utf-8"  # text files in another encoding (e.g. cp1252) decode with it
-    truncate: bool = False  # texts: keep only the first window (default: pool all windows)
-    layers: int | str = 1  # texts: pool the last N layers; auto = measured (1 for images)
-
+    backbone: str | None = option(
+        None, "a zoo name (see `headstart models`), a source model directory from `headstart "
+        "pretrain`, a Hugging Face / sentence-transformers directory, or auto (ranked on your "
+        "data by `headstart rank`; also sets --strategy and --unfreeze); default: "
+        "efficientnet_lite0 for images, minilm_l6 for texts", commands=_MODEL,
+        help_for={COMPARE: "a zoo name (see `headstart models`; default efficientnet_lite0 for "
+                  "images, minilm_l6 for texts) or a source model directory from `headstart "
+                  "pretrain`"})
+    strategy: str = option(
+        "auto", "auto (default): adapt as measured best for the data, guarded by the probe; "
+        "linear_probe: frozen backbone + logistic head; fine_tune: head, then the top groups "
+        "with discriminative rates; gradual: one more group per epoch; scratch: same network, "
+        "random init; contrastive: few-shot, the backbone learns from pairs of examples "
+        "(SetFit-style), then a logistic head", commands=_MODEL,
+        rule=OneOf(_STRATEGIES, message="unknown strategy {value!r}; choose one of "
+                   + ", ".join(_STRATEGIES)),
+        help_for={COMPARE: "the transfer arm's strategy (default auto; not scratch, the "
+                  "baseline)"})
+    epochs: int = option(5, "gradient epochs through the backbone (the budget scratch gets too)",
+                         rule=Number(1, integer=True),
+                         help_for={COMPARE: "gradient epochs of every arm (default 5)"})
+    lr: float | None = option(
+        None, "top learning rate (default: the strategy's, for the data's modality)",
+        rule=Optional(Number(0, INF, closed="neither",
+                             expected="a positive finite learning rate such as 1e-3")))
+    unfreeze: str = option("all", "fine_tune, contrastive: N top groups, or all", rule=AsText(),
+                           commands=_MODEL)
+    cut: str = option(
+        "auto", "images: auto (default) also measures earlier layer cuts of the backbone and "
+        "keeps one where it clearly beats the whole network; none: the whole network (a "
+        "particular cut: --backbone NAME@GROUP)", commands={TRAIN, COMPARE},
+        rule=OneOf(("auto", "none"), message="cut must be auto or none, got {value!r}; to train "
+                   "a particular cut, name it as the backbone (e.g. --backbone "
+                   "efficientnet_lite0@stage6)"))
+    input_size: int | str = option(
+        "auto", "image side in pixels, or auto (measured on a sample of the data); texts: the "
+        "encoder's window, always", flags=("--input-size", "--image-size"),
+        rule=AutoOr(Number(8, 1024, integer=True, expected="from 8 to 1024"),
+                    "a number of pixels"))
+    batch_size: int = option(32, "examples per batch", rule=Number(1, integer=True))
+    val_fraction: float = option(0.2, "share of the labels held back to validate on",
+                                 rule=Number(0, 1, closed="left", expected="in [0, 1)"))
+    seed: int = option(0, "seed of the split, the head's init and the batches",
+                       rule=Number(0, 2**32, closed="left", integer=True,
+                                   expected=f"a whole number from 0 to {2**32 - 1}"),
+                       help_for={COMPARE: "first seed; also the test split's"})
+    patience: int = option(3, "early stopping: epochs without validation improvement",
+                           rule=Number(1, integer=True))
+    flip: bool = option(True, "horizontal flips: augmentation, cached views, test-time "
+                        "averaging (--no-flip for text in images, digits)")
+    augment: bool = option(True, "random crops when fine-tuning (--no-augment: none)")
+    C: float = option(1.0, "inverse L2 strength of the closed-form head (as in scikit-learn)",
+                      rule=Number(0, INF, closed="neither",
+                                  expected="a positive inverse regularisation strength"),
+                      flags=())
+    weights: str | None = option(None, "your own weights for the backbone: file, folder or URL",
+                                 commands=_MODEL)
+    skip_bad: bool = option(False, "skip unreadable inputs, listed, instead of stopping")
+    max_pixels: int = option(DEFAULT_MAX_PIXELS, "largest image decoded, in pixels",
+                             rule=Number(1, integer=True, expected="a positive number of pixels"),
+                             commands={TRAIN, PRETRAIN})
+    workers: int = option(0, "DataLoader worker processes for fine-tuning",
+                          rule=Number(0, integer=True,
+                                      expected="0 (load in this process) or more"),
+                          commands={TRAIN, PRETRAIN})
+    precision: str = option("auto", "auto (bf16 where the CPU has it, for large inputs), fp32 "
+                            "or bf16", rule=OneOf(("auto", "fp32", "bf16")),
+                            commands={TRAIN, PRETRAIN})
+    channels_last: bool = option(True, "image batches in channels-last memory layout",
+                                 flags=())
+    bn_stats: str = option("auto", "BatchNorm running statistics while fine-tuning (auto: keep "
+                           "pre-trained ones; keep; update)",
+                           rule=OneOf(("auto", "keep", "update")), commands={TRAIN, PRETRAIN})
+    refit: str = option(
+        "head", "after validation has chosen the model, learn from the validation examples "
+        "too. head (default): refit the final closed-form head (linear_probe, contrastive) on "
+        "training + validation; full: also train again from the start on training + "
+        "validation for the epochs validation chose (about twice the time); none: keep the "
+        "training-split model", rule=OneOf(REFIT_MODES, expected="one of head, full, none"),
+        commands={TRAIN})
+    l2sp: float = option(0.0, "L2-SP strength (e.g. 0.01): pull fine-tuned weights towards the "
+                         "pre-trained ones (0: off)", commands=_MODEL,
+                         rule=Number(0, 1e4, closed="left",
+                                     expected="0 (off) or a positive strength such as 0.01"))
+    text_column: str | None = option(None, "texts: the column holding the text (default: text, "
+                                     "sentence, content, ...)")
+    label_column: str | None = option(None, "the column holding the label (default: label, "
+                                      "category, class, topic, ...)")
+    encoding: str = option("utf-8", "texts: file encoding (default utf-8; e.g. cp1252 for old "
+                           "Windows files)")
+    truncate: bool = option(False, "texts: keep only the first window of long texts (default: "
+                            "split into windows and pool)")
+    layers: int | str = option(
+        1, "texts: features pool the last N transformer layers, concatenated (default 1, the "
+        "sentence embedding); auto measures 1, 2 and 4 by cross-validation on the training "
+        "texts", rule=AutoOr(Number(1, integer=True), "a number of layers"),
+        commands={TRAIN, PRETRAIN})
     def validate(self) -> "TrainConfig":
-        if not 0 <= self.val_fraction < 1:
-            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ConfigError(f"precision must be auto, fp32 or bf16, got {self.precision!r}")
-        if self.image_size != "auto":
-            try:
-                self.image_size = int(self.image_size)
-            except (TypeError, ValueError):
-                raise ConfigError(f"image_size must be a number of pixels or 'auto', got "
-                                  f"{self.image_size!r}") from None
-            if not 8 <= self.image_size <= 1024:
-                raise ConfigError(f"image_size must be between 8 and 1024, got {self.image_size}")
-        if self.bn_stats not in ("auto", "keep", "update"):
-            raise ConfigError(f"bn_stats must be auto, keep or update, got {self.bn_stats!r}")
-        if not 0 <= self.l2sp < 1e4:
-            raise ConfigError(f"l2sp must be 0 (off) or a positive strength such as 0.01, got "
-                              f"{self.l2sp}")
-        if self.patience < 1:
-            raise ConfigError(f"patience must be at least 1, got {self.patience}")
-        self._check_ranges()
-        self.refit = upgrade({"refit": self.refit})["refit"]
-        if self.refit not in REFIT_MODES:
-            raise ConfigError(f"refit must be one of {', '.join(REFIT_MODES)}, got "
-                              f"{self.refit!r}")
-        if self.layers != "auto":
-            try:
-                self.layers = int(self.layers)
-            except (TypeError, ValueError):
-                raise ConfigError(f"layers must be a number of layers or 'auto', got "
-                                  f"{self.layers!r}") from None
-            if self.layers < 1:
-                raise ConfigError(f"layers must be at least 1, got {self.layers}")
-        self.unfreeze = str(self.unfreeze)
-        if self.cut not in ("auto", "none"):
-            raise ConfigError(f"cut must be auto or none, got {self.cut!r}; to train a "
-                              "particular cut, name it as the backbone (e.g. "
-                              "--backbone efficientnet_lite0@stage6)")
+        """Check every option against the schema (normalising numbers and 'auto'); the first
+        that fails is a ConfigError saying what was expected."""
+        values = upgrade(self.to_dict())
+        for opt in options(type(self)):
+            setattr(self, opt.name, opt.check(values[opt.name]))
         return self
 
-    def _check_ranges(self) -> None:
-        """Numbers that would otherwise fail deep inside torch or numpy, or train to NaN."""
-        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
-            raise ConfigError(f"seed must be a whole number from 0 to {2**32 - 1}, got "
-                              f"{self.seed}")
-        if self.workers < 0:
-            raise ConfigError(f"workers must be 0 (load in this process) or more, got "
-                              f"{self.workers}")
-        if self.max_pixels < 1:
-            raise ConfigError(f"max_pixels must be a positive number of pixels, got "
-                              f"{self.max_pixels}")
-        if self.lr is not None and not 0 < self.lr < float("inf"):
-            raise ConfigError(f"lr must be a positive finite learning rate such as 1e-3, got "
-                              f"{self.lr}")
-
-    def text_options(self):
-        from ..data.texts import TextOptions
+    def text_options(self) -> TextOptions:
         return TextOptions(self.text_column, self.label_column, self.encoding)
 
     def to_dict(self) -> dict:
@@ -116,8 +135,16 @@ class TrainConfig:
         return cls(**{k: v for k, v in upgrade(d).items() if k in known})
 
 
+# cfg.image_size, the former name, reads and writes input_size
+TrainConfig.image_size = property(lambda self: self.input_size,
+                                  lambda self, v: setattr(self, "input_size", v),
+                                  doc="The former name of input_size.")
+
+
 def upgrade(d: dict) -> dict:
     """Stored settings of runs written by earlier versions, in today's terms."""
     if isinstance(d.get("refit"), bool):  # before refit had modes: head refit, or none
         d = {**d, "refit": "head" if d["refit"] else "none"}
+    if "image_size" in d and "input_size" not in d:  # before input_size had its name
+        d = {k if k != "image_size" else "input_size": v for k, v in d.items()}
     return d

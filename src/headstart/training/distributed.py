@@ -1,6 +1,8 @@
 """What the trainer needs to run unchanged under torchrun: rank, sharding, reduction, DDP."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 import torch.distributed as td
@@ -8,7 +10,6 @@ import torch.distributed as td
 
 def init_from_env() -> None:
     """Join the process group torchrun describes in the environment (no-op otherwise)."""
-    import os
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and td.is_available() and not active():
         td.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
 

@@ -10,14 +10,14 @@ import os
 import re
 import sqlite3
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..backbones import Backbone, cache_dir
-from ..data.transforms import Preprocess
+from .. import modalities
+from ..backbones import Backbone
+from ..cache import cache_dir
 from ..safeio import atomic_write
 
 log = logging.getLogger("headstart")
@@ -138,18 +138,20 @@ def _vectors(blobs: dict[str, bytes]) -> dict[str, np.ndarray]:
 
 
 class FeatureExtractor:
-    """Pooled features of a frozen backbone for batches of pre-processed images."""
+    """Pooled features of a frozen backbone for batches of pre-processed inputs; where the
+    modality allows (images), through a throw-away ONNX graph checked against PyTorch."""
 
     def __init__(self, backbone: Backbone, *, engine: str = "auto", threads: int | None = None,
                  onnx_dir: Path | None = None):
         self.backbone = backbone.eval()
         self.onnx_dir = onnx_dir  # where its ONNX graph goes (default: the cache's onnx/)
-        self.size = backbone.image_size
+        self.size = backbone.input_size
         self.threads = threads or torch.get_num_threads()
         self.requested = engine
         self._session = None
-        # ONNX Runtime is set up on first use only; text encoders run in PyTorch
-        self._ready = engine == "torch" or backbone.config.modality == "text"
+        # ONNX Runtime is set up on first use only, for the modalities that allow it
+        self.modality = modalities.of(backbone)
+        self._ready = engine == "torch" or not self.modality.onnx_features
 
     @functools.cached_property
     def fingerprint(self) -> str:
@@ -168,20 +170,20 @@ class FeatureExtractor:
     def engine(self) -> str:
         return "onnxruntime" if self.session is not None else "torch"
 
-    def key(self, pre: Preprocess) -> str:
+    def key(self, pre) -> str:
         layers = self.backbone.feature_layers
         return (f"{self.backbone.config.name}|{self.fingerprint}|{pre.signature()}"
                 + (f"|layers{layers}" if layers > 1 else ""))
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         if self.session is not None:
-            return self.session.run(None, {"images": batch})[0]
+            return self.session.run(None, {self.modality.onnx_inputs()[0][0]: batch})[0]
         with torch.inference_mode():
             return self.backbone(torch.from_numpy(batch)).numpy()
 
     def _onnx_session(self, *, strict: bool):
         try:
-            import onnxruntime as ort
+            import onnxruntime as ort  # deferred on purpose: only when features run through it
         except ImportError:
             if strict:
                 raise
@@ -200,11 +202,11 @@ class FeatureExtractor:
             except Exception:  # noqa: BLE001 - a damaged cached file: export it again, once
                 export_onnx(self.backbone, path)
                 session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-            probe = np.random.default_rng(0).standard_normal((2, 3, self.size, self.size))
-            probe = probe.astype(np.float32)
+            shape = tuple(self.modality.dummy_input(self.size, 2).shape)
+            probe = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
             with torch.inference_mode():
                 ref = self.backbone(torch.from_numpy(probe)).numpy()
-            got = session.run(None, {"images": probe})[0]
+            got = session.run(None, {self.modality.onnx_inputs()[0][0]: probe})[0]
             if not np.allclose(got, ref, rtol=1e-3, atol=1e-3 * max(1.0, float(np.abs(ref).max()))):
                 raise RuntimeError(f"ONNX parity check failed (max diff {np.abs(got - ref).max()})")
             return session
@@ -216,31 +218,19 @@ class FeatureExtractor:
 
 
 def export_onnx(backbone: Backbone, path: Path) -> None:
-    """Export a backbone (images -> pooled features) to ONNX with a dynamic batch axis, under a
+    """Export a backbone (inputs -> pooled features) to ONNX with a dynamic batch axis, under a
     unique temporary name renamed into place: processes exporting the same file at once (the
     ranks of a torchrun job on a fresh cache) each rename a complete file."""
-    dummy = torch.zeros(2, 3, backbone.image_size, backbone.image_size)
+    m = modalities.of(backbone)
+    dummy = m.dummy_input(backbone.input_size, 2)
+    (name, *_), axes, rows = m.onnx_inputs()
     was_training = backbone.training
     backbone.eval()
     try:
         with atomic_write(path) as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            torch.onnx.export(backbone, (dummy,), str(tmp), input_names=["images"],
+            torch.onnx.export(backbone, (dummy,), str(tmp), input_names=[name],
                               output_names=["features"], opset_version=17, dynamo=False,
-                              dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}})
+                              dynamic_axes={**axes, "features": {0: rows}})
     finally:
         backbone.train(was_training)
-
-
-def prefetch_map(fn, items, *, workers: int = 2, ahead: int = 64):
-    """Map fn over items in a thread pool, in order, keeping at most `ahead` results pending.
-    Image decoding releases the GIL, so this overlaps I/O and decoding with inference."""
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending = []
-        it = iter(items)
-        for item in it:
-            pending.append(pool.submit(fn, item))
-            if len(pending) >= ahead:
-                yield pending.pop(0).result()
-        for fut in pending:
-            yield fut.result()

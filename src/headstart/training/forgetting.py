@@ -9,8 +9,15 @@
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
+
+from ..backbones.run_files import SOURCE_SAMPLE, read_meta
+from ..heads import TransferModel
+from ..modalities import load_dataset
+from .predict import predict_logits
 
 
 class L2SP:
@@ -47,9 +54,6 @@ def group_drift(backbone: nn.Module, reference: dict[str, list[torch.Tensor]]) -
 
 def source_accuracy(backbone, head: nn.Module, sample, pre, *, progress: bool = False) -> float:
     """Accuracy of the source head on a labelled sample of the source task."""
-    from ..heads import TransferModel
-    from .predict import predict_logits
-
     names = backbone.source_label_names
     model = TransferModel(backbone, head)
     logits = predict_logits(model, sample, pre, flip=False, engine="torch", progress=progress)
@@ -59,11 +63,6 @@ def source_accuracy(backbone, head: nn.Module, sample, pre, *, progress: bool = 
 
 def source_sample(backbone):
     """Held-out examples of the source task kept with a source model, or None."""
-    from pathlib import Path
-
-    from ..backbones.source import SOURCE_SAMPLE, read_meta
-    from ..data.datasets import load_dataset
-
     if getattr(backbone, "source_head_", None) is None:
         return None
     folder = Path(backbone.config.name) / SOURCE_SAMPLE

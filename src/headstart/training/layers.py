@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import modalities
 from ..backbones import create_backbone
 from .extract import extract_features
 from .features import FeatureCache, FeatureExtractor
 from .sizing import cv_accuracy
-from .text_extract import text_hash
 
 CANDIDATES = (1, 2, 4)
 MAX_EXAMPLES = 3000  # the cross-validation reads at most this many training texts
@@ -26,7 +26,7 @@ def choose_feature_layers(ds, cfg, pre, *, cache: FeatureCache | None, progress:
     """(layers, measurements, reason) for a text dataset (the training split)."""
     counts = ds.counts()
     folds = min(5, min(counts.values()))
-    backbone = create_backbone(cfg.backbone, image_size=int(cfg.image_size), weights=cfg.weights)
+    backbone = create_backbone(cfg.backbone, input_size=int(cfg.input_size), weights=cfg.weights)
     n_layers = len(backbone.layers)
     candidates = [k for k in CANDIDATES if k <= n_layers]
     if folds < 2 or len(candidates) == 1:
@@ -38,7 +38,7 @@ def choose_feature_layers(ds, cfg, pre, *, cache: FeatureCache | None, progress:
     feats = ex.features  # (n, 1, k_max * dim), the last layer first
     dim = backbone.config.feature_dim
     if cache is not None:  # the smaller settings are prefixes: store them for the run
-        hashes = [text_hash(t) for t in ds.sources]
+        hashes = [modalities.of(ds).content_key(t) for t in ds.sources]
         for k in candidates[:-1]:
             backbone.set_feature_layers(k)  # the key follows; the weights' fingerprint is kept
             cache.put_many(extractor.key(pre),

@@ -124,7 +124,7 @@ def _mkdirs(folder: Path) -> list[Path]:
 
 def _try_lock(fd: int) -> bool | None:
     """True: locked; False: another process holds it; None: this file system has no locks."""
-    try:
+    try:  # deferred on purpose: each platform has only one of these modules
         import fcntl
     except ImportError:  # Windows
         import msvcrt

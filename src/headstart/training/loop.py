@@ -9,7 +9,6 @@ import copy
 import math
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,22 +16,22 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data.transforms import Augment, Preprocess
+from .. import modalities
 from ..strategies import Phase, Plan, apply_phase, param_groups
 from . import distributed as dist
+from .batches import CLIP_NORM, CROP_SCALE, JITTER, Split, epoch_shape, use_bf16, warmup_cosine
 from .extract import extract_features
 from .features import FeatureExtractor
 from .forgetting import L2SP
 from .headfit import fit_standardized_head, head_logits
 from .mixing import better, choose_mix, interpolate
 from .pairs import pair_loss, pair_order
-from .batches import (CLIP_NORM, CROP_SCALE, JITTER, ImageTorchDataset, Split, epoch_shape,
-                      use_bf16, warmup_cosine)
+from .predict import predict_logits
 from .rundir import RunWriter
 
 
 class Trainer:
-    def __init__(self, model: nn.Module, plan: Plan, *, pre: Preprocess, cfg, writer: RunWriter |
+    def __init__(self, model: nn.Module, plan: Plan, *, pre, cfg, writer: RunWriter |
                  None = None, progress: bool = True, log=tqdm.write,
                  mix_alpha: float | None = None) -> None:
         self.model, self.plan, self.pre, self.cfg = model, plan, pre, cfg
@@ -41,7 +40,7 @@ class Trainer:
         self.writer = writer if dist.is_main() else None
         self.progress = progress and dist.is_main()
         self.log = log if dist.is_main() else (lambda *_: None)
-        self.text = getattr(pre, "modality", "image") == "text"
+        self.modality = modalities.of(model.backbone)  # its batches, views and augmentation
         self.l2sp = L2SP(model.backbone, cfg.l2sp) if cfg.l2sp > 0 and plan.pretrained else None
         self.bf16 = use_bf16(cfg.precision, pre.size)
         self.history: list[dict] = []
@@ -205,7 +204,7 @@ class Trainer:
     def _embed(self, split: Split, *, onnx_dir: Path | None = None) -> np.ndarray:
         """Features of the backbone as it is now (no cache): eager PyTorch, or ONNX Runtime
         with its graph exported into `onnx_dir`."""
-        views = 2 if self.cfg.flip and not self.text else 1
+        views = self.modality.views(self.cfg.flip)
         if not len(split.y):
             return np.zeros((0, views, self.model.backbone.feature_dim), np.float32)
         was = self.model.training
@@ -222,13 +221,13 @@ class Trainer:
     def _gradient_phase(self, pi: int, phase: Phase, train: Split, val: Split, *,
                         first_epoch: int, resume: dict | None) -> None:
         model = self.model
-        if self.cfg.channels_last and not self.text:
+        if self.cfg.channels_last and self.modality.channels_last:
             model.to(memory_format=torch.channels_last)
         opt = torch.optim.AdamW(param_groups(model, phase,
                                              backbone_decay=0.0 if self.l2sp else None))
         shard = len(dist.shard(range(len(train.ds)), seed=0, epoch=0))
         _, _, steps_per_epoch = epoch_shape(phase.objective, shard, self.cfg.batch_size,
-                                             text=self.text)
+                                            drop_last=self.modality.drop_last)
         total = max(1, steps_per_epoch * (phase.schedule_epochs or phase.epochs))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, steps_per_epoch))
         if resume is not None and resume.get("optimizer"):
@@ -238,8 +237,8 @@ class Trainer:
             self.since_best = 0  # patience counts within a phase (gradual's are one epoch)
         net = dist.wrap(model)
         self._trained = [p for g in opt.param_groups for p in g["params"]]
-        augment = None if self.text else Augment(
-            self.pre, flip=self.cfg.flip, scale=CROP_SCALE if self.cfg.augment else (1.0, 1.0),
+        augment = self.modality.augmenter(
+            self.pre, flip=self.cfg.flip, crop_scale=CROP_SCALE if self.cfg.augment else (1.0, 1.0),
             jitter=JITTER if self.cfg.augment else 0.0)
         for epoch in range(first_epoch, phase.epochs):
             t0 = time.perf_counter()
@@ -263,25 +262,14 @@ class Trainer:
         order = dist.shard(range(len(train.ds)), seed=seed, epoch=epoch)
         per_pass = len(order)
         bs, passes, _ = epoch_shape(phase.objective, per_pass, self.cfg.batch_size,
-                                    text=self.text)
+                                    drop_last=self.modality.drop_last)
         if phase.objective == "pairs":  # same-class chunks: every batch holds positive pairs
             order = [i for k in range(passes)
                      for i in pair_order(list(order), train.y, seed * 31 + k)]
-        if self.text:
-            # pair steps read each text's first window, as SetFit does: the cost of a step does
-            # not grow with the length of the texts (the head's embeddings use every window)
-            pre = replace(self.pre, truncate=True) if phase.objective == "pairs" else self.pre
-            windows = pre.windows([train.ds.sources[i] for i in order])
-            starts = range(0, len(order), bs)
-            return ((pre.collate(windows[s:s + bs]),
-                     torch.from_numpy(np.asarray(train.y[order[s:s + bs]], np.int64)))
-                    for s in starts), len(starts)
-        data = ImageTorchDataset(train, augment, seed=seed, epoch=epoch, order=order,
-                                 per_pass=per_pass)
-        loader = torch.utils.data.DataLoader(
-            data, batch_size=bs,
-            num_workers=self.cfg.workers, drop_last=len(order) > bs)
-        return loader, len(loader)
+        return self.modality.train_batches(train, order, batch_size=bs,
+                                           pairs=phase.objective == "pairs", pre=self.pre,
+                                           augment=augment, seed=seed, epoch=epoch,
+                                           per_pass=per_pass, workers=self.cfg.workers)
 
     def _train_epoch(self, net, opt, sched, train: Split, augment, seed, phase, epoch) -> dict:
         pairs = phase.objective == "pairs"
@@ -291,7 +279,7 @@ class Trainer:
         bar = tqdm(batches, desc=f"{phase.name} {epoch + 1}/{phase.epochs}", unit="batch",
                    total=n_batches, disable=not self.progress, leave=False)
         for x, t in bar:
-            if self.cfg.channels_last and not self.text:
+            if self.cfg.channels_last and self.modality.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
                 out = net(x, embed=pairs)  # embeddings under the pair objective, else logits
@@ -317,7 +305,6 @@ class Trainer:
         return {**row, "train_acc": correct / max(seen, 1)}
 
     def _validate(self, val: Split) -> dict:
-        from .predict import predict_logits
         logits = predict_logits(self.model, val.ds, self.pre, flip=self.cfg.flip, engine="torch",
                                 batch_size=self.cfg.batch_size * 2, progress=False)
         return _scores("val", logits, val.y)

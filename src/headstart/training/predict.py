@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..data.datasets import ImageDataset
-from ..data.transforms import Preprocess
+from .. import modalities
+from ..data.datasets import LabelledData
 from ..data.images import DEFAULT_MAX_PIXELS
 from .extract import extract_features
 from .features import FeatureExtractor
 
 
-def predict_logits(model, ds: ImageDataset, pre: Preprocess, *, flip: bool, engine: str = "auto",
+def predict_logits(model, ds: LabelledData, pre, *, flip: bool, engine: str = "auto",
                    batch_size: int = 64, progress: bool = True, skip_bad: bool = False,
                    extractor: FeatureExtractor | None = None, return_kept: bool = False,
                    cache=None, max_pixels: int = DEFAULT_MAX_PIXELS):
@@ -20,9 +20,9 @@ def predict_logits(model, ds: ImageDataset, pre: Preprocess, *, flip: bool, engi
     model.eval()
     try:
         extractor = extractor or FeatureExtractor(model.backbone, engine=engine)
-        ex = extract_features(ds, extractor, pre, views=2 if flip else 1, skip_bad=skip_bad,
-                              batch_size=batch_size, progress=progress, desc="predicting",
-                              cache=cache, max_pixels=max_pixels)
+        ex = extract_features(ds, extractor, pre, views=modalities.of(ds).views(flip),
+                              skip_bad=skip_bad, batch_size=batch_size, progress=progress,
+                              desc="predicting", cache=cache, max_pixels=max_pixels)
         with torch.inference_mode():
             f = (torch.from_numpy(ex.features) if ex.features is not None  # none readable
                  else torch.zeros(0, 1, model.head.fc.in_features))

@@ -11,6 +11,7 @@ or a folder holding anything else. Every file read back goes through the guarded
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -23,7 +24,8 @@ from safetensors.torch import save_file
 
 from ..exceptions import HeadstartError, RunDirError
 from ..safeio import read_json, read_safetensors, read_torch, read_yaml, unique_tmp
-from .config import upgrade
+from . import distributed as dist
+from .config import TrainConfig, upgrade
 from .lock import RunLock, holder_of
 
 CHECKPOINT = "checkpoint.pt"
@@ -95,6 +97,20 @@ def open_writer(out, data, *, overwrite: bool, log=print) -> "RunWriter":
         log(f"taking over {writer.lock.path}: process {writer.stale.get('pid')} that held it "
             "is no longer running")
     return writer
+
+
+@contextlib.contextmanager
+def run_writer(out, data, *, overwrite: bool, log=print):
+    """The locked writer of run `out` while the block runs (None without `out`, and in every
+    process of a torchrun job but rank 0), its lock given back however the block ends."""
+    dist.init_from_env()  # under torchrun only rank 0 writes
+    writer = open_writer(out, data, overwrite=overwrite, log=log) \
+        if out is not None and dist.is_main() else None
+    try:
+        yield writer
+    finally:
+        if writer is not None:
+            writer.close()
 
 
 class RunWriter:
@@ -266,10 +282,9 @@ def read_run(path: str | os.PathLike) -> tuple[dict, list, dict[str, torch.Tenso
 
 def run_config(run, stored: dict):
     """The TrainConfig of a finished run's config.yaml, or an error naming it."""
-    from .config import TrainConfig
     try:
         cfg = TrainConfig.from_dict(stored).validate()
-        if not isinstance(cfg.backbone, str) or not isinstance(cfg.image_size, int):
+        if not isinstance(cfg.backbone, str) or not isinstance(cfg.input_size, int):
             raise ValueError("no backbone or image size recorded")
     except (HeadstartError, TypeError, ValueError) as e:
         raise RunDirError(f"{Path(run) / 'config.yaml'}: settings headstart cannot use ({e}); "

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backbones import count_flops, create_backbone, get_config
-from ..backbones.cut import CutBackbone, default_cuts, one_thread, truncate
-from ..data.datasets import ImageDataset
-from ..data.transforms import Preprocess
+from .. import modalities
+from ..backbones import count_flops, create_backbone, default_cuts, get_config
+from ..backbones.cut import CutBackbone, one_thread, truncate
+from ..data.datasets import LabelledData
 from .extract import extract_features
 from .features import FeatureCache, FeatureExtractor
 from .headfit import fit_linear_head, head_logits
@@ -29,6 +29,8 @@ def candidate_sizes(native: int, minimum: int) -> list[int]:
     return sorted(sizes)
 
 
+# Hand-written rather than scikit-learn's StratifiedKFold / train_test_split: these draw the
+# samples and folds every recorded measurement was made on (sklearn's would draw others).
 def sample_per_class(labels: list[str], per_class: int, seed: int) -> list[int]:
     rng = np.random.default_rng(seed)
     out: list[int] = []
@@ -52,7 +54,7 @@ def cv_accuracy(features: np.ndarray, y: np.ndarray, k: int, *, C: float, seed: 
     return correct / len(y)
 
 
-def choose_image_size(ds: ImageDataset, cfg, *, cache: FeatureCache | None, progress: bool,
+def choose_image_size(ds: LabelledData, cfg, *, cache: FeatureCache | None, progress: bool,
                       per_class: int = 20, max_images: int = 400) -> tuple[int, list[dict], str]:
     """(size, measurements, reason) for cfg.backbone as it is (no cut is measured)."""
     size, _, rows, reason = choose_input(ds, cfg, cache=cache, progress=progress, cuts=(),
@@ -60,25 +62,25 @@ def choose_image_size(ds: ImageDataset, cfg, *, cache: FeatureCache | None, prog
     return size, rows, reason
 
 
-def choose_input(ds: ImageDataset, cfg, *, cache: FeatureCache | None, progress: bool,
+def choose_input(ds: LabelledData, cfg, *, cache: FeatureCache | None, progress: bool,
                  cuts: tuple[str, ...] | None = None, per_class: int = 20,
                  max_images: int = 400) -> tuple[int, str, list[dict], str]:
-    """(size, backbone, measurements, reason). Sizes are measured when cfg.image_size is
+    """(size, backbone, measurements, reason). Sizes are measured when cfg.input_size is
     "auto"; `cuts` (default: two earlier groups of the backbone, see default_cuts) at each.
     Samples at most `per_class` images per class and about `max_images` in all (at least 3
     per class), so many-class data stays cheap to measure."""
     bcfg = get_config(cfg.backbone)
     native = bcfg.input_size
-    sizes = candidate_sizes(native, bcfg.min_size) if cfg.image_size == "auto" \
-        else [int(cfg.image_size)]
+    sizes = candidate_sizes(native, bcfg.min_size) if cfg.input_size == "auto" \
+        else [int(cfg.input_size)]
     cuts = tuple(default_cuts(cfg.backbone) if cuts is None else cuts)
     per_class = max(3, min(per_class, max_images // max(1, len(ds.classes))))
     sub = ds.subset(sample_per_class(ds.labels, per_class, cfg.seed))
     k = min(5, min(sub.counts().values()))
-    fallback = sizes[-1] if cfg.image_size == "auto" else sizes[0]
+    fallback = sizes[-1] if cfg.input_size == "auto" else sizes[0]
     if k < 2 or (len(sizes) == 1 and not cuts):
         return fallback, cfg.backbone, [], ("too few images per class to measure; using the "
-                                           f"{'native' if cfg.image_size == 'auto' else 'given'}"
+                                           f"{'native' if cfg.input_size == 'auto' else 'given'}"
                                            " size and the whole network")
     compute = _relative_compute(cfg.backbone, cuts)
     rows = []
@@ -122,9 +124,9 @@ def _pick(rows: list[dict], whole: str) -> tuple[int, str]:
 def _measure(sub, cfg, size: int, cuts: tuple[str, ...], *, cache, progress):
     """[(cut or None, cv accuracy)] at one size from one forward pass (cuts tapped on the
     way), or None when fewer than two classes were readable."""
-    net = create_backbone(cfg.backbone, image_size=size, weights=cfg.weights)
+    net = create_backbone(cfg.backbone, input_size=size, weights=cfg.weights)
     run = CutBackbone(net, cuts, keep_output=True) if cuts else net
-    pre = Preprocess(size, net.config.mean, net.config.std)
+    pre = modalities.of(net).preprocess(net.config, size)
     ex = extract_features(sub, FeatureExtractor(run), pre, cache=cache, skip_bad=True,
                           progress=progress, desc=f"measuring {size}px")
     if cuts:

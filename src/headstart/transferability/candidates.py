@@ -35,13 +35,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
-from ..backbones import Backbone, create_backbone, get_config, list_backbones
-from ..backbones.cut import CutBackbone, default_cuts, one_thread, split_cut
-from ..backbones.registry import DEFAULT_BACKBONE
-from ..data.tokenize import TextPreprocess
-from ..data.transforms import Preprocess
-from ..exceptions import ConfigError, UnknownBackboneError, WeightsError, closest
+from .. import modalities
+from ..backbones import (Backbone, count_flops, create_backbone, default_cuts, get_config,
+                         list_backbones, load_weights)
+from ..backbones.cut import CutBackbone, one_thread, split_cut
+from ..exceptions import (ConfigError, UnknownBackboneError, WeightsError, WeightsMismatchError,
+                          closest)
 from ..training.extract import extract_features
 from ..training.features import FeatureCache, FeatureExtractor
 
@@ -74,14 +75,15 @@ class Candidate:
         return self.backbone, self.weights, self.random, self.seed if self.random else 0
 
     def build_network(self, *, image_size: int | None = None) -> Backbone:
-        """The whole network (eval mode), uncut; image_size applies to image backbones."""
-        size = image_size if get_config(self.backbone).modality == "image" else None
+        """The whole network (eval mode), uncut; image_size applies where the modality has a
+        choice of input size (images)."""
+        size = image_size if modalities.of(get_config(self.backbone)).sizes_input else None
         if self.random:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.seed)
-                net = create_backbone(self.backbone, pretrained=False, image_size=size)
+                net = create_backbone(self.backbone, pretrained=False, input_size=size)
         else:
-            net = create_backbone(self.backbone, image_size=size, weights=self.weights)
+            net = create_backbone(self.backbone, input_size=size, weights=self.weights)
         return net.eval()
 
     def build(self, *, image_size: int | None = None) -> Backbone:
@@ -91,13 +93,14 @@ class Candidate:
 
 # ----------------------------------------------------------------------------- parsing
 
-def default_candidates(modality: str, *, seed: int = 0) -> list[Candidate]:
+def default_candidates(modality, *, seed: int = 0) -> list[Candidate]:
     """Every installed backbone of the modality (tiny_* test backbones excepted), two earlier
     cuts of the default backbone, and the random-init control of the default backbone."""
-    out = [Candidate(c.name, c.name) for c in list_backbones() if _is_zoo_default(c, modality)]
-    base = DEFAULT_BACKBONE[modality]
+    m = modalities.get(modality)
+    out = [Candidate(c.name, c.name) for c in list_backbones() if _is_zoo_default(c, m.name)]
+    base = m.default_backbone
     if not any(c.backbone == base for c in out):
-        raise ConfigError(f"the default {modality} backbone '{base}' is not installed; name the "
+        raise ConfigError(f"the default {m.name} backbone '{base}' is not installed; name the "
                           "candidates with --candidates (see `headstart models`)")
     out += [Candidate(f"{base}@{g}", base, cut=g) for g in default_cuts(base)]
     out.append(Candidate(f"random:{base}", base, random=True, seed=seed))
@@ -110,7 +113,7 @@ def _is_zoo_default(c, modality: str) -> bool:
             and not Path(c.name).is_absolute())
 
 
-def parse_candidates(spec, modality: str, *, seed: int = 0) -> list[Candidate]:
+def parse_candidates(spec, modality, *, seed: int = 0) -> list[Candidate]:
     """Candidates from "all", a comma list of specs (module docstring), or a list of specs and
     Candidate objects. Duplicates are dropped; at least one candidate is needed."""
     items = spec.split(",") if isinstance(spec, str) else list(spec or ["all"])
@@ -126,21 +129,22 @@ def parse_candidates(spec, modality: str, *, seed: int = 0) -> list[Candidate]:
     unique.reverse()
     if not unique:
         raise ConfigError(f"no candidates in {spec!r}; pass 'all' or names such as "
-                          f"'{DEFAULT_BACKBONE[modality]}' (see `headstart models`)")
+                          f"'{modalities.get(modality).default_backbone}' (see `headstart "
+                          "models`)")
     return unique
 
 
-def parse_candidate(text: str, modality: str, *, seed: int = 0) -> Candidate:
+def parse_candidate(text: str, modality, *, seed: int = 0) -> Candidate:
     """One candidate spec; unknown names raise the registry's UnknownBackboneError."""
+    m = modalities.get(modality)
     body, random = (text[len("random:"):], True) if text.startswith("random:") else (text, False)
     body, cut = _split_cut(body)
-    arch, weights = _split_weights(body, modality)
+    arch, weights = _split_weights(body, m)
     cfg = get_config(arch)
-    if cfg.modality != modality:
-        raise ConfigError(f"candidate '{text}' reads {cfg.modality}s but the data holds "
-                          f"{modality}s; pick {'an' if modality == 'image' else 'a'} {modality} "
-                          "backbone such as "
-                          f"'{DEFAULT_BACKBONE[modality]}' (see `headstart models`)")
+    if cfg.modality != m.name:
+        raise ConfigError(f"candidate '{text}' reads {modalities.get(cfg.modality).plural} but "
+                          f"the data holds {m.plural}; pick {m.article} {m.name} backbone such "
+                          f"as '{m.default_backbone}' (see `headstart models`)")
     if random and weights:
         raise ConfigError(f"candidate '{text}': random: re-initialises an architecture, it takes "
                           f"no checkpoint; write random:{arch}")
@@ -156,7 +160,7 @@ def _split_cut(body: str) -> tuple[str, str | None]:
     return (body, None) if Path(body).exists() else split_cut(body)
 
 
-def _split_weights(body: str, modality: str) -> tuple[str, str | None]:
+def _split_weights(body: str, modality) -> tuple[str, str | None]:
     """(architecture, weights or None) of a name, a model directory, ARCH=PATH, or a path."""
     arch, sep, path = body.partition("=")
     if sep and arch and path and not Path(body).exists():
@@ -175,27 +179,24 @@ def _split_weights(body: str, modality: str) -> tuple[str, str | None]:
     return checkpoint_arch(p, modality), str(p)
 
 
-def checkpoint_arch(path: Path, modality: str) -> str:
+def checkpoint_arch(path: Path, modality) -> str:
     """The architecture of a checkpoint: from its run's config.yaml when it has one, else the
     first installed architecture of the modality (default first) whose tensors all fit."""
+    m = modalities.get(modality)
     run = path if path.is_dir() else path.parent
     if (run / "config.yaml").is_file():
-        import yaml
         stored = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
         if stored.get("backbone"):
             return str(stored["backbone"])
-    from ..backbones import load_weights
-    from ..exceptions import WeightsMismatchError
-
-    names = [DEFAULT_BACKBONE[modality]] + [c.name for c in list_backbones()
-                                            if c.modality == modality and c.weights_installed()]
+    names = [m.default_backbone] + [c.name for c in list_backbones()
+                                    if c.modality == m.name and c.weights_installed()]
     for name in dict.fromkeys(names):
         try:
             load_weights(create_backbone(name, pretrained=False), path)
             return name
         except (WeightsMismatchError, UnknownBackboneError):
             continue
-    raise WeightsError(f"{path}: its tensors fit none of the installed {modality} architectures "
+    raise WeightsError(f"{path}: its tensors fit none of the installed {m.name} architectures "
                        f"({', '.join(dict.fromkeys(names))}); name it as ARCH={path}")
 
 
@@ -221,10 +222,7 @@ def by_network(cands: list[Candidate]) -> list[list[Candidate]]:
 
 
 def preprocess_of(net: Backbone, *, truncate: bool = False):
-    c = net.config
-    if c.modality == "text":
-        return TextPreprocess(c.tokenizer, int(net.image_size), truncate=truncate)
-    return Preprocess(int(net.image_size), c.mean, c.std)
+    return modalities.of(net).preprocess(net.config, int(net.input_size), truncate=truncate)
 
 
 def network_features(cands: list[Candidate], ds, *, image_size: int | None = None,
@@ -274,9 +272,7 @@ _GFLOPS: dict[tuple, float] = {}  # (backbone, cut, input size) -> GFLOPs, per p
 
 def _gflops(net: Backbone, cut: str | None) -> float:
     """FLOPs of one input through the candidate (one batch-1 forward pass, remembered)."""
-    from ..backbones import count_flops
-
-    key = (net.config.name, cut, net.image_size)
+    key = (net.config.name, cut, net.input_size)
     if key not in _GFLOPS:
         tap = CutBackbone(net, (cut,)) if cut else net
         with one_thread():

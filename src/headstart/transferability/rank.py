@@ -12,23 +12,24 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Callable
 
 import numpy as np
 
-from ..data.datasets import load_dataset
-from ..data.texts import detect_modality
+from .. import modalities
 from ..exceptions import ConfigError
 from ..training.features import FeatureCache
 from ..training.sizing import sample_per_class
 from .candidates import (Candidate, CandidateFeatures, by_network, network_features,
                          parse_candidates)
-from .scores import _one_hot, hscore, ledoit_wolf, leep, logme, nce
+from .registry import ranking_scores
+from .scores import hscore_rows as _hscore_rows  # noqa: F401  (its former home)
 from .similarity import frechet_distance, mmd
 
 TARGET_EXAMPLES = 1000  # default sample: about this many examples in all...
 MIN_PER_CLASS = 5  # ...and at least this many per class
-SCORE_NAMES = {"logme": "LogME", "hscore": "H-score", "leep": "LEEP", "nce": "NCE"}
+SCORE_NAMES = {name: s.label for name, s in ranking_scores().items()}  # the table's columns
 DOMAIN_LABELS = {"msp": "src-conf ↑*", "mmd": "MMD ↓*", "none": "domain*"}
 DOMAIN_NOTES = {
     "msp": "* src-conf (higher = closer to the source domain): mean max-softmax probability of "
@@ -105,9 +106,9 @@ def rank(data, *, candidates="all", labels=None, max_per_class: int | None = Non
         raise ConfigError(f"cannot rank by '{by}'; choose one of {', '.join(SCORE_NAMES)}")
     if int(n_boot) < 2:
         raise ConfigError(f"n_boot must be at least 2; got {n_boot}.")
-    modality = detect_modality(data, labels)
-    ds = load_dataset(data, labels, skip_bad=skip_bad, modality=modality,
-                      text_options=text_options)
+    modality = modalities.detect(data, labels)
+    ds = modalities.load_dataset(data, labels, skip_bad=skip_bad, modality=modality,
+                                 text_options=text_options)
     for line in ds.ignored_notes() + [f"skipped: {s}" for s in ds.skipped]:  # never silent
         log(line)
     cands = parse_candidates(candidates, modality, seed=seed)
@@ -122,7 +123,7 @@ def rank(data, *, candidates="all", labels=None, max_per_class: int | None = Non
                          feature_kw=feature_kw)
     method = "mmd" if source is not None else (
         "msp" if any(r.domain is not None for r in results) else "none")
-    out = RankResult(order(results, by), by, modality, len(sub), ds.counts(), per_class,
+    out = RankResult(order(results, by), by, modality.name, len(sub), ds.counts(), per_class,
                      method, int(n_boot), time.perf_counter() - start)
     out.notes = control_notes(out)
     for note in out.notes:
@@ -163,7 +164,7 @@ def _source(source_sample, modality: str, rows: int, seed: int):
     if isinstance(source_sample, (list, tuple)):  # bare images or texts
         source_sample = (list(source_sample), ["source"] * len(source_sample))
     args = source_sample if isinstance(source_sample, tuple) else (source_sample,)
-    ds = load_dataset(*args, modality=modality, min_classes=1)
+    ds = modalities.load_dataset(*args, modality=modality, min_classes=1)
     return ds.subset(sorted(np.random.default_rng(seed).permutation(len(ds))[:rows].tolist()))
 
 
@@ -177,12 +178,7 @@ def score_features(cand: Candidate, cf: CandidateFeatures, y: np.ndarray, *, n_b
     yk = np.unique(y[cf.kept], return_inverse=True)[1]
     f, p = cf.features.astype(np.float64), cf.source_probs
     fns: dict[str, tuple | None] = {
-        "logme": (lambda idx: logme(f[idx], yk[idx]), lambda: logme(f, yk)),
-        "hscore": (lambda idx: _hscore_rows(f, yk, idx),
-                   lambda: _hscore_rows(f, yk, np.arange(len(f)))),
-        "leep": None if p is None else (lambda idx: leep(p[idx], yk[idx]), lambda: leep(p, yk)),
-        "nce": None if p is None else (lambda idx: nce(p[idx].argmax(1), yk[idx]),
-                                       lambda: nce(p.argmax(1), yk)),
+        **_ranking_fns(f, p, yk),
         "domain": None if p is None else (lambda idx: float(p[idx].max(1).mean()),
                                           lambda: float(p.max(1).mean()))}
     draws = resamples(yk, n_boot, seed)
@@ -196,11 +192,30 @@ def score_features(cand: Candidate, cf: CandidateFeatures, y: np.ndarray, *, n_b
                            cf.from_cache, frechet)
 
 
+def _ranking_fns(f: np.ndarray, p: np.ndarray | None, yk: np.ndarray) -> dict:
+    """{score: (on a half-sample's rows, on the whole sample)} for every ranking score in the
+    registry; None where the candidate lacks what the score needs (a source head)."""
+    given = {"features": f, "source_probs": p,
+             "source_labels": None if p is None else p.argmax(1)}
+    fns: dict[str, tuple | None] = {}
+    for name, info in ranking_scores().items():
+        x = given[info.needs]
+        if x is None:
+            fns[name] = None
+        elif info.on_rows is not None:  # a shortcut that scores a subset of rows directly
+            fns[name] = (partial(info.on_rows, x, yk),
+                         partial(info.on_rows, x, yk, np.arange(len(yk))))
+        else:
+            fns[name] = (lambda idx, x=x, fn=info.fn: fn(x[idx], yk[idx]),
+                         partial(info.fn, x, yk))
+    return fns
+
+
 def _one_blas_thread():
     """One BLAS thread for the scores' small decompositions: nearly as fast idle, far faster
     on a shared 2-core machine (eigh of 1000 x 1000: 0.2 s, vs 0.5-0.7 s on two threads while
     another job holds a core). Uses threadpoolctl (scikit-learn's) when installed."""
-    try:
+    try:  # deferred on purpose: an optional dependency (scikit-learn brings it)
         from threadpoolctl import threadpool_limits
     except ImportError:
         return contextlib.nullcontext()
@@ -225,35 +240,6 @@ def _interval(fns, draws) -> Interval:
     on_rows, on_all = fns
     value, half = float(on_all()), 1.96 * float(np.std([on_rows(i) for i in draws], ddof=1))
     return Interval(value, value - half, value + half)
-
-
-def _hscore_rows(f: np.ndarray, y: np.ndarray, idx: np.ndarray) -> float:
-    """hscore(f[idx], y[idx]), the shrinkage version, by an exact shortcut: the trace equals
-    (1-a)/n sum_k n_k d_k' cov^-1 d_k (d_k: centred class means), one solve with a column per
-    class; with fewer rows than features everything is computed from the (n, n) Gram matrix
-    K = Xc Xc' (Ledoit-Wolf's terms are traces of K, and cov^-1 follows by Woodbury)."""
-    x, yi = f[idx], y[idx]
-    n, d = x.shape
-    xc = x - x.mean(0)
-    onehot = _one_hot(yi, int(y.max()) + 1)
-    counts = onehot.sum(0)
-    e = onehot[:, counts > 0] / counts[counts > 0]  # E N^-1
-    if n >= d:
-        cov, a = ledoit_wolf(x)
-        dev = xc.T @ e  # (d, C) centred class means
-        return float((1 - a) / n * np.sum(counts[counts > 0] * np.sum(
-            dev * np.linalg.solve(cov, dev), axis=0)))
-    k = xc @ xc.T
-    tr, fro2 = np.trace(k) / n, np.sum(k * k) / n ** 2  # tr(S), ||S||_F^2
-    d2 = fro2 - tr ** 2 / d
-    b2 = (np.sum(np.diag(k) ** 2) / n - fro2) / n
-    a = 0.0 if d2 <= 0 else float(min(max(b2, 0.0), d2) / d2)
-    c, b = a * tr / d, (1 - a) / n  # cov = c I + b Xc'Xc
-    if c <= 1e-12 * max(tr, 1e-300):
-        return hscore(x, yi)  # no shrinkage and a singular covariance: the reference's pinv
-    q = k @ e
-    inner = e.T @ q / c - b / c ** 2 * q.T @ np.linalg.solve(np.eye(n) + b / c * k, q)
-    return float((1 - a) / n * np.sum(counts[counts > 0] * np.diag(inner)))
 
 
 def _domain_distance(src: np.ndarray, target: np.ndarray, n_boot: int, seed: int):
