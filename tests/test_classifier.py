@@ -145,3 +145,162 @@ def test_save_and_load_keep_integer_labels(fitted, arrays, tmp_path):
     back = TransferClassifier.load(fitted.save(tmp_path / "ints"))
     assert back.classes_.tolist() == [2, 10]
     assert back.predict(X).tolist() == fitted.predict(X).tolist()
+
+
+# -- scikit-learn's conventions ---------------------------------------------------------------
+import pickle  # noqa: E402
+
+from sklearn.base import BaseEstimator, ClassifierMixin, is_classifier  # noqa: E402
+from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import FunctionTransformer  # noqa: E402
+from sklearn.utils import estimator_checks as checks  # noqa: E402
+from sklearn.utils.validation import check_is_fitted  # noqa: E402
+
+from headstart import NotFittedError, TrainConfig  # noqa: E402
+from headstart.training.options import options  # noqa: E402
+
+LP = dict(TINY, strategy="linear_probe")
+
+# The checks of sklearn.utils.estimator_checks that apply to an estimator whose inputs are
+# images or texts: they exercise the parameter protocol, cloning, tags and unfitted use.
+APPLICABLE = ["check_parameters_default_constructible", "check_no_attributes_set_in_init",
+              "check_get_params_invariance", "check_set_params", "check_estimator_repr",
+              "check_estimators_unfitted", "check_do_not_raise_errors_in_init_or_set_params",
+              "check_mixin_order", "check_estimator_tags_renamed", "check_valid_tag_types"]
+# Every other check scikit-learn runs on a classifier, and why it cannot apply here. The
+# tabular ones have counterparts below on image arrays (fit returns self, pickling, seeded
+# refits, predictions independent of the batch, clone, pipelines, check_is_fitted).
+_TABULAR = ("fits or predicts on rows of numeric features (make_blobs, iris), which are "
+            "neither images nor texts: TransferClassifier's inputs are image paths, PIL "
+            "images, HxW[xC] arrays or strings (its tags say two_d_array=False)")
+NOT_APPLICABLE = {
+    **{name: _TABULAR for name in [
+        "check_classifiers_train", "check_classifiers_classes",
+        "check_classifier_data_not_an_array", "check_classifiers_one_label",
+        "check_classifiers_regression_target", "check_complex_data",
+        "check_decision_proba_consistency", "check_dict_unchanged",
+        "check_dont_overwrite_parameters", "check_dtype_object", "check_estimators_dtypes",
+        "check_estimators_empty_data_messages", "check_estimators_fit_returns_self",
+        "check_estimators_nan_inf", "check_estimators_overwrite_params",
+        "check_estimators_pickle", "check_f_contiguous_array_estimator", "check_fit1d",
+        "check_fit2d_1feature", "check_fit2d_1sample", "check_fit2d_predict1d",
+        "check_fit_check_is_fitted", "check_fit_idempotent", "check_fit_score_takes_y",
+        "check_methods_sample_order_invariance", "check_methods_subset_invariance",
+        "check_n_features_in", "check_n_features_in_after_fitting",
+        "check_pipeline_consistency", "check_positive_only_tag_during_fit",
+        "check_readonly_memmap_input", "check_requires_y_none", "check_supervised_y_2d",
+        "check_supervised_y_no_nan"]},
+    **{name: "sparse matrices are not images or texts" for name in [
+        "check_estimator_sparse_array", "check_estimator_sparse_matrix",
+        "check_estimator_sparse_tag"]},
+    **{name: "the model runs in PyTorch on its own inputs; it does not dispatch on the Array "
+       "API" for name in ["check_array_api_input", "check_array_api_mixed_inputs",
+                          "check_array_api_same_namespace"]},
+    **{name: "fit takes no sample_weight" for name in [
+        "check_sample_weights_list", "check_sample_weights_not_an_array",
+        "check_sample_weights_not_overwritten", "check_sample_weights_pandas_series",
+        "check_sample_weights_shape", "check_all_zero_sample_weights_error",
+        "check_classifiers_one_label_sample_weights",
+        "check_sample_weight_equivalence_on_dense_data",
+        "check_sample_weight_equivalence_on_sparse_data"]},
+    **{name: "there is no class_weight parameter" for name in [
+        "check_class_weight_classifiers", "check_class_weight_balanced_linear_classifier"]},
+    "check_estimators_partial_fit_n_features": "there is no partial_fit",
+    "check_sparsify_coefficients": "no linear model's coef_ to sparsify",
+    "check_non_transformer_estimators_n_iter": "no solver's n_iter_ to report",
+}
+
+
+def to_uint8(X):
+    """A pipeline step: float images in [0, 1] to uint8."""
+    return (np.asarray(X) * 255).round().astype(np.uint8)
+
+
+def test_is_a_scikit_learn_classifier():
+    clf = TransferClassifier(**TINY)
+    assert isinstance(clf, BaseEstimator) and isinstance(clf, ClassifierMixin)
+    assert is_classifier(clf)
+    tags = clf.__sklearn_tags__()
+    assert tags.estimator_type == "classifier" and not tags.input_tags.two_d_array
+    assert tags.input_tags.string
+
+
+@pytest.mark.parametrize("name", APPLICABLE)
+def test_the_estimator_checks_that_apply(name):
+    getattr(checks, name)("TransferClassifier", TransferClassifier(**TINY))
+
+
+def test_every_check_of_a_classifier_is_applied_or_said_why_not():
+    from sklearn.linear_model import LogisticRegression
+
+    ran = {getattr(c, "func", c).__name__
+           for c in checks._yield_all_checks(LogisticRegression(), legacy=True)}
+    assert ran - set(APPLICABLE) - set(NOT_APPLICABLE) == set()
+    assert not set(APPLICABLE) & set(NOT_APPLICABLE)
+
+
+def test_parameters_are_the_training_options():
+    names = [o.name for o in options(TrainConfig)]
+    assert list(TransferClassifier().get_params()) == sorted(names + ["verbose"])
+    for extra in ("l2sp", "bn_stats", "precision", "max_pixels", "cut", "workers", "layers"):
+        assert extra in names
+    assert TransferClassifier(l2sp=0.1)._config().l2sp == 0.1
+
+
+def test_not_fitted_error_is_scikit_learns_and_ours():
+    from sklearn.exceptions import NotFittedError as Sklearns
+    with pytest.raises(NotFittedError) as e:
+        TransferClassifier(**TINY).predict_proba(np.zeros((1, 32, 32, 3), np.uint8))
+    assert isinstance(e.value, Sklearns) and isinstance(e.value, HeadstartError)
+    with pytest.raises(Sklearns):
+        check_is_fitted(TransferClassifier(**TINY))
+
+
+def test_fit_returns_self_and_refits_the_same(arrays, fitted):
+    X, y = arrays
+    clf = TransferClassifier(**LP)
+    assert clf.fit(X, y) is clf
+    check_is_fitted(clf)
+    np.testing.assert_allclose(clf.predict_proba(X), fitted.predict_proba(X), atol=1e-6)
+
+
+def test_predictions_do_not_depend_on_the_batch(fitted, arrays):
+    X, _ = arrays
+    whole = fitted.predict_proba(X)
+    np.testing.assert_allclose(fitted.predict_proba(X[5:9]), whole[5:9], atol=1e-6)
+    np.testing.assert_allclose(fitted.predict_proba(X[::-1]), whole[::-1], atol=1e-6)
+
+
+def test_pickle_round_trip(fitted, arrays):
+    X, _ = arrays
+    back = pickle.loads(pickle.dumps(fitted))
+    np.testing.assert_allclose(back.predict_proba(X), fitted.predict_proba(X), atol=1e-6)
+    assert back.get_params() == fitted.get_params()
+
+
+def test_cross_val_score_grid_search_and_pipeline(arrays):
+    X, y = arrays
+    scores = cross_val_score(TransferClassifier(**LP), X, y, cv=2)
+    assert scores.shape == (2,) and (scores >= 0.75).all()
+    grid = GridSearchCV(TransferClassifier(**LP), {"C": [0.1, 1.0]}, cv=2).fit(X, y)
+    assert grid.best_params_["C"] in (0.1, 1.0) and grid.score(X, y) >= 0.9
+    assert isinstance(grid.best_estimator_, TransferClassifier)
+    pipe = make_pipeline(FunctionTransformer(to_uint8), TransferClassifier(**LP))
+    floats = X / 255.0
+    assert pipe.fit(floats, y).score(floats, y) >= 0.9
+
+
+def test_get_params_round_trip_through_save_and_load(arrays, tmp_path):
+    X, y = arrays
+    clf = TransferClassifier(strategy="linear_probe", C=np.float64(0.5), seed=np.int64(3),
+                             **{k: v for k, v in TINY.items()}).fit(X, y)
+    back = TransferClassifier.load(clf.save(tmp_path / "clf"))
+    assert back.get_params() == clf.get_params()
+    np.testing.assert_allclose(back.predict_proba(X), clf.predict_proba(X), atol=1e-5)
+
+
+def test_load_of_a_command_line_run_takes_its_resolved_settings(tiny_runs):
+    back = TransferClassifier.load(tiny_runs["linear_probe"])
+    assert back.backbone == "tiny_cnn" and back.strategy == "linear_probe"
+    assert back.input_size == back.input_size_ == 32

@@ -1,6 +1,7 @@
 """EfficientNet-Lite0/1/2 with the ImageNet-1k weights that ship in pip packages (Apache-2.0)."""
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 
@@ -123,8 +124,7 @@ def _register() -> None:
             weights_source=f"pip package {package.replace('_', '-')}",
             num_source_classes=1000, source_labels="imagenet-1k", min_size=32,
             description=f"{arch}: mobile-friendly EfficientNet without squeeze-excitation",
-            factory=lambda cfg, s, pretrained: EfficientNetLite(cfg, s, pretrained=pretrained),
-            weights_installed=lambda n=name: _installed(n),
+            factory=EfficientNetLite, weights_installed=functools.partial(_installed, name),
         ))
 
 

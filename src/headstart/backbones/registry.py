@@ -15,6 +15,16 @@ from .. import modalities
 from ..exceptions import ConfigError
 
 
+def always() -> bool:
+    """weights_installed of a backbone whose weights are built in."""
+    return True
+
+
+def never() -> bool:
+    """weights_installed of a backbone that ships no weights."""
+    return False
+
+
 @dataclass(frozen=True)
 class BackboneConfig:
     """What a user (and the rest of headstart) needs to know about a backbone."""
@@ -38,9 +48,9 @@ class BackboneConfig:
     description: str = ""
     cut_of: str = ""  # a layer cut (NAME@GROUP): the backbone it cuts, and the group it ends at
     cut: str = ""
+    # module-level functions (or partials of them), so that a model and its config pickle
     factory: Callable[..., "Backbone"] = field(default=None, compare=False, repr=False)
-    weights_installed: Callable[[], bool] = field(default=lambda: False, compare=False,
-                                                  repr=False)
+    weights_installed: Callable[[], bool] = field(default=never, compare=False, repr=False)
 
 
 class Backbone(nn.Module):

@@ -48,7 +48,5 @@ register_backbone(BackboneConfig(
     feature_dim=256, layer_groups=("block1", "block2", "block3", "block4"),
     pretraining="none shipped: pre-train it with `headstart pretrain`", license="Apache-2.0",
     weights_source="your own source model", min_size=16,
-    description="8-layer CNN for 28-64 px images", factory=lambda cfg, s, pretrained: SmallCNN(
-        cfg, s, pretrained=pretrained),
-    weights_installed=lambda: False,
+    description="8-layer CNN for 28-64 px images", factory=SmallCNN,
 ))

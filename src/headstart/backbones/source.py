@@ -10,6 +10,7 @@ and for measuring how much of the source task survives fine-tuning). `source.jso
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Callable
 
@@ -57,8 +58,17 @@ def _source_config(path: Path, resolve) -> BackboneConfig:
         pretraining=what, weights_source=str(path / "model.safetensors"),
         num_source_classes=len(labels), source_labels=f"run:{path}",
         description=f"source model from {path.name} ({base.name})",
-        factory=lambda cfg, s, pretrained: build_source(cfg, base, path, s, pretrained),
-        weights_installed=lambda: is_run_dir(path))
+        factory=functools.partial(_build_source, base, path),
+        weights_installed=functools.partial(is_run_dir, path))
+
+
+def _build_source(base: BackboneConfig, path: Path, cfg: BackboneConfig, size: int,
+                  pretrained: bool):
+    return build_source(cfg, base, path, size, pretrained)
+
+
+def _head_of(module):
+    return module.source_head_
 
 
 def build_source(cfg: BackboneConfig, base: BackboneConfig, path: Path, size: int,
@@ -82,7 +92,7 @@ def build_source(cfg: BackboneConfig, base: BackboneConfig, path: Path, size: in
     # plain attributes, not sub-modules: the source head is no part of the target's weights
     object.__setattr__(module, "source_head_", head)
     module.source_label_names = [str(x) for x in labels]
-    module.source_classifier = lambda: head
+    module.source_classifier = functools.partial(_head_of, module)
     return module
 
 

@@ -22,7 +22,7 @@ from torch import nn
 from ..data.tokenize import quiet_transformers
 from ..exceptions import ConfigError, WeightsError
 from ..safeio import guarded
-from .registry import Backbone, BackboneConfig, register_backbone
+from .registry import Backbone, BackboneConfig, always, register_backbone
 
 MAX_WINDOW = 256  # tokens per window when the model directory does not say
 
@@ -184,10 +184,21 @@ def text_config(name: str, model_dir: str, *, description: str = "", pretraining
         pretraining=pretraining or f"model directory {d}", license=license,
         weights_source=str(d), tokenizer=str(d),
         description=description or f"{hf.get('model_type', '?')} encoder",
-        factory=lambda cfg, s, pretrained: TextBackbone(cfg, s, pretrained=pretrained,
-                                                        model_dir=Path(cfg.weights_source)),
-        weights_installed=installed or (lambda: (d / "config.json").is_file()),
+        factory=_from_folder,
+        weights_installed=installed or functools.partial(_has_config, d),
     )
+
+
+def _from_folder(cfg: BackboneConfig, window: int, pretrained: bool) -> TextBackbone:
+    return TextBackbone(cfg, window, pretrained=pretrained, model_dir=Path(cfg.weights_source))
+
+
+def _minilm(cfg: BackboneConfig, window: int, pretrained: bool) -> TextBackbone:
+    return TextBackbone(cfg, window, pretrained=pretrained, model_dir=minilm_dir())
+
+
+def _has_config(folder: Path) -> bool:
+    return (folder / "config.json").is_file()
 
 
 def _minilm_installed() -> bool:
@@ -213,8 +224,7 @@ def _register_minilm() -> None:
         pretraining="1B sentence pairs, contrastive (sentence-transformers all-MiniLM-L6-v2)",
         license="Apache-2.0", weights_source=d, tokenizer=d,
         description="6-layer MiniLM sentence encoder, 384-d, 256-token windows",
-        factory=lambda cfg, s, pretrained: TextBackbone(cfg, s, pretrained=pretrained,
-                                                        model_dir=minilm_dir()),
+        factory=_minilm,
         weights_installed=_minilm_installed,
     )
     register_backbone(cfg)
@@ -235,5 +245,5 @@ register_backbone(BackboneConfig(
     pretraining="none (fixed random init; for tests)", license="Apache-2.0",
     weights_source="built in", tokenizer=_tokenizer_dir(), min_size=8,
     description="2-layer BERT with MiniLM's tokenizer, for unit tests", factory=_tiny_text,
-    weights_installed=lambda: True,
+    weights_installed=always,
 ))

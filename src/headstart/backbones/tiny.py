@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .registry import Backbone, BackboneConfig, drop_after, register_backbone
+from .registry import Backbone, BackboneConfig, always, drop_after, register_backbone
 
 
 def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
@@ -44,7 +44,6 @@ register_backbone(BackboneConfig(
     feature_dim=32, layer_groups=("stem", "block1", "block2"),
     pretraining="none (fixed random init; for tests)", license="Apache-2.0",
     weights_source="built in", num_source_classes=10, min_size=8,
-    description="3-layer CNN for unit tests", factory=lambda cfg, s, pretrained: TinyCNN(
-        cfg, s, pretrained=pretrained),
-    weights_installed=lambda: True,
+    description="3-layer CNN for unit tests", factory=TinyCNN,
+    weights_installed=always,
 ))

@@ -43,8 +43,8 @@ def run_models(args) -> int:
     print(f"{'name':<20}{'input':>8}{'params':>8}{'GFLOPs':>8}  {'weights':<10}{'license':<12}"
           "pre-training")
     for r in rows:
-        unit = modalities.get(r["modality"]).size_unit
-        print(f"{r['name']:<20}{r['input_size']:>5}{unit:<3}{r['params_m']:>7.1f}M"
+        size = f"{r['input_size']}{modalities.get(r['modality']).size_unit}"
+        print(f"{r['name']:<20}{size:>8}{r['params_m']:>7.1f}M"
               f"{r['gflops']:>8.2f}  "
               f"{'installed' if r['installed'] else 'missing':<10}{r['license']:<12}"
               f"{r['pretraining']}")

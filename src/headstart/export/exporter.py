@@ -27,7 +27,6 @@ from .runtime import (ExportedModel, read_sidecar, run_export_path, sidecar_path
 from .samples import parity_samples
 
 TOLERANCE = 1e-3  # max |logit difference| to PyTorch (timm's threshold for its ONNX exports)
-FORMATS = ("onnx", "onnx-int8")
 
 
 @dataclass
@@ -45,8 +44,7 @@ def default_path(trained, fmt: str = "onnx") -> Path:
     if trained.run_dir is None:
         raise ExportError("this model has no run directory; pass a path to export to "
                           "(TransferClassifier.export('model.onnx'))")
-    path = run_export_path(trained.run_dir)
-    return path.with_suffix(".int8.onnx") if fmt == "onnx-int8" else path
+    return run_export_path(trained.run_dir).with_suffix(FORMATS[fmt].suffix)
 
 
 def export_run(trained, out: str | Path | None = None, *, fmt: str = "onnx",
@@ -67,21 +65,43 @@ def export_run(trained, out: str | Path | None = None, *, fmt: str = "onnx",
     was_training = trained.model.training
     trained.model.eval()
     try:
-        if fmt == "onnx":
-            meta = _build(trained, work / out.name, tolerance=tolerance, samples=samples, log=log)
-        else:  # the checked fp32 graph first, then its 8-bit version beside it
-            (work / "fp32").mkdir()
-            fp32 = work / "fp32" / out.name
-            meta = _build(trained, fp32, tolerance=tolerance, samples=samples, log=log)
-            meta = quantize_export(trained, fp32, work / out.name, meta, test=test,
-                                   max_drop=max_drop, heldout=heldout, log=log)
-            shutil.rmtree(work / "fp32")
+        meta = FORMATS[fmt].write(trained, work / out.name, tolerance=tolerance,
+                                  samples=samples, test=test, max_drop=max_drop,
+                                  heldout=heldout, log=log)
         write_sidecar(work / out.name, meta)
         _move_into_place(work, out)
     finally:
         trained.model.train(was_training)
         shutil.rmtree(work, ignore_errors=True)
     return ExportResult(out, sidecar_path(out), meta)
+
+
+def _fp32(trained, path: Path, *, tolerance, samples, log, **_) -> dict:
+    """The whole classifier in float32, checked against PyTorch."""
+    return _build(trained, path, tolerance=tolerance, samples=samples, log=log)
+
+
+def _int8(trained, path: Path, *, tolerance, samples, test, max_drop, heldout, log) -> dict:
+    """The checked fp32 graph first (in a folder of its own), then its 8-bit version."""
+    (path.parent / "fp32").mkdir()
+    fp32 = path.parent / "fp32" / path.name
+    meta = _build(trained, fp32, tolerance=tolerance, samples=samples, log=log)
+    meta = quantize_export(trained, fp32, path, meta, test=test, max_drop=max_drop,
+                           heldout=heldout, log=log)
+    shutil.rmtree(fp32.parent)
+    return meta
+
+
+@dataclass(frozen=True)
+class Format:
+    """An export format: the file suffix of its default path in a run, and its writer
+    (trained model, path in the work folder, options -> sidecar)."""
+    suffix: str
+    write: Callable[..., dict]
+
+
+FORMATS: dict[str, Format] = {"onnx": Format(".onnx", _fp32),
+                              "onnx-int8": Format(".int8.onnx", _int8)}
 
 
 def _check_target(out: Path, overwrite: bool) -> None:
