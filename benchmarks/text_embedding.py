@@ -19,7 +19,7 @@ import _common as C
 
 
 def throughput(texts: list[str]) -> list[list]:
-    from headstart.api import preprocess_for
+    from headstart.training import preprocess_for
     from headstart.backbones import create_backbone
     from headstart.data.tokenize import doc_batches
     from headstart.training import TrainConfig

@@ -120,8 +120,8 @@ def config_unknown_backbone(e):
     return _predict_damaged(e, "config.yaml", text)
 
 
-@case("error", "config.yaml", "image_size")
-def config_bad_image_size(e):
+@case("error", "config.yaml", "input_size")
+def config_bad_input_size(e):
     run = e.image_run()
     text = re.sub(r"(?m)^input_size: .*$", "input_size: huge", (run / "config.yaml").read_text())
     return _predict_damaged(e, "config.yaml", text)
@@ -371,8 +371,8 @@ def source_model_naming_itself(e):
     return e.train(e.folder(), "--backbone", run)
 
 
-@case("error", "config.yaml", "image_size")
-def source_model_with_bad_image_size(e):
+@case("error", "config.yaml", "input_size")
+def source_model_with_bad_input_size(e):
     run = e.image_run()
     text = re.sub(r"(?m)^input_size: .*$", "input_size: [1, 2]", (run / "config.yaml").read_text())
     (run / "config.yaml").write_text(text)

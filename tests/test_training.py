@@ -296,7 +296,8 @@ def test_cut_none_measures_only_the_whole_network(cli, make_folder, tmp_path):
 def test_probe_head_is_refit_on_train_and_val_with_honest_val_figures(tiny_data):
     cfg = TrainConfig(backbone="tiny_cnn", strategy="linear_probe", input_size=32)
     r = api.train(tiny_data, config=cfg, progress=False, log=lambda *_: None)
-    assert r.metrics["head_refit_on"] == r.metrics["train_examples"] + r.metrics["val_examples"] == 16
+    m = r.metrics
+    assert m["head_refit_on"] == m["train_examples"] + m["val_examples"] == 16
     assert r.history[0]["refit_on"] == 16
     # the reported validation accuracy is the one of the head fitted before the refit
     assert r.metrics["val_accuracy"] == pytest.approx(r.history[0]["val_acc"])

@@ -49,7 +49,8 @@ def _source_config(path: Path, resolve) -> BackboneConfig:
             f"({meta.get('examples', stored.get('examples', '?'))} examples, {len(labels)} "
             "classes" + (f", held-out accuracy {held:.3f}" if isinstance(held, (int, float))
                          else "") + ")")
-    size = stored.get("input_size", stored.get("image_size"))  # runs written before input_size had its name
+    # image_size: the name in runs written before input_size had its name
+    size = stored.get("input_size", stored.get("image_size"))
     with guarded(path / "config.yaml", "the source model's input_size", "re-run `headstart "
                  "pretrain` to write it again", WeightsError):
         size = int(size or base.input_size)

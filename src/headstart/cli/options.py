@@ -21,9 +21,10 @@ def add_options(parser, command: str, *, skip: tuple[str, ...] = ()) -> None:
         if command not in opt.spec.commands or not opt.flags or opt.name in skip:
             continue
         help = opt.spec.help_for.get(command, opt.spec.help)
-        if opt.type == "bool":
+        if opt.type == "bool":  # a flag that turns the option on, or off (--no-flip)
             parser.add_argument(*opt.flags, dest=opt.name, action="store_false" if opt.negated
-                                else "store_true", help=help)
+                                else "store_true", help=f"without {help}" if opt.negated
+                                else help)
         else:
             rule = opt.spec.rule
             choices = list(rule.values) if isinstance(rule, OneOf) else None

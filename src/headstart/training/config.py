@@ -66,9 +66,9 @@ class TrainConfig:
                        help_for={COMPARE: "first seed; also the test split's"})
     patience: int = option(3, "early stopping: epochs without validation improvement",
                            rule=Number(1, integer=True))
-    flip: bool = option(True, "horizontal flips: augmentation, cached views, test-time "
-                        "averaging (--no-flip for text in images, digits)")
-    augment: bool = option(True, "random crops when fine-tuning (--no-augment: none)")
+    flip: bool = option(True, "horizontal flips (augmentation, cached views, test-time "
+                        "averaging), which text in images and digits do not want")
+    augment: bool = option(True, "random crops when fine-tuning")
     C: float = option(1.0, "inverse L2 strength of the closed-form head (as in scikit-learn)",
                       rule=Number(0, INF, closed="neither",
                                   expected="a positive inverse regularisation strength"),
