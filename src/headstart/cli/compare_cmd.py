@@ -35,9 +35,9 @@ def add_compare(sub) -> None:
     p.add_argument("--backbone", help="a zoo name (see `headstart models`; default "
                    "efficientnet_lite0 for images, minilm_l6 for texts) or a source model "
                    "directory from `headstart pretrain`")
-    p.add_argument("--strategy", default=d.strategy, choices=["fine_tune", "gradual",
+    p.add_argument("--strategy", default=d.strategy, choices=["auto", "fine_tune", "gradual",
                                                              "contrastive", "linear_probe"],
-                   help="the transfer arm's strategy (default fine_tune)")
+                   help="the transfer arm's strategy (default auto, what `train` does)")
     p.add_argument("--epochs", type=int, default=d.epochs,
                    help=f"gradient epochs of every arm (default {d.epochs})")
     p.add_argument("--seeds", type=int, default=1, help="train every arm this many times "
