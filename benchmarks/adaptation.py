@@ -28,6 +28,7 @@ one standard error.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import os
@@ -71,9 +72,14 @@ def train_and_test(work: Path, data: Path, name: str, options: list[str], seed: 
     seconds = time.perf_counter() - t0
     metrics = json.loads((out / "metrics.json").read_text())
     report = json.loads(headstart("evaluate", str(out), str(data / "test"), "--json"))
+    with open(out / "history.csv", newline="") as f:
+        losses = [float(r["train_loss"]) for r in csv.DictReader(f)
+                  if r["phase"] == "fine_tune" and r.get("train_loss")]
     return {"test": report["accuracy"], "n_test": report["n"], "seconds": round(seconds, 1),
+            # fine-tuning epochs' mean training losses: none may rise above the first
+            "ft_losses": [round(x, 4) for x in losses],
             "val": metrics.get("val_accuracy"), "backbone": metrics.get("backbone"),
-            "strategy": metrics.get("strategy"), "image_size": metrics.get("input_size", metrics.get("image_size")),
+            "strategy": metrics.get("strategy"), "image_size": metrics.get("input_size"),
             "mix": (metrics.get("mix") or {}).get("alpha")}
 
 
@@ -146,6 +152,12 @@ def report(results: Path) -> str:
         headers = ["per class", "seeds", *[f"{r} mean / min (time)" for r in recipes],
                    "default - probe (probe SE)"]
         out.append(C.table(headers, table, title=f"{dataset}: test accuracy"))
+        tuned = [r for r in rows if r["dataset"] == dataset and r.get("ft_losses")]
+        rising = [f"{r['run']} {r['per_class'] or 'all'}/{r['seed']}" for r in tuned
+                  if max(r["ft_losses"][1:], default=0) > r["ft_losses"][0]]
+        out.append(f"fine-tuning runs whose mean training loss of an epoch rose above the "
+                   f"first epoch's: {len(rising)} of {len(tuned)}"
+                   + (f" ({', '.join(rising)})" if rising else ""))
         chosen = [r for r in rows if r["dataset"] == dataset and r["run"] == "default"]
         out.append("default's choices: " + "; ".join(
             f"{r['per_class'] or 'all'}/{r['seed']}: {r['strategy']} {r['backbone']} "

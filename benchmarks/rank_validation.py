@@ -58,6 +58,9 @@ def parse_args():
     p.add_argument("--n-boot", type=int, default=10, help="half-samples for the intervals")
     p.add_argument("--no-text", action="store_true")
     p.add_argument("--no-finetune", action="store_true", help="skip the timing of fine-tuning")
+    p.add_argument("--advice", action="store_true", help="also train what rank recommends, "
+                   "fine_tune and the default on every task and compare their test accuracy "
+                   "with the best recipe measured (several trainings per task)")
     p.add_argument("--timing-only", action="store_true", help="only the timing (first task)")
     p.add_argument("--threads", type=int, default=None, help="torch (and so ONNX Runtime) "
                    "threads; 1 makes timings on a shared machine far steadier")
@@ -146,9 +149,50 @@ def run_task(name: str, train, test, candidates: str, args, **rank_kw) -> dict:
     rows = [[r.name, *[r.scores[s].value if r.scores[s] else "n/a" for s in SCORES],
              acc[r.name]] for r in result.results]
     print(C.table(["candidate (LogME order)", *SCORES, "probe acc %"], rows))
-    recommend(result)
-    return {"name": name, "result": result, "acc": acc, "seconds": seconds,
-            "n": len(train)}
+    rec = recommend(result)
+    task = {"name": name, "result": result, "acc": acc, "seconds": seconds, "n": len(train)}
+    if args.advice:
+        task["recipes"] = recipe_accuracies(rec, train, test, rank_kw.get("image_size"),
+                                            truncate=rank_kw.get("truncate", False))
+    return task
+
+
+def recipe_accuracies(rec, train, test, image_size, *, truncate: bool) -> dict[str, float]:
+    """Test accuracy (%) of `headstart train` with what rank recommends, with fine_tune of the
+    default backbone, and with no options (the default), each on the task's training data."""
+    from headstart import api
+    from headstart.training.config import TrainConfig
+
+    size = {"input_size": image_size} if image_size else {}
+    recipes = {f"recommended ({rec.backbone}, {rec.strategy})":
+               dict(backbone=rec.backbone, weights=rec.weights, strategy=rec.strategy),
+               "fine_tune": dict(strategy="fine_tune", cut="none"), "default": {}}
+    out = {}
+    for name, options in recipes.items():
+        cfg = TrainConfig(truncate=truncate, **size, **options)
+        model = api.train(train, config=cfg, progress=False, log=lambda *_: None)
+        out[name] = 100.0 * api.evaluate(model, test, progress=False)[0]["accuracy"]
+    return out
+
+
+def advice_summary(tasks: list[dict], margin: float = 1.0) -> None:
+    """Per task: the recommended recipe's realised accuracy next to the best recipe measured
+    (every candidate's probe, fine_tune, the default), and whether it is within `margin`."""
+    rows, hits = [], 0
+    for t in tasks:
+        measured = {**{f"probe {k}": v for k, v in t["acc"].items()}, **t["recipes"]}
+        rec = next(k for k in t["recipes"] if k.startswith("recommended"))
+        best = max(measured, key=measured.get)
+        ok = measured[best] - t["recipes"][rec] <= margin
+        hits += ok
+        gap = measured[best] - t["recipes"][rec]
+        rows.append([t["name"], f"{rec} {t['recipes'][rec]:.1f}",
+                     f"{best} {measured[best]:.1f}", f"{gap:.1f}", "yes" if ok else "NO"])
+    print("\n" + C.table(["task", "recommended (acc %)", "best measured (acc %)", "gap",
+                          f"within {margin:g} pt"], rows,
+                         title="Is rank's advice as good as the best recipe measured?"))
+    print(f"recommendation within {margin:g} point of the best on {hits} of {len(tasks)} "
+          "tasks")
 
 
 def agreement(task: dict, by: str = "logme") -> dict:
@@ -247,6 +291,8 @@ def main() -> None:
             tasks.append(run_task("bbc-news", train, test, TEXT_CANDIDATES, args, truncate=True))
         if tasks:
             summary(tasks)
+            if args.advice:
+                advice_summary(tasks)
         if not args.no_finetune:
             timing(first, args)
     finally:

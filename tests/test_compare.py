@@ -75,7 +75,7 @@ def test_cli_writes_a_complete_report(tiny_report, animals):
     n = rep["test"]["n"]
     assert n == 500 and rep["predictions"]["y"] and len(rep["predictions"]["sources"]) == n
     assert rep["budget"]["image_size"] == 32 and rep["budget"]["epochs"] == 2
-    for arm, strategy in (("probe", "linear_probe"), ("transfer", "fine_tune"),
+    for arm, strategy in (("probe", "linear_probe"), ("transfer", "auto"),
                           ("scratch", "scratch")):
         a = rep["arms"][arm]
         assert a["strategy"] == strategy and len(rep["predictions"][arm][0]) == n

@@ -80,11 +80,14 @@ def test_cache_is_keyed_by_preprocessing_and_weights(make_folder, tmp_path, extr
                             progress=False).from_cache == 0
 
 
-def test_second_linear_probe_run_decodes_nothing(make_folder, tmp_path, decoded):
+@pytest.mark.parametrize("cut, passes", [("none", 1), ("auto", 2)])
+def test_second_linear_probe_run_decodes_nothing(make_folder, tmp_path, decoded, cut, passes):
+    """The first run reads every image once (and once more to measure the cuts, on data this
+    small a sample of everything); the second reads none: every feature is cached."""
     data = make_folder(n=5)
-    cfg = TrainConfig(backbone="tiny_cnn", strategy="linear_probe", input_size=32)
+    cfg = TrainConfig(backbone="tiny_cnn", strategy="linear_probe", input_size=32, cut=cut)
     first = api.train(data, tmp_path / "r1", config=cfg, progress=False, log=lambda *_: None)
-    assert len(decoded) == 10
+    assert len(decoded) == 10 * passes
     decoded.clear()
     second = api.train(data, tmp_path / "r2", config=cfg, progress=False, log=lambda *_: None)
     assert decoded == []

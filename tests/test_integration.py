@@ -62,7 +62,9 @@ def test_make_dataset_refuses_a_foreign_folder(cli, tmp_path):
 def test_linear_probe_beats_chance_on_the_hold_out(animal_probe, animals, cli):
     _, test = animals
     metrics = json.loads((animal_probe / "metrics.json").read_text())
-    assert metrics["backbone"] == "efficientnet_lite0" and metrics["input_size"] == 64
+    # the whole network, or an earlier cut of it where the measurement found one clearly better
+    assert metrics["backbone"].split("@")[0] == "efficientnet_lite0"
+    assert metrics["input_size"] == 64
     r = cli("evaluate", animal_probe, test, "--json")
     assert r.rc == 0, r
     report = r.json()
@@ -82,7 +84,7 @@ def test_fine_tune_efficientnet_groups(animals, tmp_path):
     from headstart import TrainConfig, api, create_backbone
     root, _ = animals
     cfg = TrainConfig(strategy="fine_tune", unfreeze="2", input_size=64, epochs=1,
-                      val_fraction=0.0, batch_size=50)
+                      val_fraction=0.0, batch_size=50, cut="none")
     result = api.train(root / "train", tmp_path / "ft", config=cfg, progress=False,
                        log=lambda *_: None)
     assert [r["phase"] for r in history_rows(tmp_path / "ft")] == ["head", "fine_tune"]
