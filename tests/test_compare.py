@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from conftest import leftovers
-from test_report import _chromium, check_figures, parse
+from test_report import _chromium, check_figures, check_sentence_numbers, parse, untagged_numbers
 
 TINY = ["--backbone", "tiny_cnn", "--image-size", "32", "--quiet"]
 REPORT_KEYS = {"title", "data", "backbone", "modality", "classes", "test", "budget", "target",
                "time_note", "verdict", "arms", "difference", "probe_difference", "speedup",
-               "class_drops", "zero_shot", "confusion_note", "compute_assumptions",
+               "classic_difference", "differences", "speedup_classic", "class_drops", "zero_shot", "confusion_note", "compute_assumptions",
                "predictions", "label_curve", "seconds", "out", "created"}
 
 
@@ -76,21 +76,28 @@ def test_cli_writes_a_complete_report(tiny_report, animals):
     assert n == 500 and rep["predictions"]["y"] and len(rep["predictions"]["sources"]) == n
     assert rep["budget"]["image_size"] == 32 and rep["budget"]["epochs"] == 2
     for arm, strategy in (("probe", "linear_probe"), ("transfer", "fine_tune"),
-                          ("scratch", "scratch")):
+                          ("scratch", "scratch"), ("classic", "classic")):
         a = rep["arms"][arm]
         assert a["strategy"] == strategy and len(rep["predictions"][arm][0]) == n
         assert a["ci"][0] <= a["accuracy"] <= a["ci"][1]
         assert np.asarray(a["confusion"]).sum() == n
         h = a["history"][0]  # preparation time is counted in the first epoch
         assert h["seconds"] >= h["prepare_seconds"] >= 0
+        assert a["train_examples"] == 100 and a["val_examples"] == 20  # the same split
     c = {a: rep["arms"][a]["compute"]["flops"] for a in ("probe", "transfer", "scratch")}
     assert 0 < c["probe"] < c["transfer"] and c["scratch"] > 0
-    assert [d["reference"] for d in rep["class_drops"]] == ["scratch", "probe"]
+    m = rep["arms"]["classic"]["model"]
+    assert m["folds"] == 5 and m["cv_accuracy"] == max(r["cv_accuracy"] for r in m["measured"])
+    assert m["description"].startswith("logistic regression on ")
+    assert [d["reference"] for d in rep["class_drops"]] == ["classic", "scratch", "probe"]
+    assert rep["verdict"]["baseline"] in ("classic", "scratch")
     assert rep["zero_shot"]["accuracy"] is None  # tiny_cnn has no named source labels
     assert rep["zero_shot"]["note"].startswith("Not computed")
     lc = rep["label_curve"]
     assert lc["labels"] == ["1", "2", "all"] and lc["shots"] == [1, 2, 12]
-    assert len(lc["transfer"]) == len(lc["scratch"]) == 3 and lc["factor"] >= 1
+    assert len(lc["transfer"]) == len(lc["scratch"]) == len(lc["classic"]) == 3
+    assert lc["reference"] == rep["verdict"]["baseline"] and lc["factor"] >= 1
+    assert set(lc["by_arm"]) == {"scratch", "classic"}
 
 
 def test_summary_matches_the_json(tiny_report):
@@ -98,16 +105,19 @@ def test_summary_matches_the_json(tiny_report):
     lines = stdout.strip().splitlines()
     v = rep["verdict"]
     assert lines[0] == f"verdict: {v['label']}. {v['reason']}"
+    assert lines[1] == f"  {v['advice']}" and v["advice"].startswith(f"Use {v['use_name']}")
     body = "\n".join(lines)
-    for arm in ("probe", "transfer", "scratch"):
+    for arm in ("probe", "transfer", "scratch", "classic"):
         a = rep["arms"][arm]
         assert f"{a['accuracy']:.1%} (95% CI {a['ci'][0]:.1%} to {a['ci'][1]:.1%})" in body
-    d = rep["difference"]
-    assert f"{100 * d['diff']:+.1f} points (95% CI {100 * d['lo']:+.1f}" in body
+    d = v["difference"]
+    assert f"{v['recipe']} - {v['baseline']} {100 * d['diff']:+.1f} points (95% CI " \
+           f"{100 * d['lo']:+.1f}" in body
     assert f"{rep['target']['accuracy']:.1%} validation accuracy" in body
-    assert rep["speedup"]["text"] in body
-    assert re.search(rf"factor (> )?{rep['label_curve']['factor']:.1f}", body)
+    assert rep["speedup"]["text"] in body and rep["speedup_classic"]["text"] in body
+    assert f"label efficiency: {rep['label_curve']['text']}" in body
     assert lines[-1] == f"report: {out / 'report.html'}"
+    check_sentence_numbers(rep)  # and every number in those sentences is a figure
     assert [ln[:2] for ln in lines if ln[:1].isdigit()] == ["1.", "2.", "3."]
 
 
@@ -119,6 +129,7 @@ def test_page_shows_what_the_json_says(tiny_report, tmp_path):
     assert {"verdict.label", "arms.probe.accuracy", "label_curve.factor", "time_note",
             "class_drops.1.min_drop", "test.n", "speedup.text"} <= keys
     assert len(page.imgs) == 4  # curves, accuracies, label curve, confusion matrices
+    assert untagged_numbers(text) == []
     browser = _chromium()
     done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
                            "--disable-dev-shm-usage", f"--user-data-dir={tmp_path / 'p'}",
@@ -128,6 +139,7 @@ def test_page_shows_what_the_json_says(tiny_report, tmp_path):
     rendered = parse(done.stdout)
     assert rendered.body.get("data-images-loaded") == "4", done.stderr[-500:]
     check_figures(rendered, rep)
+    assert untagged_numbers(done.stdout) == []
 
 
 def test_negative_case_random_weights_presented_as_pretrained(animals, tmp_path, cli):
@@ -299,14 +311,18 @@ def test_label_curve_spec():
             parse_label_curve(bad, pool)
 
 
-def test_default_target_falls_back_when_scratch_is_at_chance():
-    from headstart.compare import _default_target
+def test_default_target_is_the_best_without_transfer_unless_that_is_chance():
+    from headstart.compare_report import _default_target
 
-    def runs(scratch_best, transfer_best=0.9, n_val=20):
+    def runs(scratch_best, classic=0.3, transfer_best=0.9, n_val=20):
         hist = lambda best: [{"val_acc": best / 2}, {"val_acc": best}]  # noqa: E731
         return {"probe": [{"history": hist(0.8)}], "transfer": [{"history": hist(transfer_best)}],
+                "classic": [{"history": [{"val_acc": classic}]}],
                 "scratch": [{"history": hist(scratch_best), "metrics": {"val_images": n_val}}]}
-    target, rule = _default_target(runs(0.6), 10)
-    assert target == pytest.approx(0.57) and rule.startswith("95% of scratch's best")
-    target, rule = _default_target(runs(0.2), 10)  # chance 10% + 2 x 6.7% noise on 20 examples
-    assert target == pytest.approx(0.855) and "within noise of chance (10.0%)" in rule
+    target, info = _default_target(runs(0.6), 10)
+    assert target == pytest.approx(0.57) and info["rule"].startswith("95% of scratch's best")
+    target, info = _default_target(runs(0.2, classic=0.7), 10)
+    assert target == pytest.approx(0.665) and info["reference"] == "classic"
+    assert info["rule"].startswith("95% of the classic model's validation accuracy (70.0%")
+    target, info = _default_target(runs(0.2, classic=0.15), 10)  # chance 10% + 2 x 6.7%
+    assert target == pytest.approx(0.855) and "within noise of chance (10.0%)" in info["rule"]
