@@ -47,6 +47,9 @@ def test_transfer_beats_the_classic_model_and_says_by_how_much():
                                   "best model without it (the classic model, 72.0%) by +16.0")
     assert "did not learn within the budget (5 epochs)" in v["scratch_reason"]
     assert "scratch did not learn, so it does not count" in v["baseline_reason"]
+    own = verdict(arms(probe=0.80, transfer=0.80, scratch=0.1, classic=0.6),
+                  setting={**SETTING, "strategy": "linear_probe"})
+    assert (own["use"], own["banner"], own["forgetting"]) == ("probe", "good", None)
 
 
 def test_a_classic_model_that_matches_transfer_is_the_advice():

@@ -55,15 +55,24 @@ def plot_history(rows: list[dict], path: str | Path) -> Path:
     so without validation figures) dashed, with square markers, on a shaded band. Phase names
     sit above the plot, one per phase, between dotted separators."""
     plt = _pyplot()
+    fig = history_figure(rows)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)
+
+
+def history_figure(rows: list[dict]):
+    """The figure of `plot_history`."""
+    plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
     phases = [str(r.get("phase") or "") for r in rows]
     segments = _segments(rows, phases)
     for key, ax in zip(("loss", "acc"), axes):
         drawn: set[str] = set()
-        for seg in segments:
+        for run in _runs(segments):
             for split in ("train", "val"):
-                _draw_segment(ax, rows, seg, split, key, drawn)
+                _draw_segment(ax, rows, run, split, key, drawn)
         refit = [i for s in segments if s["refit"] for i in s["idx"]]
         if refit:
             ax.axvspan(min(refit) + 0.5, max(refit) + 1.5, color="#57606a", alpha=0.08)
@@ -72,12 +81,10 @@ def plot_history(rows: list[dict], path: str | Path) -> Path:
         ax.set_xlim(0.5, len(rows) + 0.5)
         ax.set_xlabel("epoch (all phases, in order)")
         ax.set_ylabel(key)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="best")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return Path(path)
+    return fig
 
 
 def _segments(rows: list[dict], phases: list[str]) -> list[dict]:
@@ -91,6 +98,19 @@ def _segments(rows: list[dict], phases: list[str]) -> list[dict]:
         cached = r.get("cached", r.get("lr") in (None, "")) and "pair_loss" not in r
         out.append({"name": name, "idx": [i], "cached": bool(cached),
                     "refit": name.startswith("refit:")})
+    return out
+
+
+def _runs(segments: list[dict]) -> list[dict]:
+    """What is drawn as one line: consecutive phases of gradient epochs (gradual's one-epoch
+    phases continue one training run) join; a cached head fit always stands alone."""
+    out: list[dict] = []
+    for seg in segments:
+        prev = out[-1] if out else None
+        if prev and not seg["cached"] and not prev["cached"] and seg["refit"] == prev["refit"]:
+            prev["idx"] = prev["idx"] + seg["idx"]
+        else:
+            out.append(dict(seg))
     return out
 
 

@@ -63,7 +63,9 @@ def decide(arms: dict, diffs: dict, *, chance: float, n_test: int, setting: dict
        on the test set: then the probe, which is as good (or better) and costs a fraction.
     3. label: positive / none (within noise) / negative, from the 95% interval of recipe minus
        best-without on the test set; `use` is the arm to use; `banner` is good (positive, and
-       the transfer arm itself is the one to use, no failed seed), caution, neutral or bad.
+       the transfer arm, the user's own recipe, is the one to use; no failed seed), caution
+       (positive, but use the probe instead, or a seed failed), neutral (no difference
+       beyond noise) or bad (negative).
     """
     strategy = setting.get("strategy")
     scratch_learned = arms["scratch"]["ci"][0] > chance
@@ -76,8 +78,9 @@ def decide(arms: dict, diffs: dict, *, chance: float, n_test: int, setting: dict
         min(recipe, base, key=COST_ORDER.index)
     bad_seeds = degenerate_seeds({a: arms[a].get("seed_accuracies") for a in arms}, chance,
                                  n_test)
+    chosen = recipe == "transfer" or strategy == "linear_probe"  # the user's own recipe won
     banner = ("bad" if label == "negative" else "neutral" if label != "positive" else
-              "good" if recipe == "transfer" and not bad_seeds else "caution")
+              "good" if chosen and not bad_seeds else "caution")
     figures = {"recipe_accuracy": arms[recipe]["accuracy"], "baseline_accuracy":
                arms[base]["accuracy"], "diff": d["diff"], "lo": d["lo"], "hi": d["hi"],
                "chance": chance, "epochs": setting.get("epochs"),
