@@ -12,7 +12,6 @@ ROWS = ([{"phase": "head", "epoch": 1, "train_loss": 0.0025, "train_acc": 1.0, "
             "val_loss": 0.6, "val_acc": 0.8, "seconds": 40.0, "lr": 1e-3} for e in (1, 2, 3)])
 
 
-
 def test_a_cached_head_fit_is_a_lone_marker_and_phase_names_are_whole(tmp_path):
     fig = history_figure(ROWS)
     loss = fig.axes[0]

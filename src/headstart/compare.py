@@ -173,8 +173,8 @@ def _classic(pool, test_ds, y, cfg, log, tag: str, *, val: bool = True) -> dict:
     splits `pool` with the same stratified_split), validated on its validation split."""
     tr, va = stratified_split(pool.labels, cfg.val_fraction if val else 0.0, cfg.seed)
     train, val_ds = pool.subset(tr), pool.subset(va)
-    model = fit_classic(train, seed=cfg.seed, max_pixels=cfg.max_pixels)
-    pred = model.predict(test_ds.sources, max_pixels=cfg.max_pixels)
+    model = fit_classic(train, seed=cfg.seed, max_pixels=cfg.max_pixels, skip_bad=cfg.skip_bad)
+    pred = _predict(model, test_ds, pool.classes, cfg)
     acc = float((pred == y).mean())
     val_acc = _accuracy(model, val_ds, cfg) if len(va) else None
     log(f"{tag}: test accuracy {acc:.1%} on {len(y)} examples ({model.describe()}; "
@@ -188,9 +188,18 @@ def _classic(pool, test_ds, y, cfg, log, tag: str, *, val: bool = True) -> dict:
             "model": model.to_dict()}
 
 
+def _predict(model, ds, classes, cfg) -> np.ndarray:
+    """The classic model's predictions as indices of `classes` (the pool's)."""
+    own = model.predict(ds.sources, max_pixels=cfg.max_pixels)
+    return np.array([classes.index(model.classes[i]) for i in own], np.int64)
+
+
 def _accuracy(model, ds, cfg) -> float:
-    y = np.array([model.classes.index(v) for v in ds.labels])
-    return float((model.predict(ds.sources, max_pixels=cfg.max_pixels) == y).mean())
+    """On the readable examples of `ds` (all of them without --skip-bad)."""
+    pred, kept = model.predict_kept(ds.sources, max_pixels=cfg.max_pixels,
+                                    skip_bad=cfg.skip_bad)
+    y = np.array([model.classes.index(ds.labels[i]) for i in kept])
+    return float((pred == y).mean()) if len(y) else 0.0
 
 
 def _test_probs(trained, test_ds, cache, progress):

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..data.images import DEFAULT_MAX_PIXELS, open_image
-from ..exceptions import DataError
+from ..exceptions import DataError, ImageReadError
 
 IMAGE_SIZES = (8, 16, 32)  # the longest side is capped at the images' own (median) size
 HOG_SIZE, HOG_CELL, HOG_BINS = 32, 4, 9
@@ -44,12 +44,19 @@ class ClassicModel:
     setting: dict = field(default_factory=dict)  # what `features` says, as figures
     folds: int | None = None
     seconds: float = 0.0  # reading + cross-validation + final fit
-    _encode: object = None
-    _clf: object = None
+    _encode: object = field(default=None, repr=False)
+    _clf: object = field(default=None, repr=False)
 
     def predict(self, sources, *, max_pixels: int | None = None) -> np.ndarray:
+        return self.predict_kept(sources, max_pixels=max_pixels)[0]
+
+    def predict_kept(self, sources, *, max_pixels: int | None = None,
+                     skip_bad: bool = False) -> tuple[np.ndarray, list[int]]:
+        """(class indices, the indices of `sources` predicted): with `skip_bad`, images that
+        cannot be read are left out instead of stopping with their name."""
         with one_thread():
-            return self._clf.predict(self._encode(sources, max_pixels))
+            X, kept = self._encode(sources, max_pixels, skip_bad)
+            return self._clf.predict(X), kept
 
     def describe(self) -> str:
         how = (f"{self.cv_accuracy:.1%} cross-validated on the training part"
@@ -63,14 +70,17 @@ class ClassicModel:
                 "fit_seconds": round(self.seconds, 3), "description": self.describe()}
 
 
-def fit_classic(train, *, seed: int = 0, max_pixels: int | None = None) -> ClassicModel:
-    """Fit the classic model of `train`'s modality (a LabelledData: images or texts)."""
+def fit_classic(train, *, seed: int = 0, max_pixels: int | None = None,
+                skip_bad: bool = False) -> ClassicModel:
+    """Fit the classic model of `train`'s modality (a LabelledData: images or texts); with
+    `skip_bad`, training images that cannot be read are left out (as the other arms do)."""
     t0 = time.perf_counter()
     classes = train.classes
     y = np.array([classes.index(v) for v in train.labels], np.int64)
     fit = _fit_texts if train.modality == "text" else _fit_images
     with one_thread():
-        model = fit(list(train.sources), y, seed=seed, max_pixels=max_pixels)
+        model = fit(list(train.sources), y, seed=seed, max_pixels=max_pixels,
+                    skip_bad=skip_bad)
     model.classes, model.seconds = classes, time.perf_counter() - t0
     return model
 
@@ -121,10 +131,11 @@ def _pick(measured: list[dict]) -> dict:
 
 
 # -- images --------------------------------------------------------------------------------
-def _fit_images(sources, y, *, seed, max_pixels) -> ClassicModel:
+def _fit_images(sources, y, *, seed, max_pixels, skip_bad) -> ClassicModel:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
-    imgs = _read(sources, max_pixels)
+    imgs, kept = _read(sources, max_pixels, skip_bad=skip_bad)
+    y = y[kept]
     grey = all(_is_grey(a) for a in imgs)
     side = int(np.median([min(a.shape[:2]) for a in imgs]))
     settings = _image_settings(grey, side)
@@ -147,8 +158,9 @@ def _fit_images(sources, y, *, seed, max_pixels) -> ClassicModel:
     clf = make_pipeline(StandardScaler(), _logistic(best["C"]))
     clf.fit(image_features(imgs, **_shape(setting)), y)
 
-    def encode(srcs, mp):
-        return image_features(_read(srcs, mp), **_shape(setting))
+    def encode(srcs, mp, skip=False):
+        imgs, kept = _read(srcs, mp, skip_bad=skip)
+        return image_features(imgs, **_shape(setting)), kept
     return ClassicModel("image", _image_name(setting), best["C"], [], best.get("cv_accuracy"),
                         chosen_by, measured, setting, len(folds) if folds else None, _encode=encode,
                         _clf=clf)
@@ -173,13 +185,22 @@ def _image_name(s: dict) -> str:
     return f"{'grey' if s['grey'] else 'RGB'} pixels at {size}x{size}"
 
 
-def _read(sources, max_pixels) -> list[np.ndarray]:
-    """Every image as an RGB uint8 array; an unreadable one stops with its name."""
-    out = [np.asarray(open_image(s, max_pixels=max_pixels or DEFAULT_MAX_PIXELS), np.uint8)
-           for s in sources]
+def _read(sources, max_pixels, *, skip_bad: bool = False) -> tuple[list[np.ndarray], list]:
+    """(every image as an RGB uint8 array, the indices read); an unreadable image stops with
+    its name, or is left out with `skip_bad`."""
+    out, kept = [], []
+    for i, s in enumerate(sources):
+        try:
+            out.append(np.asarray(open_image(s, max_pixels=max_pixels or DEFAULT_MAX_PIXELS),
+                                  np.uint8))
+            kept.append(i)
+        except ImageReadError:
+            if not skip_bad:
+                raise
     if not out:
-        raise DataError("the classic arm got no images to fit; give the compare some data")
-    return out
+        raise DataError("the classic arm got no readable images to fit; give the compare "
+                        "some data")
+    return out, kept
 
 
 def _is_grey(a: np.ndarray) -> bool:
@@ -240,9 +261,9 @@ def _vectorizer():
                         max_features=MAX_CHAR_FEATURES))
 
 
-def _fit_texts(texts, y, *, seed, max_pixels) -> ClassicModel:
-    vec = _vectorizer().fit(texts)
-    X = vec.transform(texts)
+def _fit_texts(texts, y, *, seed, max_pixels, skip_bad) -> ClassicModel:
+    vec = _vectorizer()
+    X = vec.fit_transform(texts)
     folds = _folds(y, seed)
     measured = []
     if folds is None:
@@ -258,4 +279,5 @@ def _fit_texts(texts, y, *, seed, max_pixels) -> ClassicModel:
     clf = _logistic(C).fit(X, y)
     return ClassicModel("text", TEXT_FEATURES, C, [], cv, chosen_by, measured,
                         dict(TEXT_SETTING), len(folds) if folds else None,
-                        _encode=lambda srcs, _: vec.transform(list(srcs)), _clf=clf)
+                        _encode=lambda srcs, *_: (vec.transform(list(srcs)),
+                                                  list(range(len(srcs)))), _clf=clf)
