@@ -373,3 +373,17 @@ def test_the_table_says_whether_the_learned_scores_beat_the_controls():
         verdict_line(c, names)
     result = _result([("efficientnet_lite0", 0.9, 0.02), ("efficientnet_lite1", 0.8, 0.02)])
     assert "cannot tell: fewer than 3 pre-trained candidates" in result.table()
+
+
+def test_cli_rank_shows_the_controls_and_their_json(make_folder, cli):
+    data = make_folder(classes=("a", "b", "c"), n=6)
+    specs = "tiny_cnn,tiny_cnn@block1,tiny_cnn@stem,random:tiny_cnn"
+    r = cli("rank", data, "--candidates", specs, "--n-boot", "3", "--quiet")
+    assert r.rc == 0, r.err
+    assert "k-NN acc ↑" in r.out and "probe acc" in r.out
+    assert "agreement with the probe accuracy (Kendall tau over the 3 pre-trained" in r.out
+    j = cli("rank", data, "--candidates", specs, "--n-boot", "3", "--json").json()
+    assert j["controls"]["n_real"] == 3 and "logme" in j["controls"]["taus"]
+    rows = {row["candidate"]["name"]: row for row in j["results"]}
+    assert rows["random:tiny_cnn"]["prior"] is None and 0 <= rows["tiny_cnn"]["probe"] <= 1
+    assert rows["tiny_cnn"]["scores"]["knn"]["value"] >= 0

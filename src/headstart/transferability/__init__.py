@@ -3,7 +3,9 @@
 Scores (higher is better): ``logme``, ``leep``, ``nce``, ``hscore``. Domain distances between
 a source reference sample and the target sample (lower is more similar): ``mmd``,
 ``frechet_distance``, ``proxy_a_distance``. ``bootstrap`` puts an interval on any of them,
-and ``SCORES`` describes each one (what it needs, its direction, a one-line meaning).
+and ``SCORES`` describes each one (what it needs, its direction, a one-line meaning). The
+controls a learned score must beat (``knn_accuracy``, ``prior_of``) and the yardstick they are
+judged by (``probe_accuracy``) are in ``controls.py``.
 """
 from __future__ import annotations
 
@@ -46,9 +48,11 @@ SCORES: dict[str, ScoreInfo] = {info.name: info for info in [
 ]}
 
 from .candidates import Candidate, parse_candidates  # noqa: E402
+from .controls import knn_accuracy, prior_of, probe_accuracy  # noqa: E402
 from .rank import RankResult, rank  # noqa: E402
 from .recommend import Recommendation, decide, recommend  # noqa: E402
 
 __all__ = ["SCORES", "ScoreInfo", "bootstrap", "frechet_distance", "hscore", "ledoit_wolf",
            "leep", "logme", "mmd", "nce", "proxy_a_distance", "Candidate", "parse_candidates",
-           "RankResult", "Recommendation", "decide", "rank", "recommend"]
+           "RankResult", "Recommendation", "decide", "rank", "recommend", "knn_accuracy",
+           "prior_of", "probe_accuracy"]
