@@ -145,9 +145,13 @@ def _value(r, key: str):
 
 def format_controls(result, names: dict[str, str]) -> list[str]:
     """The controls table and the line that says whether the learned scores beat them."""
-    lines = [f"controls (higher is better): k-NN accuracy (5-fold, k={KNN_K}, cosine) and a "
-             f"static prior ({PRIOR_SOURCE}); yardstick: probe acc = leave-one-out accuracy of a "
-             "ridge linear probe, the measured accuracy each score tries to foresee",
+    prior = (f"a static prior ({PRIOR_SOURCE})" if any(r.prior is not None
+                                                      for r in result.results) else
+             "no static prior (none is published for these candidates: text encoders, random "
+             "weights and your own checkpoints have none)")
+    lines = [f"controls (higher is better): k-NN accuracy (5-fold, k={KNN_K}, cosine) and "
+             f"{prior}; yardstick: probe acc = leave-one-out accuracy of a ridge linear probe, "
+             "the measured accuracy each score tries to foresee",
              f"{'#':>2}  {'candidate':<30} {'k-NN acc ↑':<24}  {'probe acc':>9}  {'prior':>6}"]
     for i, r in enumerate(result.results, 1):
         knn = r.scores.get("knn")

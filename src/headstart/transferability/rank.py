@@ -50,6 +50,10 @@ class Interval:
     def __str__(self) -> str:
         return f"{self.value:.3f} [{self.lo:.3f}, {self.hi:.3f}]"
 
+    def clipped(self, lo: float, hi: float) -> "Interval":
+        """The interval cut to the score's range (an accuracy stays in [0, 1])."""
+        return Interval(self.value, max(lo, self.lo), min(hi, self.hi))
+
 
 @dataclass
 class CandidateResult:
@@ -198,6 +202,7 @@ def score_features(cand: Candidate, cf: CandidateFeatures, y: np.ndarray, *, n_b
     draws = resamples(yk, n_boot, seed)
     with _one_blas_thread():
         scores = {k: None if fn is None else _interval(fn, draws) for k, fn in fns.items()}
+        scores["knn"] = scores["knn"].clipped(0.0, 1.0)  # an accuracy
         domain, frechet = scores.pop("domain"), None
         probe = probe_accuracy(z, yk)
         if source is not None:  # distances between the raw features of the two samples
