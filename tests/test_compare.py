@@ -16,7 +16,8 @@ from test_report import _chromium, check_figures, check_sentence_numbers, parse,
 TINY = ["--backbone", "tiny_cnn", "--image-size", "32", "--quiet"]
 REPORT_KEYS = {"title", "data", "backbone", "modality", "classes", "test", "budget", "target",
                "time_note", "verdict", "arms", "difference", "probe_difference", "speedup",
-               "classic_difference", "differences", "speedup_classic", "class_drops", "zero_shot", "confusion_note", "compute_assumptions",
+               "classic_difference", "differences", "speedup_classic", "class_drops", "zero_shot",
+               "confusion_note", "compute_assumptions",
                "predictions", "label_curve", "seconds", "out", "created"}
 
 

@@ -178,7 +178,7 @@ def test_random_control_ranks_last_on_real_images(animals, one_thread):
     assert "LogME ↑ (rank)" in table and len(lines) == 4 + len(result.notes)
     assert "k-NN acc ↑" in table and "probe acc" in table and "75.1%" in table
     assert "agreement with the probe accuracy (Kendall tau over the 2 " not in table
-    assert "cannot tell: fewer than 3" in table  # two pre-trained candidates: no tau
+    assert "cannot tell: fewer than 3 pre-trained candidates scored (2)" in table
     rec = recommend(result, log=lines.append)
     assert rec.backbone == "efficientnet_lite0" and lines[-1].startswith("recommendation:")
 
@@ -372,7 +372,7 @@ def test_the_table_says_whether_the_learned_scores_beat_the_controls():
     assert c["within_noise"] and "no score can order these candidates reliably" in \
         verdict_line(c, names)
     result = _result([("efficientnet_lite0", 0.9, 0.02), ("efficientnet_lite1", 0.8, 0.02)])
-    assert "cannot tell: fewer than 3 pre-trained candidates" in result.table()
+    assert "cannot tell: fewer than 3 pre-trained candidates scored (0)" in result.table()
 
 
 def test_cli_rank_shows_the_controls_and_their_json(make_folder, cli):
@@ -381,9 +381,10 @@ def test_cli_rank_shows_the_controls_and_their_json(make_folder, cli):
     r = cli("rank", data, "--candidates", specs, "--n-boot", "3", "--quiet")
     assert r.rc == 0, r.err
     assert "k-NN acc ↑" in r.out and "probe acc" in r.out
-    assert "agreement with the probe accuracy (Kendall tau over the 3 pre-trained" in r.out
+    assert "cannot tell: all 3 pre-trained candidates reach the same probe accuracy (1.000)" \
+        in r.out  # four quarters of a picture: any features separate them
     j = cli("rank", data, "--candidates", specs, "--n-boot", "3", "--json").json()
-    assert j["controls"]["n_real"] == 3 and "logme" in j["controls"]["taus"]
+    assert j["controls"]["n_real"] == 3 and j["controls"]["probe_range"] == [1.0, 1.0]
     rows = {row["candidate"]["name"]: row for row in j["results"]}
     assert rows["random:tiny_cnn"]["prior"] is None and 0 <= rows["tiny_cnn"]["probe"] <= 1
     assert rows["tiny_cnn"]["scores"]["knn"]["value"] >= 0

@@ -286,7 +286,8 @@ def test_page_figures_match_the_json(written):
                 "arms.classic.accuracy", "arms.classic.model.description",
                 "arms.classic.model.measured.1.cv_accuracy", "classic_difference.lo",
                 "verdict.difference.diff", "arms.probe.val_accuracy", "label_curve.factor",
-                "label_curve.classic.2", "label_curve.by_arm.scratch.text", "label_curve.text", "arms.transfer.compute.flops",
+                "label_curve.classic.2", "label_curve.by_arm.scratch.text", "label_curve.text",
+                "arms.transfer.compute.flops",
                 "arms.scratch.compute.co2_g", "compute_assumptions",
                 "class_drops.rows.0.drop", "arms.transfer.seed_accuracies.2"):
         assert key in keys, key

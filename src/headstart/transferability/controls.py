@@ -166,8 +166,13 @@ def format_controls(result, names: dict[str, str]) -> list[str]:
 def verdict_line(a: dict, names: dict[str, str]) -> str:
     shown = {**names, **CONTROLS}
     if not a["taus"]:
-        return (f"do the learned scores beat the controls here? cannot tell: fewer than 3 "
-                f"pre-trained candidates with distinct scores ({a['n_real']} scored)")
+        why = (f"fewer than 3 pre-trained candidates scored ({a['n_real']})" if a["n_real"] < 3
+               else
+               f"all {a['n_real']} pre-trained candidates reach the same probe accuracy "
+               f"({a['probe_range'][0]:.3f}): nothing to order"
+               if a["probe_range"][0] == a["probe_range"][1] else
+               "no score differs between the pre-trained candidates")
+        return f"do the learned scores beat the controls here? cannot tell: {why}"
     taus = ", ".join(f"{shown[k]} {t['tau']:+.2f}" + (f" (over {t['n']})"
                                                        if t["n"] != a["n_real"] else "")
                      for k, t in a["taus"].items())
