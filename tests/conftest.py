@@ -149,3 +149,34 @@ def write_csv(path: Path, texts, labels, *, header="text,label", sep=",") -> Pat
         w.writerow(header.split(","))
         w.writerows(zip(texts, labels))
     return path
+
+
+# -- real shipped images ----------------------------------------------------------------------
+ANIMAL_PER_CLASS = 10
+ANIMAL_TEST_PER_CLASS = 30
+
+
+@pytest.fixture(scope="session")
+def china_jpg(tmp_path_factory):
+    from PIL import Image
+    from sklearn.datasets import load_sample_image
+    path = tmp_path_factory.mktemp("photos") / "china.jpg"
+    Image.fromarray(load_sample_image("china.jpg")).save(path, quality=95)
+    return path
+
+
+@pytest.fixture(scope="session")
+def animals(tmp_path_factory):
+    """animal-mnist written by `headstart make-dataset`, plus a 30-per-class slice of its
+    held-out test folder (the whole hold-out is 2,000 images)."""
+    pytest.importorskip("animal_mnist", reason="pip install --no-deps animal-mnist==0.4")
+    from headstart.cli.main import main
+    root = tmp_path_factory.mktemp("animal") / "animal-mnist"
+    assert main(["make-dataset", "animal-mnist", str(root), "--per-class",
+                 str(ANIMAL_PER_CLASS)]) == 0
+    test = root.parent / "test-slice"
+    for d in sorted((root / "test").iterdir()):
+        (test / d.name).mkdir(parents=True)
+        for f in sorted(d.iterdir())[:ANIMAL_TEST_PER_CLASS]:
+            shutil.copy(f, test / d.name / f.name)
+    return root, test

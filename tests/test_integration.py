@@ -3,45 +3,17 @@ animal-mnist images that ship in a package."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
 
-from conftest import history_rows
+from conftest import ANIMAL_PER_CLASS as PER_CLASS, history_rows
 
 pytestmark = pytest.mark.integration
 
-PER_CLASS = 10
-TEST_PER_CLASS = 30
 ANIMALS = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"]
-
-
-@pytest.fixture(scope="session")
-def china_jpg(tmp_path_factory):
-    from PIL import Image
-    from sklearn.datasets import load_sample_image
-    path = tmp_path_factory.mktemp("photos") / "china.jpg"
-    Image.fromarray(load_sample_image("china.jpg")).save(path, quality=95)
-    return path
-
-
-@pytest.fixture(scope="session")
-def animals(tmp_path_factory):
-    """animal-mnist written by `headstart make-dataset`, plus a 30-per-class slice of its
-    held-out test folder (the whole hold-out is 2,000 images)."""
-    pytest.importorskip("animal_mnist", reason="pip install --no-deps animal-mnist==0.4")
-    from headstart.cli.main import main
-    root = tmp_path_factory.mktemp("animal") / "animal-mnist"
-    assert main(["make-dataset", "animal-mnist", str(root), "--per-class", str(PER_CLASS)]) == 0
-    test = root.parent / "test-slice"
-    for d in sorted((root / "test").iterdir()):
-        (test / d.name).mkdir(parents=True)
-        for f in sorted(d.iterdir())[:TEST_PER_CLASS]:
-            shutil.copy(f, test / d.name / f.name)
-    return root, test
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from headstart import ConfigError, TrainConfig
 from headstart.api import build_model
 from headstart.backbones import get_config
 from headstart.strategies import apply_phase, build_plan, param_groups
+from headstart.strategies.plan import LR_MULT
 
 GROUPS = get_config("tiny_cnn").layer_groups  # ("stem", "block1", "block2")
 LITE = get_config("efficientnet_lite0").layer_groups
@@ -42,7 +43,26 @@ def test_discriminative_rates_rise_from_early_to_late(groups):
     lrs = ft.group_lrs
     assert len(lrs) == len(groups)
     assert all(a < b for a, b in zip(lrs, lrs[1:]))
-    assert lrs[-1] == pytest.approx(1e-3) and lrs[0] == pytest.approx(1e-5)
+    assert lrs[-1] == pytest.approx(1e-3) and lrs[0] == pytest.approx(1e-3 / LR_MULT)
+
+
+def test_default_image_rates_are_adam_sized():
+    """Adam moves each weight by about the rate per step: pre-trained CNN weights get 1e-4 at
+    the top, 10x less at the stem (1e-3 wrecked the probe's features)."""
+    lrs = build_plan("fine_tune", LITE).phases[1].group_lrs
+    assert lrs[-1] == pytest.approx(1e-4) and lrs[0] == pytest.approx(1e-5)
+
+
+def test_auto_fine_tunes_images_and_tunes_texts_on_pairs_both_after_a_probe():
+    image = build_plan("auto", LITE)
+    assert image.mix and image.strategy == "auto"
+    assert [p.name for p in image.phases] == ["head", "fine_tune"] and image.phases[0].cached
+    assert image.phases[1].group_lrs == build_plan("fine_tune", LITE).phases[1].group_lrs
+    text = build_plan("auto", ("embeddings", "layer1", "layer2", "pooling"), modality="text")
+    assert text.mix
+    assert [(p.name, p.objective, p.cached, p.fresh) for p in text.phases] == [
+        ("head", "classify", True, False), ("contrastive", "pairs", False, False),
+        ("head", "classify", True, True)]
 
 
 def test_gradual_unfreezes_one_more_group_per_phase():
@@ -146,11 +166,20 @@ def test_param_groups_carry_the_phase_rates():
     model = tiny_model()
     phase = build_plan("fine_tune", GROUPS, lr=1e-3).phases[1]
     groups = param_groups(model, phase)
-    assert [g["name"] for g in groups] == ["stem", "block1", "block2", "head"]
-    assert [g["lr"] for g in groups] == [*phase.group_lrs, phase.head_lr]
+    names = ["stem", "block1", "block2", "head"]
+    # each layer group's weights, then its 1-d parameters (no weight decay)
+    assert [g["name"] for g in groups] == [n for name in names
+                                          for n in (name, f"{name}:no_decay")]
+    lrs = [*phase.group_lrs, phase.head_lr]
+    assert [g["lr"] for g in groups] == [lr for lr in lrs for _ in (0, 1)]
     gp = model.backbone.group_parameters()
-    for g in groups[:-1]:  # matched by identity, not name
-        assert {id(p) for p in g["params"]} == {id(p) for p in gp[g["name"]]}
+    for name in names[:-1]:  # matched by identity, not name
+        mine = [p for g in groups if g["name"].split(":")[0] == name for p in g["params"]]
+        assert {id(p) for p in mine} == {id(p) for p in gp[name]}
+    for g in groups:
+        one_d = {p.ndim <= 1 for p in g["params"]}
+        assert one_d == {g["name"].endswith(":no_decay")}
+        assert (g["weight_decay"] == 0) == g["name"].endswith(":no_decay")
 
 
 def test_frozen_batchnorm_keeps_statistics():

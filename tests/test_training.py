@@ -274,10 +274,23 @@ def test_auto_image_size_is_measured_and_stored(cli, make_folder, tmp_path):
             "linear_probe", "--quiet")
     assert r.rc == 0, r
     config = yaml.safe_load((out / "config.yaml").read_text())
-    sizes = [m["image_size"] for m in config["image_size_measurements"]]
-    assert sizes == [16, 24, 32]
-    assert config["image_size"] in sizes and f"image size: {config['image_size']}px" in r.out
+    rows = config["image_size_measurements"]
+    assert sorted({m["image_size"] for m in rows}) == [16, 24, 32]
+    # every size is measured at the whole network and at its earlier cut, in one pass each
+    assert {m["backbone"] for m in rows} == {"tiny_cnn", "tiny_cnn@block1"}
+    assert config["image_size"] in {m["image_size"] for m in rows}
+    assert f"input: {config['backbone']} at {config['image_size']}px" in r.out
     assert api.load(out).preprocess.size == config["image_size"]
+
+
+def test_cut_none_measures_only_the_whole_network(cli, make_folder, tmp_path):
+    out = tmp_path / "whole"
+    r = cli("train", make_folder(n=6), "--out", out, "--backbone", "tiny_cnn", "--strategy",
+            "linear_probe", "--cut", "none", "--quiet")
+    assert r.rc == 0, r
+    config = yaml.safe_load((out / "config.yaml").read_text())
+    assert {m["backbone"] for m in config["image_size_measurements"]} == {"tiny_cnn"}
+    assert config["backbone"] == "tiny_cnn"
 
 
 def test_probe_head_is_refit_on_train_and_val_with_honest_val_figures(tiny_data):

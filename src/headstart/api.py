@@ -28,11 +28,12 @@ from .training import read_run
 from .training import distributed as dist
 from .training.extract import extract_features
 from .training.predict import predict_logits, softmax
+from .training.calibrate import calibrate, describe_calibration
 from .training.forgetting import ForgettingMonitor
 from .training.forgetting import describe as describe_forgetting
 from .training.layers import choose_feature_layers
 from .training.refit import refit_full
-from .training.sizing import choose_image_size
+from .training.sizing import choose_input
 from .training.text_extract import count_truncated
 
 
@@ -137,14 +138,8 @@ def train(data, out: str | Path | None = None, *, labels=None, config: TrainConf
     if modality == "text":
         log_windows(ds.sources, preprocess_for(cfg), log)
     cache = FeatureCache()
-    measurements: list[dict] = []
-    if cfg.image_size == "auto":
-        size, measurements, reason = choose_image_size(ds, cfg, cache=cache, progress=progress)
-        for r in measurements:
-            log(f"  {r['image_size']:>4}px  cv accuracy {r['cv_accuracy']:.3f}  "
-                f"compute x{r['relative_compute']}")
-        log(f"image size: {size}px ({reason})")
-        cfg.image_size = size
+    measurements = _choose_input(ds, cfg, bcfg, cache, progress, log)
+    bcfg = get_config(cfg.backbone)
     plan = build_plan(cfg.strategy, bcfg.layer_groups, epochs=cfg.epochs, lr=cfg.lr,
                       unfreeze=cfg.unfreeze, modality=modality)
     classes = ds.classes
@@ -174,8 +169,12 @@ def train(data, out: str | Path | None = None, *, labels=None, config: TrainConf
     monitor = ForgettingMonitor(model.backbone, pre) if fine_tunes else None
     trainer = Trainer(model, plan, pre=pre, cfg=cfg, writer=writer, progress=progress, log=log)
     history = trainer.fit(train_split, val_split, resume=resume)
-    metrics = _final_metrics(model, val_split, pre, cfg, classes, progress,
-                             holdout=trainer.holdout_logits)
+    metrics, val_logits = _final_metrics(model, val_split, pre, cfg, classes, progress,
+                                         holdout=trainer.holdout_logits)
+    if trainer.mix is not None:
+        metrics["mix"] = trainer.mix
+    if trainer.final_head is not None:
+        metrics["final_head"] = trainer.final_head
     if trainer.holdout_logits is not None and cfg.refit != "none":
         metrics["head_refit_on"] = len(train_split.y) + len(val_split.y)
     epochs_run = len(history)
@@ -185,6 +184,10 @@ def train(data, out: str | Path | None = None, *, labels=None, config: TrainConf
         if refit is not None:
             model, rows, metrics["refit_full"] = refit
             history = history + rows
+    if val_logits is not None:  # the kept model's probabilities, calibrated on validation
+        metrics["calibration"] = calibrate(val_logits, val_split.y, seed=cfg.seed)
+        model.head.temperature.fill_(metrics["calibration"]["temperature"])
+        log(describe_calibration(metrics["calibration"]))
     if monitor is not None:
         metrics["forgetting"] = monitor.report(model.backbone)
         for line in describe_forgetting(metrics["forgetting"]):
@@ -201,6 +204,29 @@ def train(data, out: str | Path | None = None, *, labels=None, config: TrainConf
             extras(writer, result, val_split)
         result.run_dir = save_run(result, writer, overwrite=overwrite)
     return result
+
+
+def _choose_input(ds, cfg: TrainConfig, bcfg, cache, progress: bool, log) -> list[dict]:
+    """Image size (`--image-size auto`) and layer cut (`--cut auto`) by a cross-validated
+    probe on a sample of the data, written into cfg; the measurements. Without pre-trained
+    weights (scratch) there is nothing to measure with: the architecture's native size."""
+    cuts = None if cfg.cut == "auto" and not bcfg.cut_of else ()
+    if bcfg.modality != "image" or (cfg.image_size != "auto" and cuts == ()):
+        return []
+    if cfg.strategy == "scratch":
+        if cfg.image_size == "auto":
+            cfg.image_size = bcfg.input_size
+            log(f"image size: {cfg.image_size}px (the architecture's native size: random "
+                "weights cannot measure which size suits the data)")
+        return []
+    size, backbone, rows, reason = choose_input(ds, cfg, cache=cache, progress=progress,
+                                                cuts=cuts)
+    for r in rows:
+        log(f"  {r['image_size']:>4}px  {r['backbone']:<26} cv accuracy {r['cv_accuracy']:.3f}"
+            f"  compute x{r['relative_compute']}")
+    log(f"input: {backbone} at {size}px ({reason})")
+    cfg.image_size, cfg.backbone = size, backbone
+    return rows
 
 
 def _auto_layers(train_ds, cfg: TrainConfig, plan, cache, progress: bool, log):
@@ -259,19 +285,19 @@ def _prepare_splits(ds, y_all, tr_idx, va_idx, model, pre, cfg, plan, cache, pro
     return splits[0], splits[1], skipped
 
 
-def _final_metrics(model, val: Split, pre, cfg, classes, progress, holdout=None) -> dict:
+def _final_metrics(model, val: Split, pre, cfg, classes, progress, holdout=None):
     """Validation report. When the plan ends with a head fitted in closed form (linear_probe,
     contrastive) it comes from that head as fitted on the training split alone (`holdout`
     logits): the saved head was then refitted with the validation examples too."""
     if not len(val.y):
-        return {"val": None, "val_accuracy": None}
+        return {"val": None, "val_accuracy": None}, None
     if holdout is not None:
         logits = holdout
     else:
         logits = predict_logits(model, val.ds, pre, flip=cfg.flip, progress=progress,
                                 batch_size=cfg.batch_size * 2)
     report = classification_report(val.y, logits.argmax(1), classes)
-    return {"val": report, "val_accuracy": report["accuracy"]}
+    return {"val": report, "val_accuracy": report["accuracy"]}, logits
 
 
 def log_windows(texts: list[str], pre: TextPreprocess, log) -> None:

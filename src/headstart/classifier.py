@@ -25,8 +25,9 @@ class TransferClassifier:
     Parameters are those of `headstart train` (see TrainConfig); learned state ends in `_`.
     """
 
-    def __init__(self, backbone: str | None = None, strategy: str = "fine_tune", *,
+    def __init__(self, backbone: str | None = None, strategy: str = "auto", *,
                  epochs: int = 5, lr: float | None = None, unfreeze: str = "all",
+                 cut: str = "auto",
                  image_size: int | str = "auto", batch_size: int = 32, val_fraction: float = 0.2,
                  seed: int = 0, patience: int = 3, flip: bool = True, augment: bool = True,
                  C: float = 1.0, weights: str | None = None, skip_bad: bool = False,
@@ -34,6 +35,7 @@ class TransferClassifier:
                  verbose: bool = True) -> None:
         self.backbone, self.strategy, self.epochs, self.lr = backbone, strategy, epochs, lr
         self.unfreeze, self.image_size, self.batch_size = unfreeze, image_size, batch_size
+        self.cut = cut
         self.val_fraction, self.seed, self.patience, self.flip = val_fraction, seed, patience, flip
         self.augment, self.C, self.weights, self.skip_bad = augment, C, weights, skip_bad
         self.truncate, self.layers, self.verbose = truncate, layers, verbose

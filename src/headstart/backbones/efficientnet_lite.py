@@ -48,6 +48,7 @@ class EfficientNetLite(Backbone):
             load_state_dict_checked(self.net, read_checkpoint(path), source=path,
                                     arch=config.name)
         self._stage_of_block = self._block_stages()
+        self._cut: str | None = None  # the last layer group kept (truncate_after)
 
     def _block_stages(self) -> list[int]:
         from efficientnet_lite_pytorch.utils import round_repeats
@@ -62,12 +63,22 @@ class EfficientNetLite(Backbone):
         return stages
 
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The last kept group's output map; a cut after `stem` or `top` ends before the
+        activation (as a cut's forward hook sees it)."""
         net = self.net
-        x = net._swish(net._bn0(net._conv_stem(x)))
-        rate, n = net._global_params.drop_connect_rate, len(net._blocks)
-        for i, block in enumerate(net._blocks):  # drop-connect acts only in training mode
+        x = net._bn0(net._conv_stem(x))
+        if self._cut == "stem":
+            return x
+        x = net._swish(x)
+        # drop-connect acts only in training mode; its rate depends on the whole network's
+        # depth, kept after a cut
+        rate, n = net._global_params.drop_connect_rate, len(self._stage_of_block)
+        for i, block in enumerate(net._blocks):
             x = block(x, drop_connect_rate=rate * i / n if rate else None)
-        return net._swish(net._bn1(net._conv_head(x)))
+        if self._cut is not None and self._cut != "top":
+            return x
+        x = net._bn1(net._conv_head(x))
+        return x if self._cut == "top" else net._swish(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.feature_map(x).mean(dim=(2, 3))
@@ -79,11 +90,27 @@ class EfficientNetLite(Backbone):
             groups[stage] = []
         for block, s in zip(net._blocks, self._stage_of_block):
             groups[_STAGES[s]].append(block)
-        groups["top"] = [net._conv_head, net._bn1]
-        return groups
+        if self._cut is None or self._cut == "top":
+            groups["top"] = [net._conv_head, net._bn1]
+        return {g: groups[g] for g in self.config.layer_groups}
 
-    def source_classifier(self) -> nn.Module:
-        return self.net._fc
+    def source_classifier(self) -> nn.Module | None:
+        return self.net._fc if self._cut is None else None
+
+    def truncate_after(self, group: str) -> bool:
+        """Drop the blocks after `group` (and the head convolution and classifier unless the
+        cut is after `top`); their weights leave the state dict."""
+        net = self.net
+        dropped = ["_fc"]
+        if group != "top":
+            stage = -1 if group == "stem" else _STAGES.index(group)
+            net._blocks = net._blocks[:sum(1 for s in self._stage_of_block if s <= stage)]
+            dropped += ["_conv_head", "_bn1"]
+        for name in dropped:
+            if hasattr(net, name):  # a cut of a cut has lost them already
+                delattr(net, name)
+        self._cut = group
+        return True
 
 
 def _register() -> None:

@@ -31,6 +31,8 @@ class BackboneConfig:
     min_size: int = 32
     tokenizer: str = ""  # text: the directory of the tokenizer files
     description: str = ""
+    cut_of: str = ""  # a layer cut (NAME@GROUP): the backbone it cuts, and the group it ends at
+    cut: str = ""
     factory: Callable[..., "Backbone"] = field(default=None, compare=False, repr=False)
     weights_installed: Callable[[], bool] = field(default=lambda: False, compare=False,
                                                   repr=False)
@@ -70,9 +72,25 @@ class Backbone(nn.Module):
         """The pre-training classifier (features -> source logits), when there is one."""
         return None
 
+    def truncate_after(self, group: str) -> bool:
+        """End the network after layer group `group`, dropping the later layers, so that
+        forward returns the pooled output of that group (see backbones/cut.py). False when
+        this backbone cannot: a cut of it is then tapped with a hook (eager PyTorch only)."""
+        return False
+
     def group_parameters(self) -> dict[str, list[nn.Parameter]]:
         return {g: [p for m in mods for p in m.parameters()]
                 for g, mods in self.group_modules().items()}
+
+
+def drop_after(backbone: Backbone, group: str, *, extra: tuple[str, ...] = ()) -> bool:
+    """truncate_after for a backbone whose groups are attributes of that name run in order:
+    delete the groups after `group` (and the `extra` attributes, e.g. a source classifier)."""
+    order = backbone.config.layer_groups
+    for g in order[order.index(group) + 1:] + extra:
+        if hasattr(backbone, g):  # a cut of a cut has lost them already
+            delattr(backbone, g)
+    return True
 
 
 _REGISTRY: dict[str, BackboneConfig] = {}
@@ -95,6 +113,10 @@ def get_config(name: str) -> BackboneConfig:
         path = Path(name).resolve()
         stamp = max((f.stat().st_mtime_ns for f in path.iterdir() if f.is_file()), default=0)
         return config_from_dir(path, stamp)
+    from .cut import cut_config, split_cut
+    base, group = split_cut(name)
+    if group is not None:  # NAME@GROUP: the backbone ended after one of its layer groups
+        return cut_config(get_config(base), group)
     raise UnknownBackboneError(name, _REGISTRY)
 
 
@@ -133,6 +155,10 @@ def create_backbone(name: str, *, pretrained: bool = True, image_size: int | Non
     from .weights import load_weights
 
     config = get_config(name)
+    if config.cut_of:  # weights load into the whole network, which is then cut
+        from .cut import truncate
+        return truncate(create_backbone(config.cut_of, pretrained=pretrained,
+                                        image_size=image_size, weights=weights), config.cut)
     size = int(image_size or config.input_size)
     module = config.factory(config, size, pretrained=pretrained and weights is None)
     if weights is not None:

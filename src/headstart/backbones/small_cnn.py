@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..exceptions import WeightsError
-from .registry import Backbone, BackboneConfig, register_backbone
+from .registry import Backbone, BackboneConfig, drop_after, register_backbone
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -32,11 +32,15 @@ class SmallCNN(Backbone):
         self.block4 = _block(widths[2], widths[3])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block4(self.block3(self.block2(self.block1(x)))).mean(dim=(2, 3))
+        for (block,) in self.group_modules().values():
+            x = block(x)
+        return x.mean(dim=(2, 3))
 
     def group_modules(self) -> dict[str, list[nn.Module]]:
-        return {"block1": [self.block1], "block2": [self.block2], "block3": [self.block3],
-                "block4": [self.block4]}
+        return {g: [getattr(self, g)] for g in self.config.layer_groups}
+
+    def truncate_after(self, group: str) -> bool:
+        return drop_after(self, group)
 
 
 register_backbone(BackboneConfig(

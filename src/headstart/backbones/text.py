@@ -106,6 +106,24 @@ class TextBackbone(Backbone):
         emb = out / counts.clamp_min(1.0)
         return nn.functional.normalize(emb, dim=-1) if self.normalize else emb
 
+    def truncate_after(self, group: str) -> bool:
+        """Keep the embeddings and the transformer layers up to `group` (layerK); features
+        are then mean-pooled over layer K's hidden states. A cut after `embeddings` keeps no
+        layer, which the encoder cannot run: tapped instead."""
+        if not group.startswith("layer"):
+            return False
+        k = int(group[len("layer"):])
+        for name, m in self.encoder.named_modules():
+            if m is self.layers:
+                parent, _, attr = name.rpartition(".")
+                setattr(self.encoder.get_submodule(parent) if parent else self.encoder, attr,
+                        m[:k])
+                break
+        for key in ("num_hidden_layers", "n_layers"):
+            if hasattr(self.encoder.config, key):
+                setattr(self.encoder.config, key, k)
+        return True
+
     def group_modules(self) -> dict[str, list[nn.Module]]:
         groups = {"embeddings": [self.encoder.embeddings]}
         for i, layer in enumerate(self.layers, start=1):

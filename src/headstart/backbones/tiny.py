@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .registry import Backbone, BackboneConfig, register_backbone
+from .registry import Backbone, BackboneConfig, drop_after, register_backbone
 
 
 def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
@@ -25,13 +25,18 @@ class TinyCNN(Backbone):
             self.fc = nn.Linear(config.feature_dim, config.num_source_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block2(self.block1(self.stem(x))).mean(dim=(2, 3))
+        for (block,) in self.group_modules().values():
+            x = block(x)
+        return x.mean(dim=(2, 3))
 
     def group_modules(self) -> dict[str, list[nn.Module]]:
-        return {"stem": [self.stem], "block1": [self.block1], "block2": [self.block2]}
+        return {g: [getattr(self, g)] for g in self.config.layer_groups}
 
-    def source_classifier(self) -> nn.Module:
-        return self.fc
+    def source_classifier(self) -> nn.Module | None:
+        return getattr(self, "fc", None)
+
+    def truncate_after(self, group: str) -> bool:
+        return drop_after(self, group, extra=("fc",))
 
 
 register_backbone(BackboneConfig(

@@ -103,6 +103,10 @@ def _common_train_args(p, *, pretrain: bool = False) -> None:
                        "then a logistic head")
         p.add_argument("--unfreeze", default=d.unfreeze,
                        help="fine_tune, contrastive: N top groups, or all")
+        p.add_argument("--cut", default=d.cut, choices=["auto", "none"],
+                       help="images: auto (default) also measures earlier layer cuts of the "
+                       "backbone and keeps one where it clearly beats the whole network; none: "
+                       "the whole network (a particular cut: --backbone NAME@GROUP)")
         p.add_argument("--l2sp", type=float, default=d.l2sp, help="L2-SP strength (e.g. 0.01): "
                        "pull fine-tuned weights towards the pre-trained ones (0: off)")
         p.add_argument("--weights", help="your own weights for the backbone: file, folder or URL")
@@ -158,7 +162,8 @@ def _config_from_args(args, **fixed) -> TrainConfig:
     get = lambda name, default=None: fixed.get(name, getattr(args, name, default))  # noqa: E731
     return TrainConfig(
         backbone=get("backbone"), strategy=get("strategy"), epochs=args.epochs, lr=args.lr,
-        unfreeze=get("unfreeze", "all"), image_size=args.image_size, batch_size=args.batch_size,
+        unfreeze=get("unfreeze", "all"), cut=get("cut", "auto"), image_size=args.image_size,
+        batch_size=args.batch_size,
         val_fraction=args.val_fraction, seed=args.seed, patience=args.patience,
         flip=not args.no_flip, augment=not args.no_augment, weights=get("weights"),
         skip_bad=args.skip_bad, max_pixels=args.max_pixels, workers=args.workers,

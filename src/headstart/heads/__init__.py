@@ -20,11 +20,18 @@ class LinearHead(nn.Module):
         super().__init__()
         self.register_buffer("shift", torch.zeros(in_features))
         self.register_buffer("scale", torch.ones(in_features))
+        # calibration (temperature scaling): logits are divided by it; 1 while training
+        self.register_buffer("temperature", torch.ones(()))
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(in_features, num_classes)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.dropout((features - self.shift) * self.scale))
+        return self.fc(self.dropout((features - self.shift) * self.scale)) / self.temperature
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # runs saved before calibration existed have no temperature: they were uncalibrated
+        state_dict.setdefault(prefix + "temperature", torch.ones(()))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @torch.no_grad()
     def set_fit(self, weight: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
@@ -34,12 +41,14 @@ class LinearHead(nn.Module):
         self.scale.copy_(1.0 / std)
         self.fc.weight.copy_(weight)
         self.fc.bias.copy_(bias)
+        self.temperature.fill_(1.0)  # a new fit is not calibrated yet
 
     @torch.no_grad()
     def raw_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(weight, bias) of the same affine map acting on raw features."""
-        w = self.fc.weight * self.scale
-        return w.clone(), self.fc.bias - w @ self.shift
+        """(weight, bias) of the same affine map acting on raw features (temperature
+        included)."""
+        w = self.fc.weight * self.scale / self.temperature
+        return w.clone(), (self.fc.bias / self.temperature - w @ self.shift)
 
 
 class TransferModel(nn.Module):

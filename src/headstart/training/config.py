@@ -12,10 +12,13 @@ REFIT_MODES = ("head", "full", "none")
 @dataclass
 class TrainConfig:
     backbone: str | None = None  # None: efficientnet_lite0 for images, minilm_l6 for texts
-    strategy: str = "fine_tune"
+    strategy: str = "auto"  # adapt as measured best for the data, guarded by the probe
     epochs: int = 5  # gradient epochs through the backbone (the budget scratch gets too)
     lr: float | None = None  # top learning rate; None = the strategy's default
     unfreeze: str = "all"  # fine_tune: top N layer groups, or all
+    # images: auto = also measure earlier layer cuts of the backbone (NAME@GROUP) and keep one
+    # where it clearly beats the whole network; none = the whole network
+    cut: str = "auto"
     image_size: int | str = "auto"  # pixels, or "auto" = measured on a sample of the data
     batch_size: int = 32
     val_fraction: float = 0.2
@@ -78,6 +81,10 @@ class TrainConfig:
             if self.layers < 1:
                 raise ConfigError(f"layers must be at least 1, got {self.layers}")
         self.unfreeze = str(self.unfreeze)
+        if self.cut not in ("auto", "none"):
+            raise ConfigError(f"cut must be auto or none, got {self.cut!r}; to train a "
+                              "particular cut, name it as the backbone (e.g. "
+                              "--backbone efficientnet_lite0@stage6)")
         return self
 
     def text_options(self):

@@ -62,8 +62,10 @@ class FeatureCache:
 class FeatureExtractor:
     """Pooled features of a frozen backbone for batches of pre-processed images."""
 
-    def __init__(self, backbone: Backbone, *, engine: str = "auto", threads: int | None = None):
+    def __init__(self, backbone: Backbone, *, engine: str = "auto", threads: int | None = None,
+                 onnx_dir: Path | None = None):
         self.backbone = backbone.eval()
+        self.onnx_dir = onnx_dir  # where its ONNX graph goes (default: the cache's onnx/)
         self.size = backbone.image_size
         self.threads = threads or torch.get_num_threads()
         self.requested = engine
@@ -108,7 +110,7 @@ class FeatureExtractor:
             return None
         # a source model's name is its directory path: keep only its last part, file-safe
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(self.backbone.config.name).name)
-        path = cache_dir() / "onnx" / f"{name}-{self.fingerprint}-{self.size}.onnx"
+        path = (self.onnx_dir or cache_dir() / "onnx") / f"{name}-{self.fingerprint}-{self.size}.onnx"
         try:
             if not path.is_file():
                 export_onnx(self.backbone, path)

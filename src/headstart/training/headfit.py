@@ -7,6 +7,11 @@ import numpy as np
 import torch
 from torch import nn
 
+# floor of a feature's spread, relative to the median feature's (see robust_scale). Measured on
+# animal-mnist pool images (never the test split): 5- to 10-point gains in probe accuracy at
+# 10 per class over an absolute 1e-6 floor, flat from 0.3x to 1x; neutral on text embeddings.
+STD_FLOOR = 0.3
+
 
 def fit_linear_head(features: np.ndarray, y: np.ndarray, num_classes: int, *, C: float = 1.0,
                     max_iter: int = 300, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -26,7 +31,7 @@ def fit_standardized_head(features: np.ndarray, y: np.ndarray, num_classes: int,
     X = torch.from_numpy(np.ascontiguousarray(features.reshape(n * views, dim), np.float32))
     t = torch.from_numpy(np.repeat(np.asarray(y, np.int64), views))
     mean = X.mean(0)
-    std = X.std(0).clamp_min(1e-6)
+    std = robust_scale(X)
     Xs = (X - mean) / std
     g = torch.Generator().manual_seed(seed)
     W = (torch.randn(num_classes, dim, generator=g) * 1e-3).requires_grad_(True)
@@ -49,6 +54,20 @@ def fit_standardized_head(features: np.ndarray, y: np.ndarray, num_classes: int,
     finally:
         torch.set_num_threads(threads)
     return W.detach(), b.detach(), mean, std
+
+
+def robust_scale(X: torch.Tensor) -> torch.Tensor:
+    """Per-feature spread for standardising, floored at STD_FLOOR x the median spread.
+
+    A feature that barely varies on a small training set (a channel the target data hardly
+    excite) would otherwise be scaled up by up to 1/eps: the fit then leans on noise, and a
+    fine-tuned body that moves it the slightest bit sends the logits, and the gradients, off
+    by orders of magnitude (measured: gradient norms of 1e4 in the first epoch). The floor is
+    relative, so features of any overall scale (a random-init network's ~1e-8 included) are
+    standardised alike."""
+    std = X.std(0)
+    floor = float(std.median()) * STD_FLOOR
+    return std.clamp_min(floor if floor > 0 else 1e-12)
 
 
 def head_logits(features: np.ndarray, weight: torch.Tensor, bias: torch.Tensor) -> np.ndarray:

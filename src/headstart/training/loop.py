@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import copy
 import math
-import random
+import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..data.datasets import LabelledData
-from ..data.images import open_image
 from ..data.transforms import Augment, Preprocess
 from ..strategies import Phase, Plan, apply_phase, param_groups
 from . import distributed as dist
@@ -25,62 +24,20 @@ from .extract import extract_features
 from .features import FeatureExtractor
 from .forgetting import L2SP
 from .headfit import fit_standardized_head, head_logits
+from .mixing import better, choose_mix, interpolate
 from .pairs import pair_loss, pair_order
+from .batches import (CLIP_NORM, CROP_SCALE, JITTER, ImageTorchDataset, Split, epoch_shape,
+                      use_bf16, warmup_cosine)
 from .rundir import RunWriter
-
-
-@dataclass
-class Split:
-    """Images or texts and integer targets of one split, plus cached frozen features when available."""
-    ds: LabelledData
-    y: np.ndarray
-    features: np.ndarray | None = None  # (n, views, dim)
-
-
-class ImageTorchDataset(torch.utils.data.Dataset):
-    """The images of one epoch in the given order; an image met again in a later pass over the
-    data (the pair objective's small sets) gets a fresh random crop."""
-
-    def __init__(self, split: Split, transform, *, seed: int, epoch: int, order: list[int],
-                 per_pass: int) -> None:
-        self.split, self.transform, self.seed, self.epoch = split, transform, seed, epoch
-        self.order, self.per_pass = order, max(1, per_pass)
-
-    def __len__(self) -> int:
-        return len(self.order)
-
-    def __getitem__(self, pos: int):
-        i, k = self.order[pos], pos // self.per_pass
-        img = open_image(self.split.ds.sources[i])
-        # seeded by position: the same crops after a resume
-        rng = random.Random(f"{self.seed}-{self.epoch}-{i}" + (f"-{k}" if k else ""))
-        return torch.from_numpy(self.transform(img, rng)), int(self.split.y[i])
-
-
-# Random-resized-crop area when fine-tuning. Milder than ImageNet training's (0.08, 1): the head
-# was fitted on whole centre crops, and a small target set has few views of each object.
-CROP_SCALE = (0.5, 1.0)
-BF16_MIN_SIZE = 160  # measured: below this bf16 autocast gains nothing over channels_last fp32
-PAIR_BATCH = 16  # examples per batch under the pair objective: 120 pairs per step
-MIN_PAIR_STEPS = 16  # about this many optimizer steps per epoch under the pair objective
-
-
-def use_bf16(precision: str, image_size: int) -> bool:
-    if precision == "bf16":
-        return True
-    if precision == "fp32" or image_size < BF16_MIN_SIZE:
-        return False
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 class Trainer:
     def __init__(self, model: nn.Module, plan: Plan, *, pre: Preprocess, cfg, writer: RunWriter |
-                 None = None, progress: bool = True, log=tqdm.write) -> None:
+                 None = None, progress: bool = True, log=tqdm.write,
+                 mix_alpha: float | None = None) -> None:
         self.model, self.plan, self.pre, self.cfg = model, plan, pre, cfg
+        # a mix chosen by an earlier run on the same data, replayed without validation
+        self.mix_alpha = mix_alpha
         self.writer = writer if dist.is_main() else None
         self.progress = progress and dist.is_main()
         self.log = log if dist.is_main() else (lambda *_: None)
@@ -104,6 +61,12 @@ class Trainer:
         # of the best one (reused by the final head phase)
         self._last_feats: tuple | None = None
         self._fresh: tuple | None = None
+        # plans that mix (fine_tune, gradual): the weights and validation scores where the
+        # gradient phases started (the probe), and of the best gradient epoch; the chosen mix
+        self.start: tuple[dict, dict] | None = None
+        self.tuned: tuple[dict, dict] | None = None
+        self.mix: dict | None = None
+        self.final_head: dict | None = None  # the closed-form head fitted after fine-tuning
 
     # -- the plan -------------------------------------------------------------------------
     def fit(self, train: Split, val: Split, *, resume: dict | None = None) -> list[dict]:
@@ -114,18 +77,67 @@ class Trainer:
             # after an early stop only a fresh head phase runs: it finishes the best body
             if pi < start_phase or (self.stopped_early and not phase.fresh):
                 continue
-            if phase.fresh and self.best_state is not None:  # the head goes on the best body
-                self.model.load_state_dict(self.best_state)
+            if phase.fresh:  # the head goes on the best body, or the mix validation chose
+                self._finish_body(train, val)
             apply_phase(self.model, phase)
             if phase.cached:
                 self._cached_phase(pi, phase, train, val)
-            else:
-                self._gradient_phase(pi, phase, train, val,
-                                     first_epoch=start_epoch if pi == start_phase else 0,
-                                     resume=resume if pi == start_phase else None)
+                continue
+            if self.plan.mix and self.start is None and (len(val.y) or self.mix_alpha is not None):
+                self.start = (copy.deepcopy(self.model.state_dict()), self._val_scores())
+            self._gradient_phase(pi, phase, train, val,
+                                 first_epoch=start_epoch if pi == start_phase else 0,
+                                 resume=resume if pi == start_phase else None)
+        self._finish_body(train, val)
+        if (self.start is not None and self.final_head is None and self.cfg.refit != "none"
+                and not self.plan.phases[-1].cached):
+            self._refit_tuned_head(train, val)
+        return self.history
+
+    def _finish_body(self, train: Split, val: Split) -> None:
+        """Load the best state; once, where the plan mixes, choose the mix of the start and the
+        best tuned weights (mixing.py)."""
+        if self.mix is not None:
+            if not self.plan.phases[-1].fresh and self.best_state is not None:
+                self.model.load_state_dict(self.best_state)
+            return
         if self.best_state is not None:
             self.model.load_state_dict(self.best_state)
-        return self.history
+        if self.start is not None and self.mix_alpha is not None:  # --refit full replays it
+            self.model.load_state_dict(interpolate(self.start[0], self.model.state_dict(),
+                                                   self.mix_alpha))
+            self.mix = {"alpha": self.mix_alpha, "mixes": [], "replayed": True}
+        elif self.start is not None and self.tuned is not None:
+            self._choose_mix(train, val)
+
+    def _val_scores(self) -> dict:
+        last = self.history[-1] if self.history else {}
+        return {"val_acc": last.get("val_acc", 0.0), "val_loss": last.get("val_loss", math.inf)}
+
+    def _choose_mix(self, train: Split, val: Split) -> None:
+        """Keep the mix of the probe and the best tuned weights that validation prefers (see
+        mixing.py); log and record every mix's scores. Under the pair objective each mix is
+        judged by a head fitted on its own embeddings, which the final head phase reuses."""
+        (start, at_start), (end, at_end) = self.start, self.tuned
+        pairs = any(p.objective == "pairs" for p in self.plan.phases)
+        feats = {0.0: (train.features, val.features), 1.0: self._fresh}
+
+        def validate(alpha: float) -> dict:
+            if not pairs:
+                return self._validate(val)
+            feats[alpha] = (self._embed(train), self._embed(val))
+            return self._fit_head(feats[alpha][0], train.y, feats[alpha][1], val.y)[0]
+
+        alpha, rows = choose_mix(self.model, start, end, validate,
+                                 known={0.0: at_start, 1.0: at_end})
+        if pairs:
+            self._fresh = feats.get(alpha)
+        self.mix = {"alpha": alpha, "mixes": rows}
+        what = "tuned encoder" if pairs else "fine-tuned weights"
+        self.log(f"mix of the probe (0) and the {what} (1), on validation: "
+                 + "  ".join(f"{r['alpha']:g}: {r['val_acc']:.4f}" for r in rows)
+                 + f"; kept {alpha:g}" + (" (the probe: adapting did not help here)"
+                                          if alpha == 0 else ""))
 
     def _cached_phase(self, pi: int, phase: Phase, train: Split, val: Split) -> None:
         t0 = time.perf_counter()
@@ -133,18 +145,50 @@ class Trainer:
             f_train, f_val = self._fresh or (self._embed(train), self._embed(val))
         else:
             f_train, f_val = train.features, val.features
+        if pi == len(self.plan.phases) - 1:
+            scores = self._final_head(f_train, f_val, train, val)
+        else:
+            scores, _ = self._fit_head(f_train, train.y, f_val, val.y)
+        self._end_epoch(pi, 0, {"phase": phase.name, "epoch": 1, **scores}, t0, optimizer=None)
+
+    def _final_head(self, f_train, f_val, train: Split, val: Split) -> dict:
+        """Fit the plan's final head in closed form on the training features and keep its
+        validation logits (the honest validation figures); then, unless --refit none, fit it
+        again on training + validation features: the saved head learns from every label."""
         scores, val_logits = self._fit_head(f_train, train.y, f_val, val.y)
-        row = {"phase": phase.name, "epoch": 1, **scores}
-        final = pi == len(self.plan.phases) - 1
-        if len(val.y) and final:
+        if len(val.y):
             self.holdout_logits = val_logits
-            if self.cfg.refit != "none":  # the final head: learn from every label
+            if self.cfg.refit != "none":
                 both = np.concatenate([f_train, f_val])
                 self.model.head.set_fit(*fit_standardized_head(
                     both, np.concatenate([train.y, val.y]), self.model.head.fc.out_features,
                     C=self.cfg.C, seed=self.cfg.seed))
-                row["refit_on"] = len(both)
-        self._end_epoch(pi, 0, row, t0, optimizer=None)
+                scores["refit_on"] = len(both)
+        return scores
+
+    def _refit_tuned_head(self, train: Split, val: Split) -> None:
+        """After fine-tuning (and its mix): the final head in closed form on the kept body's
+        features, as a probe's is, so that the saved model learns from the validation labels
+        too (a mix of 0 is then exactly the linear probe). The body's features come from ONNX
+        Runtime where it exports (a throw-away graph), else PyTorch."""
+        t0 = time.perf_counter()
+        if self.mix is not None and self.mix["alpha"] == 0:
+            feats = (train.features, val.features)
+        else:
+            with tempfile.TemporaryDirectory(prefix="headstart-onnx-") as tmp:
+                feats = (self._embed(train, onnx_dir=Path(tmp)),
+                         self._embed(val, onnx_dir=Path(tmp)))
+        scores = self._final_head(*feats, train, val)
+        self.final_head = {**{k: v for k, v in scores.items() if k.startswith(("val_", "refit"))},
+                           "seconds": round(time.perf_counter() - t0, 2)}
+        if "val_acc" in scores:
+            self.log(f"final head: fitted on the kept body's features of the training split "
+                     f"(val_acc={scores['val_acc']:.4f})"
+                     + (f", then of all {scores['refit_on']} examples" if "refit_on" in scores
+                        else ""))
+        else:
+            self.log(f"final head: fitted on the kept body's features of all {len(train.y)} "
+                     "examples")
 
     def _fit_head(self, f_train, y_train, f_val, y_val) -> tuple[dict, np.ndarray | None]:
         """Fit the head in closed form on features: (scores on both splits, val logits)."""
@@ -158,14 +202,17 @@ class Trainer:
         val_logits = head_logits(f_val, W, b)
         return {**row, **_scores("val", val_logits, y_val)}, val_logits
 
-    def _embed(self, split: Split) -> np.ndarray:
-        """Features of the backbone as it is now (eager PyTorch, no cache)."""
+    def _embed(self, split: Split, *, onnx_dir: Path | None = None) -> np.ndarray:
+        """Features of the backbone as it is now (no cache): eager PyTorch, or ONNX Runtime
+        with its graph exported into `onnx_dir`."""
         views = 2 if self.cfg.flip and not self.text else 1
         if not len(split.y):
             return np.zeros((0, views, self.model.backbone.feature_dim), np.float32)
         was = self.model.training
+        engine = "torch" if onnx_dir is None else "auto"
         try:
-            ex = extract_features(split.ds, FeatureExtractor(self.model.backbone, engine="torch"),
+            ex = extract_features(split.ds, FeatureExtractor(self.model.backbone, engine=engine,
+                                                             onnx_dir=onnx_dir),
                                   self.pre, views=views, batch_size=self.cfg.batch_size * 2,
                                   progress=False, max_pixels=self.cfg.max_pixels)
         finally:
@@ -183,16 +230,17 @@ class Trainer:
         _, _, steps_per_epoch = epoch_shape(phase.objective, shard, self.cfg.batch_size,
                                              text=self.text)
         total = max(1, steps_per_epoch * (phase.schedule_epochs or phase.epochs))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_cosine(total, steps_per_epoch))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, steps_per_epoch))
         if resume is not None and resume.get("optimizer"):
             opt.load_state_dict(resume["optimizer"])
             sched.load_state_dict(resume["scheduler"])
         if first_epoch == 0:
             self.since_best = 0  # patience counts within a phase (gradual's are one epoch)
         net = dist.wrap(model)
+        self._trained = [p for g in opt.param_groups for p in g["params"]]
         augment = None if self.text else Augment(
             self.pre, flip=self.cfg.flip, scale=CROP_SCALE if self.cfg.augment else (1.0, 1.0),
-            jitter=0.2 if self.cfg.augment else 0.0)
+            jitter=JITTER if self.cfg.augment else 0.0)
         for epoch in range(first_epoch, phase.epochs):
             t0 = time.perf_counter()
             seed = self.cfg.seed * 1000 + pi * 100 + epoch
@@ -252,6 +300,9 @@ class Trainer:
                 loss = loss + self.l2sp.penalty()
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            # one unlucky batch (an augmented view the head has never seen) must not throw the
+            # pre-trained weights far: clip the global gradient norm
+            torch.nn.utils.clip_grad_norm_(self._trained, CLIP_NORM)
             opt.step()
             sched.step()
             loss_sum += float(loss.detach()) * len(t)
@@ -283,6 +334,11 @@ class Trainer:
         tie_break = abs(score - self.best_score) <= 1e-9 and loss < self.best_loss - 1e-6
         # a fresh head phase is fitted on the best body found so far: it is that state, finished
         finishes = self.plan.phases[pi].fresh
+        phase = self.plan.phases[pi]
+        if self.start is not None and not phase.cached and "val_acc" in row and better(
+                row, self.tuned[1] if self.tuned else None):
+            self.tuned = (copy.deepcopy(self.model.state_dict()),
+                          {"val_acc": row["val_acc"], "val_loss": row["val_loss"]})
         if score > self.best_score + 1e-9 or tie_break or finishes or "val_acc" not in row:
             self.best_score, self.best_loss = score, loss
             self.best_state = copy.deepcopy(self.model.state_dict())
@@ -295,7 +351,6 @@ class Trainer:
         shown = {k: (f"{v:.2e}" if k == "lr" else f"{v:.4f}" if isinstance(v, float) else v)
                  for k, v in row.items()}
         self.log("  ".join(f"{k}={v}" for k, v in shown.items()))
-        phase = self.plan.phases[pi]
         stop = not phase.cached and self.since_best >= self.cfg.patience and epoch < phase.epochs
         if stop:
             self.stopped_early = True
@@ -311,6 +366,7 @@ class Trainer:
                 "holdout": (None if self.holdout_logits is None
                             else torch.from_numpy(np.ascontiguousarray(self.holdout_logits))),
                 "history": self.history, "stopped_early": self.stopped_early,
+                "start": self.start, "tuned": self.tuned, "mix": self.mix,
                 "optimizer": None if optimizer is None or done_phase else optimizer[0].state_dict(),
                 "scheduler": None if optimizer is None or done_phase else optimizer[1].state_dict(),
             })
@@ -325,38 +381,9 @@ class Trainer:
         if ckpt.get("holdout") is not None:  # the final head's validation logits before its refit
             self.holdout_logits = ckpt["holdout"].numpy()
         self.stopped_early = ckpt["stopped_early"]
+        self.start, self.tuned = ckpt.get("start"), ckpt.get("tuned")
+        self.mix = ckpt.get("mix")
         return ckpt["phase"], ckpt["epoch"]
-
-
-def epoch_shape(objective: str, shard: int, batch_size: int, *, text: bool
-            ) -> tuple[int, int, int]:
-    """(batch size, passes over the shard, optimizer steps) of one epoch.
-
-    Under the pair objective batches hold at most PAIR_BATCH examples, and a small
-    training set is passed over ceil(MIN_PAIR_STEPS / steps of one pass) times per epoch,
-    about MIN_PAIR_STEPS steps (passes run on without a break, so 30 examples in batches
-    of 16 make 8 passes, 15 steps). SetFit likewise draws many pairs per example: 8
-    labelled examples per class would otherwise give one or two steps an epoch."""
-    bs, passes = batch_size, 1
-    if objective == "pairs":
-        bs = min(bs, PAIR_BATCH)
-        passes = max(1, math.ceil(MIN_PAIR_STEPS / math.ceil(max(shard, 1) / bs)))
-    n = shard * passes
-    steps = math.ceil(n / bs) if text or n <= bs else n // bs
-    return bs, passes, steps
-
-
-def _warmup_cosine(total: int, steps_per_epoch: int = 1, warmup_frac: float = 0.1):
-    """Linear warm-up over max(10% of the steps, one epoch, capped at half the run), starting
-    below the full rate even when an epoch is a single step, then cosine decay to zero. A
-    pre-trained network's first full-rate Adam step is the one that does the damage."""
-    warm = max(1, min(max(round(total * warmup_frac), steps_per_epoch), total // 2))
-
-    def f(step: int) -> float:
-        if step < warm:
-            return (step + 1) / (warm + 1)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm))))
-    return f
 
 
 def _scores(prefix: str, logits: np.ndarray, y: np.ndarray) -> dict:

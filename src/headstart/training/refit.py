@@ -61,9 +61,13 @@ def refit_full(make_model, plan: Plan, trainer: Trainer, train: Split, val: Spli
     resume = writer.load_checkpoint(REFIT_CHECKPOINT) if writer is not None else None
     if resume:
         log(f"resuming the interrupted refit ({len(resume['history'])} epoch(s) done)")
+    alpha = trainer.mix["alpha"] if trainer.mix else None
+    if alpha is not None:
+        log(f"refit: then the mix validation chose ({alpha:g}) of the start and the end")
     refit = Trainer(model, chosen, pre=pre, cfg=cfg, progress=progress, log=log,
-                    writer=_RefitWriter(writer, trainer.history) if writer is not None else None)
+                    writer=_RefitWriter(writer, trainer.history) if writer is not None else None,
+                    mix_alpha=alpha)
     rows = refit.fit(both, none, resume=resume)
-    info = {"examples": len(both.y), "phases": [p.describe() for p in chosen.phases],
+    info = {"examples": len(both.y), "phases": [p.describe() for p in chosen.phases], "mix": alpha,
             "epochs": chosen.epochs, "seconds": round(time.perf_counter() - t0, 1)}
     return model, rows, info

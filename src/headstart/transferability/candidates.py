@@ -29,16 +29,16 @@ pre-processing.
 """
 from __future__ import annotations
 
-import contextlib
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..backbones import Backbone, create_backbone, get_config, list_backbones
-from ..backbones.registry import DEFAULT_BACKBONE, dummy_input
+from ..backbones.cut import CutBackbone, default_cuts, one_thread, split_cut
+from ..backbones.registry import DEFAULT_BACKBONE
 from ..data.tokenize import TextPreprocess
 from ..data.transforms import Preprocess
 from ..exceptions import ConfigError, UnknownBackboneError, WeightsError, closest
@@ -87,115 +87,6 @@ class Candidate:
     def build(self, *, image_size: int | None = None) -> Backbone:
         net = self.build_network(image_size=image_size)
         return CutBackbone(net, (self.cut,)).eval() if self.cut else net
-
-
-# ----------------------------------------------------------------------------- cut backbones
-
-class _Stop(Exception):
-    """Raised by the hook on the deepest tapped group to end the forward pass early."""
-
-
-class CutBackbone(Backbone):
-    """``base`` tapped at the end of layer groups ``groups``: features are the pooled output of
-    each tapped group (concatenated early to late), then the base's own output when
-    ``keep_output``; without it the forward pass stops after the deepest tapped group. Image
-    taps are global average pools of the group's last module's output (for `stem` and `top`,
-    before the final activation); text taps average the hidden states over tokens with the
-    attention mask, then over each document's windows, L2-normalised as the full encoder's."""
-
-    def __init__(self, base: Backbone, groups: tuple[str, ...], *,
-                 keep_output: bool = False) -> None:
-        order = base.config.layer_groups
-        for g in groups:
-            _check_group(base, g)
-        groups = tuple(sorted(set(groups), key=order.index))
-        last = order[-1] if keep_output else groups[-1]
-        name = base.config.name + "@" + "+".join(groups) + ("+out" if keep_output else "")
-        config = replace(base.config, name=name, layer_groups=order[:order.index(last) + 1],
-                         num_source_classes=0, source_labels="")
-        super().__init__(config, base.image_size)
-        self.base, self.groups, self.keep_output = base, groups, keep_output
-        self._seen: list[torch.Tensor] = []
-        mods = base.group_modules()
-        self._hooks = [mods[g][-1].register_forward_hook(self._tap(stop=g == groups[-1]
-                                                                   and not keep_output))
-                       for g in groups]
-        was_training = base.training
-        base.eval()  # the probe must not move BatchNorm statistics
-        with torch.inference_mode(), one_thread():
-            size = 8 if config.modality == "text" else base.image_size
-            self.dims = [int(t.shape[1]) for t in self.parts(dummy_input(config, size))]
-        base.train(was_training)
-        self.config = replace(config, feature_dim=sum(self.dims))
-
-    def _tap(self, *, stop: bool):
-        def hook(module, inputs, output):
-            self._seen.append(output[0] if isinstance(output, tuple) else output)
-            if stop:
-                raise _Stop
-        return hook
-
-    def parts(self, x) -> list[torch.Tensor]:
-        """Pooled features of each tapped group (and of the output), early to late."""
-        self._seen = []
-        try:
-            out = self.base(x)
-        except _Stop:
-            out = None
-        seen, self._seen = self._seen, []
-        if self.config.modality == "text":
-            norm = getattr(self.base, "normalize", True)
-            pooled = [pool_tokens(h, x, normalize=norm) for h in seen]
-        else:
-            pooled = [h.mean(dim=(2, 3)) for h in seen]
-        return pooled + ([out] if self.keep_output else [])
-
-    def forward(self, x) -> torch.Tensor:
-        parts = self.parts(x)
-        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
-
-    def group_modules(self):
-        mods = self.base.group_modules()
-        return {g: mods[g] for g in self.config.layer_groups}
-
-    def remove_hooks(self) -> None:
-        for h in self._hooks:
-            h.remove()
-
-
-def _check_group(base: Backbone, group: str) -> None:
-    groups = base.config.layer_groups
-    if group not in groups:
-        hint = closest(group, list(groups))
-        raise ConfigError(f"'{base.config.name}' has no layer group '{group}'"
-                          + (f"; did you mean '{hint}'?" if hint else "")
-                          + f" Its groups are {', '.join(groups)}.")
-    if not base.group_modules()[group]:
-        cuttable = [g for g, m in base.group_modules().items() if m]
-        raise ConfigError(f"layer group '{group}' of '{base.config.name}' has no layers to "
-                          f"cut after; pick one of {', '.join(cuttable)}.")
-
-
-def pool_tokens(hidden: torch.Tensor, batch: dict, *, normalize: bool) -> torch.Tensor:
-    """(W, L, D) hidden states -> (docs, D): masked mean over each document's tokens (all its
-    windows), as TextBackbone.forward pools the last layer."""
-    mask, doc = batch["attention_mask"], batch["doc"]
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    sums = (hidden * m).sum(1).float()
-    n_docs = int(batch.get("n_docs", int(doc.max()) + 1 if len(doc) else 0))
-    out = torch.zeros(n_docs, sums.shape[1], dtype=sums.dtype).index_add_(0, doc, sums)
-    counts = torch.zeros(n_docs, 1, dtype=sums.dtype).index_add_(0, doc, m.sum(1).float())
-    emb = out / counts.clamp_min(1.0)
-    return torch.nn.functional.normalize(emb, dim=-1) if normalize else emb
-
-
-def default_cuts(name: str) -> list[str]:
-    """Two earlier groups of a backbone: about 3/4 and 1/2 of the way through its groups
-    (efficientnet_lite*: stage6, stage4; minilm_l6: layer4, layer3; tiny_cnn: block1)."""
-    groups = list(get_config(name).layer_groups)
-    last = len(groups) - 1 if groups[-1] not in ("pooling",) else len(groups) - 2
-    picks = sorted({min(max(round(last * f), 1), last - 1) for f in (0.75, 0.5)}, reverse=True)
-    return [groups[i] for i in picks if 0 < i < last]
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -262,10 +153,7 @@ def parse_candidate(text: str, modality: str, *, seed: int = 0) -> Candidate:
 
 
 def _split_cut(body: str) -> tuple[str, str | None]:
-    head, sep, tail = body.rpartition("@")
-    if sep and head and tail and "/" not in tail and "\\" not in tail and not Path(body).exists():
-        return head, tail
-    return body, None
+    return (body, None) if Path(body).exists() else split_cut(body)
 
 
 def _split_weights(body: str, modality: str) -> tuple[str, str | None]:
@@ -379,18 +267,6 @@ def _source_probs(net: Backbone, feats: np.ndarray) -> np.ndarray | None:
         return None
     with torch.inference_mode():
         return torch.softmax(head.eval()(torch.from_numpy(feats)).double(), 1).numpy()
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Batch-1 probes run on one thread: as fast on an idle machine, and on a loaded one
-    (other jobs on the other core) 100x faster than waiting for a second thread per op."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 _GFLOPS: dict[tuple, float] = {}  # (backbone, cut, input size) -> GFLOPs, per process

@@ -1,0 +1,202 @@
+"""Layer cuts: a backbone ended after one of its layer groups, as a backbone of its own.
+
+``efficientnet_lite0@stage6`` is EfficientNet-Lite0 up to the end of stage 6, its features the
+global average pool of that stage's output; ``minilm_l6@layer4`` is MiniLM's first four layers,
+mean-pooled over tokens. Early layers of a network trained on another task are often more
+general than its last ones (Yosinski et al. 2014), so on a far domain a cut can transfer better
+than the whole network; `headstart rank` scores cuts, and `train`, `compare`, `evaluate`,
+`predict` and the estimator take them like any backbone.
+
+Two mechanisms:
+
+- ``truncate(base, group)`` ends one network after one group for training and export. A
+  backbone that can drop its later modules (``Backbone.truncate_after``) does so: a plain
+  forward pass that ONNX exports and whose weights hold only what is used. Any other backbone is
+  tapped with a forward hook that stops the pass (eager PyTorch only).
+- ``CutBackbone(base, groups, keep_output=...)`` taps several groups of one forward pass at
+  once; ranking scores every cut of a network from a single pass this way.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+from dataclasses import replace
+
+import torch
+
+from ..exceptions import ConfigError, closest
+from .registry import Backbone, BackboneConfig, create_backbone, dummy_input, get_config
+
+CUT_MARK = "@"
+
+
+class _Stop(Exception):
+    """Raised by the hook on the deepest tapped group to end the forward pass early."""
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Batch-1 probes run on one thread: as fast on an idle machine, and on a loaded one
+    (other jobs on the other core) 100x faster than waiting for a second thread per op."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def check_group(base: Backbone, group: str) -> None:
+    """A cut must name one of the backbone's groups, and one that holds layers."""
+    groups = base.config.layer_groups
+    if group not in groups:
+        hint = closest(group, list(groups))
+        raise ConfigError(f"'{base.config.name}' has no layer group '{group}'"
+                          + (f"; did you mean '{hint}'?" if hint else "")
+                          + f" Its groups are {', '.join(groups)}.")
+    if not base.group_modules()[group]:
+        cuttable = [g for g, m in base.group_modules().items() if m]
+        raise ConfigError(f"layer group '{group}' of '{base.config.name}' has no layers to "
+                          f"cut after; pick one of {', '.join(cuttable)}.")
+
+
+class CutBackbone(Backbone):
+    """``base`` tapped at the end of layer groups ``groups``: features are the pooled output of
+    each tapped group (concatenated early to late), then the base's own output when
+    ``keep_output``; without it the forward pass stops after the deepest tapped group. Image
+    taps are global average pools of the group's last module's output (for `stem` and `top`,
+    before the final activation); text taps average the hidden states over tokens with the
+    attention mask, then over each document's windows, L2-normalised as the full encoder's."""
+
+    def __init__(self, base: Backbone, groups: tuple[str, ...], *,
+                 keep_output: bool = False) -> None:
+        order = base.config.layer_groups
+        for g in groups:
+            check_group(base, g)
+        groups = tuple(sorted(set(groups), key=order.index))
+        last = order[-1] if keep_output else groups[-1]
+        name = base.config.name + CUT_MARK + "+".join(groups) + ("+out" if keep_output else "")
+        config = replace(base.config, name=name, layer_groups=order[:order.index(last) + 1],
+                         num_source_classes=0, source_labels="")
+        super().__init__(config, base.image_size)
+        self.base, self.groups, self.keep_output = base, groups, keep_output
+        self._seen: list[torch.Tensor] = []
+        mods = base.group_modules()
+        self._hooks = [mods[g][-1].register_forward_hook(self._tap(stop=g == groups[-1]
+                                                                   and not keep_output))
+                       for g in groups]
+        was_training = base.training
+        base.eval()  # the probe must not move BatchNorm statistics
+        with torch.inference_mode(), one_thread():
+            size = 8 if config.modality == "text" else base.image_size
+            self.dims = [int(t.shape[1]) for t in self.parts(dummy_input(config, size))]
+        base.train(was_training)
+        self.config = replace(config, feature_dim=sum(self.dims))
+
+    def _tap(self, *, stop: bool):
+        def hook(module, inputs, output):
+            self._seen.append(output[0] if isinstance(output, tuple) else output)
+            if stop:
+                raise _Stop
+        return hook
+
+    def parts(self, x) -> list[torch.Tensor]:
+        """Pooled features of each tapped group (and of the output), early to late."""
+        self._seen = []
+        try:
+            out = self.base(x)
+        except _Stop:
+            out = None
+        seen, self._seen = self._seen, []
+        if self.config.modality == "text":
+            norm = getattr(self.base, "normalize", True)
+            pooled = [pool_tokens(h, x, normalize=norm) for h in seen]
+        else:
+            pooled = [h.mean(dim=(2, 3)) for h in seen]
+        return pooled + ([out] if self.keep_output else [])
+
+    def forward(self, x) -> torch.Tensor:
+        parts = self.parts(x)
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+    def group_modules(self):
+        mods = self.base.group_modules()
+        return {g: mods[g] for g in self.config.layer_groups}
+
+    def remove_hooks(self) -> None:
+        for h in self._hooks:
+            h.remove()
+
+
+def pool_tokens(hidden: torch.Tensor, batch: dict, *, normalize: bool) -> torch.Tensor:
+    """(W, L, D) hidden states -> (docs, D): masked mean over each document's tokens (all its
+    windows), as TextBackbone.forward pools the last layer."""
+    mask, doc = batch["attention_mask"], batch["doc"]
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    sums = (hidden * m).sum(1).float()
+    n_docs = int(batch.get("n_docs", int(doc.max()) + 1 if len(doc) else 0))
+    out = torch.zeros(n_docs, sums.shape[1], dtype=sums.dtype).index_add_(0, doc, sums)
+    counts = torch.zeros(n_docs, 1, dtype=sums.dtype).index_add_(0, doc, m.sum(1).float())
+    emb = out / counts.clamp_min(1.0)
+    return torch.nn.functional.normalize(emb, dim=-1) if normalize else emb
+
+
+def default_cuts(name: str) -> list[str]:
+    """Two earlier groups of a backbone: about 3/4 and 1/2 of the way through its groups
+    (efficientnet_lite*: stage6, stage4; minilm_l6: layer4, layer3; tiny_cnn: block1)."""
+    groups = list(get_config(name).layer_groups)
+    last = len(groups) - 1 if groups[-1] not in ("pooling",) else len(groups) - 2
+    picks = sorted({min(max(round(last * f), 1), last - 1) for f in (0.75, 0.5)}, reverse=True)
+    return [groups[i] for i in picks if 0 < i < last]
+
+
+def split_cut(name: str) -> tuple[str, str | None]:
+    """('efficientnet_lite0', 'stage6') from 'efficientnet_lite0@stage6'; (name, None) when
+    there is no cut (a path with '@' in a folder name is not a cut)."""
+    head, sep, tail = name.rpartition(CUT_MARK)
+    if sep and head and tail and "/" not in tail and "\\" not in tail and "+" not in tail:
+        return head, tail
+    return name, None
+
+
+def truncate(base: Backbone, group: str) -> Backbone:
+    """``base`` ended after ``group``, named NAME@GROUP: its own layers dropped where the
+    backbone knows how (plain forward, exportable), else a stopping tap."""
+    check_group(base, group)
+    name = base.config.name + CUT_MARK + group
+    order = base.config.layer_groups
+    keep = order[:order.index(group) + 1]
+    if "pooling" in order and "pooling" not in keep:  # a text encoder keeps its pooling
+        keep = keep + ("pooling",)
+    if base.truncate_after(group):
+        base.config = replace(base.config, name=name, layer_groups=keep, num_source_classes=0,
+                              source_labels="")
+        with torch.inference_mode(), one_thread():
+            was = base.training
+            base.eval()
+            size = 8 if base.config.modality == "text" else base.image_size
+            dim = int(base(dummy_input(base.config, size)).shape[1]) // base.feature_layers
+            base.train(was)
+        base.config = replace(base.config, feature_dim=dim)
+        return base
+    cut = CutBackbone(base, (group,))
+    cut.config = replace(cut.config, name=name)
+    return cut
+
+
+def cut_config(base: BackboneConfig, group: str) -> BackboneConfig:
+    """The registry's description of BASE@GROUP (built once to learn its feature size)."""
+    return _cut_config(base, group)
+
+
+@functools.lru_cache(maxsize=64)
+def _cut_config(base: BackboneConfig, group: str) -> BackboneConfig:
+    if group not in base.layer_groups:
+        hint = closest(group, list(base.layer_groups))
+        raise ConfigError(f"'{base.name}' has no layer group '{group}'"
+                          + (f"; did you mean '{base.name}{CUT_MARK}{hint}'?" if hint else "")
+                          + f" Its groups are {', '.join(base.layer_groups)}.")
+    module = truncate(create_backbone(base.name, pretrained=False), group)
+    return replace(module.config, cut_of=base.name, cut=group, factory=None,
+                   weights_installed=base.weights_installed,
+                   description=f"{base.name} up to {group} (a layer cut)")

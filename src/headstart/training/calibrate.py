@@ -1,0 +1,81 @@
+"""Calibrated probabilities: temperature scaling (Guo et al., ICML 2017) fitted on validation
+logits, and the expected calibration error (ECE) that says whether it helped.
+
+One scalar T divides the logits: it changes no prediction, only how sure the model says it is.
+A fine-tuned network or a weakly regularised head on few examples is typically overconfident
+(T > 1 softens it). The ECE before and after is measured by two-fold cross-fitting on the
+validation examples (T fitted on one half, ECE measured on the other, then the other way
+round), so the "after" figure is not judged on the examples T was fitted on; the kept T is
+then fitted on all of them."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+ECE_BINS = 15
+T_RANGE = (0.05, 20.0)
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """The T that minimises the negative log-likelihood of softmax(logits / T) on (logits, y)."""
+    z = torch.from_numpy(np.asarray(logits, np.float64))
+    t = torch.from_numpy(np.asarray(y, np.int64))
+    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(z / log_t.exp(), t)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(np.clip(float(log_t.detach().exp()), *T_RANGE))
+
+
+def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Mean |accuracy - confidence| over equal-width confidence bins, weighted by their size."""
+    conf = probs.max(1)
+    right = probs.argmax(1) == np.asarray(y)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1], right=True), 0, bins - 1)
+    total = 0.0
+    for b in range(bins):
+        sel = which == b
+        if sel.any():
+            total += sel.sum() * abs(right[sel].mean() - conf[sel].mean())
+    return float(total / max(len(conf), 1))
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)
+
+
+def calibrate(logits: np.ndarray, y: np.ndarray, *, seed: int = 0) -> dict:
+    """{temperature, ece_before, ece_after, examples}: T fitted on all of (logits, y); the ECEs
+    from two-fold cross-fitting (see the module's docstring). Fewer than 4 examples: T = 1."""
+    logits, y = np.asarray(logits, np.float64), np.asarray(y, np.int64)
+    n = len(y)
+    before = expected_calibration_error(_softmax(logits), y) if n else None
+    if n < 4:
+        return {"temperature": 1.0, "ece_before": before, "ece_after": before, "examples": n,
+                "note": "too few validation examples to calibrate"}
+    order = np.random.default_rng(seed).permutation(n)
+    halves = (order[: n // 2], order[n // 2:])
+    after = np.zeros_like(logits)
+    for fit, held in (halves, halves[::-1]):
+        after[held] = logits[held] / fit_temperature(logits[fit], y[fit])
+    return {"temperature": round(fit_temperature(logits, y), 4),
+            "ece_before": round(before, 4),
+            "ece_after": round(expected_calibration_error(_softmax(after), y), 4),
+            "examples": n}
+
+
+def describe_calibration(cal: dict) -> str:
+    if cal.get("note"):
+        return f"calibration: {cal['note']}; probabilities are the model's own"
+    return (f"calibration: temperature {cal['temperature']:.2f} fitted on {cal['examples']} "
+            f"validation examples; expected calibration error {cal['ece_before']:.3f} -> "
+            f"{cal['ece_after']:.3f} (two-fold cross-fitted)")

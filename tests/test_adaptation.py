@@ -1,0 +1,169 @@
+"""Adapting without forgetting: the mix of probe and fine-tuned weights chosen on validation,
+the final head fitted on every label, calibrated probabilities, and `auto` (the default)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from headstart import api
+from headstart.heads import LinearHead
+from headstart.training import TrainConfig
+from headstart.training.calibrate import calibrate, expected_calibration_error, fit_temperature
+from headstart.training.headfit import fit_standardized_head
+from headstart.training.mixing import choose_mix, interpolate
+
+QUIET = dict(progress=False, log=lambda *_: None)
+
+
+def test_interpolate_is_the_straight_line_and_keeps_counters():
+    start = {"w": torch.zeros(3), "n": torch.tensor(5)}
+    end = {"w": torch.ones(3) * 4, "n": torch.tensor(9)}
+    assert torch.equal(interpolate(start, end, 0.0)["w"], start["w"])
+    assert torch.equal(interpolate(start, end, 1.0)["w"], end["w"])
+    assert torch.allclose(interpolate(start, end, 0.25)["w"], torch.ones(3))
+    assert int(interpolate(start, end, 0.5)["n"]) == 9
+
+
+def test_choose_mix_takes_the_best_and_a_tie_keeps_the_smaller_mix():
+    model = torch.nn.Linear(2, 2)
+    start = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
+    end = {k: torch.ones_like(v) for k, v in model.state_dict().items()}
+    accs = {0.0: 0.8, 0.25: 0.9, 0.5: 0.9, 0.75: 0.85, 1.0: 0.7}
+    seen = []
+
+    def validate(alpha):
+        seen.append(alpha)
+        assert float(model.weight.detach()[0, 0]) == pytest.approx(alpha)  # the mix is loaded
+        return {"val_acc": accs[alpha], "val_loss": 1.0}
+    alpha, rows = choose_mix(model, start, end, validate,
+                             known={0.0: {"val_acc": 0.8, "val_loss": 1.0}})
+    assert alpha == 0.25 and 0.0 not in seen and [r["alpha"] for r in rows] == sorted(accs)
+    assert float(model.weight.detach()[0, 0]) == pytest.approx(0.25)
+
+
+def test_a_constant_feature_is_not_blown_up_by_standardisation():
+    """A feature that barely varies on the training set must not get a scale of 1e6: the
+    floor is relative to the median spread."""
+    rng = np.random.default_rng(0)
+    f = rng.standard_normal((40, 1, 8)).astype(np.float32)
+    f[:, 0, 3] = 5.0 + rng.standard_normal(40).astype(np.float32) * 1e-9
+    y = np.arange(40) % 2
+    _, _, _, std = fit_standardized_head(f, y, 2)
+    assert float((1 / std).max()) < 10
+    tiny = f * 1e-8  # a random-init network's scale: still standardised as a whole
+    _, _, _, std_tiny = fit_standardized_head(tiny, y, 2)
+    assert torch.allclose(std_tiny * 1e8, std, rtol=1e-3)
+
+
+def test_temperature_scaling_recovers_overconfidence():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 2000)
+    true = rng.standard_normal((2000, 4)) + 2.0 * np.eye(4)[y]
+    # labels drawn from the true probabilities, logits reported 3x too sharp
+    p = np.exp(true) / np.exp(true).sum(1, keepdims=True)
+    y = np.array([rng.choice(4, p=row) for row in p])
+    T = fit_temperature(true * 3, y)
+    assert T == pytest.approx(3.0, rel=0.15)
+    cal = calibrate(true * 3, y)
+    assert cal["ece_after"] < cal["ece_before"] / 2
+    assert expected_calibration_error(p, y) < 0.05
+
+
+def test_head_divides_by_its_temperature_and_old_heads_load():
+    head = LinearHead(4, 3)
+    x = torch.randn(5, 4)
+    head.eval()
+    before = head(x)
+    head.temperature.fill_(2.0)
+    assert torch.allclose(head(x), before / 2)
+    W, b = head.raw_weights()
+    assert torch.allclose(x @ W.T + b, head(x), atol=1e-6)
+    old = {k: v for k, v in head.state_dict().items() if k != "temperature"}
+    fresh = LinearHead(4, 3)
+    fresh.load_state_dict(old)  # a run saved before calibration existed
+    assert float(fresh.temperature) == 1.0
+
+
+def _tiny(strategy="fine_tune", **kw):
+    return TrainConfig(backbone="tiny_cnn", strategy=strategy, image_size=32, epochs=3,
+                       patience=10, **kw)
+
+
+def test_fine_tune_records_its_mix_final_head_and_calibration(tiny_data, tmp_path):
+    r = api.train(tiny_data, tmp_path / "ft", config=_tiny(), **QUIET)
+    mix = r.metrics["mix"]
+    assert [m["alpha"] for m in mix["mixes"]] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert mix["alpha"] in {m["alpha"] for m in mix["mixes"]}
+    best = max(m["val_acc"] for m in mix["mixes"])
+    assert next(m for m in mix["mixes"] if m["alpha"] == mix["alpha"])["val_acc"] == best
+    # the final head is fitted in closed form on every example; validation figures from the
+    # head fitted on the training split alone
+    assert r.metrics["final_head"]["refit_on"] == r.metrics["train_images"] + \
+        r.metrics["val_images"]
+    assert r.metrics["head_refit_on"] == r.metrics["final_head"]["refit_on"]
+    cal = r.metrics["calibration"]
+    assert float(r.model.head.temperature) == pytest.approx(cal["temperature"])
+    saved = json.loads((tmp_path / "ft" / "metrics.json").read_text())
+    assert saved["mix"] == mix and saved["calibration"] == cal
+    state = load_file(str(tmp_path / "ft" / "model.safetensors"))
+    assert float(state["head.temperature"]) == pytest.approx(cal["temperature"])
+
+
+def test_a_mix_of_zero_is_exactly_the_linear_probe(tiny_data, monkeypatch):
+    """When validation keeps the probe, the saved model is the probe: the same head, fitted on
+    the same cached features of every example."""
+    import headstart.training.loop as loop
+
+    def keep_the_probe(model, start, end, validate, **kw):
+        model.load_state_dict(interpolate(start, end, 0.0))
+        return 0.0, []
+    monkeypatch.setattr(loop, "choose_mix", keep_the_probe)
+    ft = api.train(tiny_data, config=_tiny(), **QUIET)
+    probe = api.train(tiny_data, config=_tiny("linear_probe"), **QUIET)
+    a, b = ft.model.state_dict(), probe.model.state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in b)
+
+
+def test_refit_full_replays_the_chosen_mix(tiny_data, monkeypatch):
+    import headstart.training.loop as loop
+    real = loop.choose_mix
+    monkeypatch.setattr(loop, "choose_mix", lambda model, start, end, validate, **kw: (
+        real(model, start, end, validate, alphas=(0.5,))))
+    r = api.train(tiny_data, config=_tiny(refit="full"), **QUIET)
+    assert r.metrics["mix"]["alpha"] == 0.5 and r.metrics["refit_full"]["mix"] == 0.5
+
+
+def test_auto_is_the_default_and_guards_texts_with_a_probe(articles):
+    texts, labels = articles
+    cfg = TrainConfig(backbone="tiny_text", epochs=1)
+    assert TrainConfig().strategy == "auto"
+    r = api.train([t[:200] for t in texts], labels=labels, config=cfg, **QUIET)
+    assert r.config.strategy == "auto"
+    assert [h["phase"] for h in r.history] == ["head", "contrastive", "head"]
+    assert r.metrics["mix"]["mixes"][0]["val_acc"] == r.history[0]["val_acc"]  # 0 = the probe
+
+
+def test_predict_shows_calibrated_probabilities(tiny_runs, tiny_data):
+    trained = api.load(tiny_runs["fine_tune"])
+    T = float(trained.model.head.temperature)
+    img = sorted((tiny_data / "a").iterdir())[0]
+    p = api.predict_probs(trained, [img])
+    trained.model.head.temperature.fill_(1.0)
+    raw = api.predict_probs(trained, [img])
+    logits = np.log(raw)
+    expect = np.exp(logits / T) / np.exp(logits / T).sum(1, keepdims=True)
+    assert np.allclose(p, expect, atol=1e-5)
+
+
+def test_an_old_run_without_temperature_still_loads(tiny_runs, tmp_path):
+    import shutil
+    old = tmp_path / "old"
+    shutil.copytree(tiny_runs["linear_probe"], old)
+    state = load_file(str(old / "model.safetensors"))
+    state.pop("head.temperature")
+    save_file(state, str(old / "model.safetensors"))
+    assert float(api.load(old).model.head.temperature) == 1.0
