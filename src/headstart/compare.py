@@ -2,7 +2,7 @@
 
 On one split (a given test set, or a stratified seeded hold-out no arm trains on) four arms
 learn from the same training examples: `probe` (frozen pre-trained features + linear head),
-`transfer` (the user's strategy, fine_tune by default) and `scratch` (same architecture, random
+`transfer` (the user's strategy, `headstart train`'s default unless given) and `scratch` (same architecture, random
 weights), with the same budget of gradient epochs, and `classic` (a logistic regression on
 pixels, HOG or TF-IDF, evaluation/classic.py: seconds). Each seed draws the same training /
 validation split for every arm. Each is scored on the test part; the report (built in
@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import api
+from .backbones import get_config
 from .compare_report import ARMS, NEURAL, build_report
 from .data.datasets import load_dataset, stratified_split
 from .data.texts import detect_modality
@@ -32,7 +33,7 @@ from .exceptions import ConfigError, DataError, RunDirError
 from .strategies.plan import STRATEGIES
 from .training import FeatureCache, TrainConfig
 from .training.predict import predict_logits, softmax
-from .training.sizing import choose_image_size
+from .training.sizing import choose_input
 
 TRAIN_LINES = ("phase", "early stop", "drift from", "source task")  # api.train's lines shown
 
@@ -58,7 +59,7 @@ def compare(data, out=None, *, labels=None, config: TrainConfig | None = None, t
     log(f"compare: {len(pool)} {pool.unit} to train on, {len(y)} to test on ({source})")
     cache = FeatureCache()
     try:
-        _resolve_size(cfg, pool, cache, progress, log)
+        _resolve_input(cfg, pool, cache, progress, log)
         runs, zero = _train_arms(pool, test_ds, y, cfg, seeds, cache, progress, log)
         report = build_report(runs, zero, y, pool, cfg, target=target, test_source=source,
                               test_ds=test_ds)
@@ -80,7 +81,8 @@ def _check_options(config, *, test, test_fraction, seeds, target) -> TrainConfig
     cfg = replace(config or TrainConfig()).validate()
     if cfg.strategy not in STRATEGIES or cfg.strategy == "scratch":
         raise ConfigError(f"strategy {cfg.strategy!r} cannot be the transfer arm (scratch is "
-                          "the baseline); pick fine_tune, gradual, contrastive or linear_probe")
+                          "the baseline); pick "
+                          + ", ".join(s for s in STRATEGIES if s != "scratch"))
     if not (isinstance(cfg.epochs, int) and cfg.epochs >= 1):
         raise ConfigError(f"epochs must be a whole number >= 1, got {cfg.epochs!r}")
     if not cfg.val_fraction > 0:
@@ -126,13 +128,19 @@ def _split(data, labels, test, test_fraction, cfg: TrainConfig):
     return pool, test_ds, source
 
 
-def _resolve_size(cfg: TrainConfig, pool, cache, progress, log) -> None:
-    """One image size for every arm: measured once (indicator-neutral) when 'auto'."""
-    if cfg.image_size != "auto":
-        return
-    size, _, reason = choose_image_size(pool, cfg, cache=cache, progress=progress)
-    cfg.image_size = int(size)
-    log(f"image size: {size}px ({reason})")
+def _resolve_input(cfg: TrainConfig, pool, cache, progress, log) -> None:
+    """One input for every arm: the image size and the layer cut (`--cut auto`) are measured
+    once, on the pool, by the frozen network's cross-validated probe, and every arm trains the
+    network so chosen (scratch: the same architecture from random weights); then `cut` is
+    "none" so no arm measures again."""
+    bcfg = get_config(cfg.backbone)
+    cuts = None if cfg.cut == "auto" and not bcfg.cut_of else ()
+    if bcfg.modality == "image" and (cfg.image_size == "auto" or cuts != ()):
+        size, backbone, _, reason = choose_input(pool, cfg, cache=cache, progress=progress,
+                                                 cuts=cuts)
+        cfg.image_size, cfg.backbone = int(size), backbone
+        log(f"input: {backbone} at {size}px ({reason})")
+    cfg.cut = "none"
 
 
 # -- the arms ------------------------------------------------------------------------------

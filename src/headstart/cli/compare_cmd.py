@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from ..exceptions import ConfigError
+from ..strategies.plan import STRATEGIES
 from ..training.config import TrainConfig
 
 EXIT_NEGATIVE = 3
@@ -13,7 +14,7 @@ EXIT_NEGATIVE = 3
 EPILOG = """\
 four arms on the same split (the first three with the same budget of gradient epochs):
   probe     frozen pre-trained features + linear head (and zero-shot where labels map)
-  transfer  --strategy (fine_tune by default) from the pre-trained weights
+  transfer  --strategy (as `headstart train` by default) from the pre-trained weights
   scratch   the same architecture from random weights
   classic   logistic regression on small pixels or HOG (images), TF-IDF (texts): seconds
 
@@ -38,9 +39,10 @@ def add_compare(sub) -> None:
     p.add_argument("--backbone", help="a zoo name (see `headstart models`; default "
                    "efficientnet_lite0 for images, minilm_l6 for texts) or a source model "
                    "directory from `headstart pretrain`")
-    p.add_argument("--strategy", default=d.strategy, choices=["fine_tune", "gradual",
-                                                             "contrastive", "linear_probe"],
-                   help="the transfer arm's strategy (default fine_tune)")
+    p.add_argument("--strategy", default=d.strategy, choices=[
+        s for s in STRATEGIES if s != "scratch"],
+                   help=f"the transfer arm's strategy (default {d.strategy}, as for `headstart "
+                   "train`)")
     p.add_argument("--epochs", type=int, default=d.epochs,
                    help=f"gradient epochs of every arm (default {d.epochs})")
     p.add_argument("--seeds", type=int, default=1, help="train every arm this many times "
@@ -53,6 +55,9 @@ def add_compare(sub) -> None:
     p.add_argument("--test-fraction", type=float, help="share of DATA held out for testing "
                    "when there is no --test (default 0.25)")
     p.add_argument("--image-size", default="auto", help="pixels, or auto (measured once)")
+    p.add_argument("--cut", default=d.cut, choices=["auto", "none"],
+                   help="images: auto (default) measures earlier layer cuts too, once, and "
+                   "every arm uses the network chosen; none: the whole network")
     p.add_argument("--fail-on-negative", action="store_true",
                    help=f"exit with status {EXIT_NEGATIVE} when the verdict is negative transfer")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
@@ -89,8 +94,8 @@ def run_compare(args) -> int:
         raise ConfigError("--test-fraction has no effect with --test; pass one of them")
     cfg = TrainConfig(
         backbone=args.backbone, strategy=args.strategy, epochs=args.epochs, lr=args.lr,
-        unfreeze=args.unfreeze, image_size=args.image_size, batch_size=args.batch_size,
-        val_fraction=args.val_fraction, seed=args.seed, patience=args.patience,
+        unfreeze=args.unfreeze, cut=args.cut, image_size=args.image_size,
+        batch_size=args.batch_size, val_fraction=args.val_fraction, seed=args.seed, patience=args.patience,
         flip=not args.no_flip, augment=not args.no_augment, weights=args.weights,
         skip_bad=args.skip_bad, text_column=args.text_column, label_column=args.label_column,
         encoding=args.encoding, truncate=args.truncate, l2sp=args.l2sp)
