@@ -87,6 +87,8 @@ def test_cli_writes_a_complete_report(tiny_report, animals):
         h = a["history"][0]  # preparation time is counted in the first epoch
         assert h["seconds"] >= h["prepare_seconds"] >= 0
         assert a["train_examples"] == 100 and a["val_examples"] == 20  # the same split
+    assert {rep["arms"][a]["backbone"] for a in ("probe", "transfer", "scratch")} == {
+        rep["backbone"]}  # the input measured once, for every arm
     c = {a: rep["arms"][a]["compute"]["flops"] for a in ("probe", "transfer", "scratch")}
     assert 0 < c["probe"] < c["transfer"] and c["scratch"] > 0
     m = rep["arms"]["classic"]["model"]
@@ -122,6 +124,8 @@ def test_summary_matches_the_json(tiny_report):
     assert lines[-1] == f"report: {out / 'report.html'}"
     check_sentence_numbers(rep)  # and every number in those sentences is a figure
     assert [ln[:2] for ln in lines if ln[:1].isdigit()] == ["1.", "2.", "3."]
+    assert rep["backbone"].startswith("tiny_cnn")  # or a cut of it, measured once for all arms
+    assert f"1. transferred knowledge alone ({rep['backbone']} at 32 px): frozen probe" in body
 
 
 def test_page_shows_what_the_json_says(tiny_report, tmp_path):

@@ -98,6 +98,7 @@ def _arm_entry(runs: list[dict], y, k: int, target: float, flops: float | None) 
         entry["model"] = first["model"]
     else:
         entry["compute"] = _compute(first, flops)
+        entry["backbone"] = first["metrics"].get("backbone")  # the same for every neural arm
         entry["forgetting"] = first["metrics"].get("forgetting")
     return entry
 

@@ -126,7 +126,10 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(("warning: " if v.get("forgetting") else "note: ") + v["forgetting_reason"])
     if v.get("degenerate_reason"):
         lines.append(f"warning: {v['degenerate_reason']}")
-    one = f"1. transferred knowledge alone: frozen probe {_pct(a['probe'])}"
+    size = (report.get("budget") or {}).get("image_size")
+    net = f" ({report['backbone']}" + (f" at {size} px)" if size else ")") \
+        if report.get("backbone") else ""
+    one = f"1. transferred knowledge alone{net}: frozen probe {_pct(a['probe'])}"
     z = report.get("zero_shot") or {}
     if z.get("accuracy") is not None:
         one += (f"; zero-shot {z['accuracy']:.1%} over {z['classes_mapped']} of "
