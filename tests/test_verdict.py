@@ -68,6 +68,12 @@ def test_fine_tune_below_the_probe_recommends_the_probe_and_no_green_banner():
         "positive", "probe", "probe", True)
     assert v["banner"] == "caution" and v["headline"].startswith("Use the frozen probe")
     assert "9.3 points below the frozen probe" in v["forgetting_reason"]
+    small = decide(arms(probe=0.80, transfer=0.79, scratch=0.1, classic=0.7), {
+        **diffs(arms(probe=0.80, transfer=0.79, scratch=0.1, classic=0.7)),
+        "transfer-probe": {"diff": -0.01, "lo": -0.02, "hi": -0.0004}}, chance=0.1,
+        n_test=500, setting=SETTING)
+    assert "(95% CI -2.0 to -0.04 points)" in small["forgetting_reason"]  # not "to -0.0"
+    check_sentence_numbers({"verdict": small})
     tie = verdict(arms(probe=0.80, transfer=0.79, scratch=0.1, classic=0.7))
     assert (tie["use"], tie["forgetting"], tie["banner"]) == ("probe", False, "caution")
     assert "not above the frozen probe" in tie["forgetting_reason"]

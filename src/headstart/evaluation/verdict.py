@@ -270,7 +270,10 @@ def _pct(v: float) -> str:
 
 
 def _pts(share: float, *, sign: bool = True) -> str:
-    return f"{100 * share:+.1f}" if sign else f"{100 * share:.1f}"
+    """Percentage points, one decimal; two where one would show a non-zero bound as 0.0 (an
+    interval "to -0.0" reads as touching zero when it does not)."""
+    digits = 2 if share and abs(100 * share) < 0.05 else 1
+    return f"{100 * share:+.{digits}f}" if sign else f"{100 * share:.{digits}f}"
 
 
 def _x(f: float) -> str:
