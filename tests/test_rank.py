@@ -134,11 +134,11 @@ def test_resamples_are_stratified_halves_without_repeats():
 
 @pytest.fixture(scope="module")
 def animals():
-    """5 animal-mnist classes x 10 real images, in memory."""
+    """5 animal-mnist classes x 20 real images, in memory."""
     from headstart.data.shipped import ANIMAL_CLASSES, load_animal_mnist
 
     images, labels = load_animal_mnist()
-    idx = np.concatenate([np.flatnonzero(labels == c)[:10] for c in range(5)])
+    idx = np.concatenate([np.flatnonzero(labels == c)[:20] for c in range(5)])
     return list(images[idx]), [ANIMAL_CLASSES[c] for c in labels[idx]]
 
 
@@ -153,21 +153,32 @@ def one_thread():
 
 @pytest.mark.integration
 def test_random_control_ranks_last_on_real_images(animals, one_thread):
+    """On scale-invariant scores the random control is judged on its information: random
+    convolutions do see silhouettes (its probe accuracy is far above chance, 20%), yet it
+    ranks last. With 100 images LogME's intervals are wide, so whether it is *clearly* beaten
+    is left to the notes (measured: it is not, on this sample)."""
     images, labels = animals
     lines = []
     result = rank(images, labels=labels, image_size=64, n_boot=4, engine="torch",
                   candidates="efficientnet_lite0,efficientnet_lite0@stage6,"
                              "random:efficientnet_lite0", progress=False, log=lines.append)
     assert [r.candidate.random for r in result.results] == [False, False, True]
-    assert not result.notes  # no warning: the control is clearly beaten
     rows = {r.name: r for r in result.results}
-    full, cut = rows["efficientnet_lite0"], rows["efficientnet_lite0@stage6"]
+    full, cut, ctrl = (rows[n] for n in ("efficientnet_lite0", "efficientnet_lite0@stage6",
+                                         "random:efficientnet_lite0"))
     assert full.scores["logme"].lo < full.scores["logme"].value < full.scores["logme"].hi
     assert full.scores["leep"] is not None and cut.scores["leep"] is None
     assert (full.dim, cut.dim) == (1280, 192)
+    assert 0.4 < ctrl.probe < min(full.probe, cut.probe)  # not 0.000: its scale is not held
+    assert ctrl.scores["knn"].value < min(full.scores["knn"].value, cut.scores["knn"].value)
+    assert (full.prior, cut.prior, ctrl.prior) == (0.751, 0.751, None)
+    assert all(n.startswith("warning: the best candidate") for n in result.notes)
     table = result.table()
     assert "higher is better" in table and "out-of-domain proxy" in table
-    assert "LogME ↑ (rank)" in table and len(lines) == 4
+    assert "LogME ↑ (rank)" in table and len(lines) == 4 + len(result.notes)
+    assert "k-NN acc ↑" in table and "probe acc" in table and "75.1%" in table
+    assert "agreement with the probe accuracy (Kendall tau over the 2 " not in table
+    assert "cannot tell: fewer than 3 pre-trained candidates scored (2)" in table
     rec = recommend(result, log=lines.append)
     # the best-scored candidate, under a name train takes (on these silhouettes: the cut)
     assert rec.backbone == result.results[0].name and lines[-1].startswith("recommendation:")
@@ -264,3 +275,97 @@ def test_no_clear_margin_over_the_control_says_so():
     assert "random weights" in rec.reason and "headstart compare" in rec.reason
     with pytest.raises(ConfigError, match="besides the random control"):
         decide(_result([("random:efficientnet_lite0", 0.1, 0.01)]))
+
+
+# ----------------------------------------------------------------------------- controls
+
+def _cand_features(f, y):
+    from headstart.transferability.candidates import CandidateFeatures
+    return CandidateFeatures(f.astype(np.float32), None, list(range(len(y))), seconds=0.1,
+                             from_cache=0, gflops=0.0)
+
+
+def test_scores_do_not_see_the_features_scale():
+    """A random-init network's features have a spread of about 5e-9: every score (and the
+    k-NN control and the probe) must judge them on their information, not their scale."""
+    from headstart.transferability.rank import score_features
+    rng = np.random.default_rng(0)
+    y = np.arange(120) % 4
+    f = rng.standard_normal((120, 40)) + 1.5 * np.eye(4)[y] @ rng.standard_normal((4, 40))
+    cand = parse_candidates("tiny_cnn", "image")[0]
+    big, tiny = (score_features(cand, _cand_features(f * s, y), y, n_boot=3)
+                 for s in (1.0, 5e-9))
+    for key in ("logme", "hscore", "knn"):
+        assert big.scores[key].value == pytest.approx(tiny.scores[key].value, rel=1e-4), key
+    assert big.probe == pytest.approx(tiny.probe) and big.probe > 0.9
+    assert big.scores["knn"].value > 0.9
+
+
+def test_knn_control_is_cross_validated_accuracy():
+    from headstart.transferability.controls import knn_accuracy, standardize
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.arange(5), 12)
+    apart = standardize(rng.standard_normal((60, 16)) * 0.1 + 3 * np.eye(16)[y])
+    noise = standardize(rng.standard_normal((60, 16)))
+    assert knn_accuracy(apart, y) == 1.0
+    assert knn_accuracy(noise, y) < 0.45  # chance is 0.2
+    assert knn_accuracy(apart, np.repeat(np.arange(5), 12)[::-1]) == 1.0
+    few = np.array([0, 0, 1, 1, 2, 2])  # two per class: 2 folds, one neighbour
+    assert 0 <= knn_accuracy(standardize(rng.standard_normal((6, 4))), few) <= 1
+
+
+def test_static_prior_is_the_sources_published_imagenet_accuracy():
+    from headstart.transferability.controls import prior_of
+    cands = parse_candidates("efficientnet_lite0,efficientnet_lite2@stage6,"
+                             "random:efficientnet_lite1,tiny_cnn", "image")
+    assert [prior_of(c) for c in cands] == [0.751, 0.776, None, None]
+    assert [prior_of(c) for c in parse_candidates("minilm_l6", "text")] == [None]
+
+
+def _scored(rows):
+    """CandidateResults from (spec, logme, knn, probe) rows."""
+    from headstart.transferability.controls import prior_of
+    cands = parse_candidates([r[0] for r in rows], "image")
+    return [CandidateResult(c, {"logme": Interval(lm, lm - .01, lm + .01), "hscore": None,
+                                "leep": None, "nce": None, "knn": Interval(k, k - .01, k + .01)},
+                            None, 8, 0.1, 0.0, 0, prior=prior_of(c), probe=p)
+            for c, (_, lm, k, p) in zip(cands, rows)]
+
+
+def test_the_table_says_whether_the_learned_scores_beat_the_controls():
+    from headstart.transferability.controls import agreement, verdict_line
+    names = {"logme": "LogME"}
+    specs = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
+             "efficientnet_lite0@stage6", "random:efficientnet_lite0"]
+    probe = [0.80, 0.84, 0.90, 0.70, 0.50]
+    good = _scored([(s, p, 1 - p, p) for s, p in zip(specs, probe)])  # LogME in probe order
+    a = agreement(good, names, n=1000)
+    assert a["taus"]["logme"]["tau"] == pytest.approx(1.0) and a["n_real"] == 4
+    assert a["taus"]["knn"]["tau"] == pytest.approx(-1.0) and a["beats"] is True
+    assert "-> yes, the learned scores beat the controls here (best learned LogME +1.00, " \
+           "best control prior" in verdict_line(a, names)
+    bad = _scored([(s, 1 - p, p, p) for s, p in zip(specs, probe)])  # k-NN in probe order
+    b = agreement(bad, names, n=1000)
+    assert b["beats"] is False and b["best_control"] == "knn"
+    assert "-> no, the learned scores do not beat the controls here" in verdict_line(b, names)
+    close = _scored([(s, p, p, 0.8 + p / 1000) for s, p in zip(specs, probe)])
+    c = agreement(close, names, n=100)
+    assert c["within_noise"] and "no score can order these candidates reliably" in \
+        verdict_line(c, names)
+    result = _result([("efficientnet_lite0", 0.9, 0.02), ("efficientnet_lite1", 0.8, 0.02)])
+    assert "cannot tell: fewer than 3 pre-trained candidates scored (0)" in result.table()
+
+
+def test_cli_rank_shows_the_controls_and_their_json(make_folder, cli):
+    data = make_folder(classes=("a", "b", "c"), n=6)
+    specs = "tiny_cnn,tiny_cnn@block1,tiny_cnn@stem,random:tiny_cnn"
+    r = cli("rank", data, "--candidates", specs, "--n-boot", "3", "--quiet")
+    assert r.rc == 0, r.err
+    assert "k-NN acc ↑" in r.out and "probe acc" in r.out
+    assert "cannot tell: all 3 pre-trained candidates reach the same probe accuracy (1.000)" \
+        in r.out  # four quarters of a picture: any features separate them
+    j = cli("rank", data, "--candidates", specs, "--n-boot", "3", "--json").json()
+    assert j["controls"]["n_real"] == 3 and j["controls"]["probe_range"] == [1.0, 1.0]
+    rows = {row["candidate"]["name"]: row for row in j["results"]}
+    assert rows["random:tiny_cnn"]["prior"] is None and 0 <= rows["tiny_cnn"]["probe"] <= 1
+    assert rows["tiny_cnn"]["scores"]["knn"]["value"] >= 0

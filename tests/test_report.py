@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from headstart.evaluation import indicators as ind
+from headstart.evaluation import verdict as vd
 from headstart.evaluation.metrics import confusion_matrix
 from headstart.evaluation.report import write_report
 from headstart.exceptions import DataError
@@ -34,52 +35,76 @@ def _history(rng, epochs, start, end, sec):
 
 def _arm(y, pred, history, target, seeds, *, strategy, k) -> dict:
     acc, lo, hi = ind.accuracy_ci(y, pred, seed_accs=seeds)
+    out = {"strategy": strategy, "accuracy": acc, "ci": [lo, hi],
+           "seed_accuracies": seeds or [], "history": history,
+           "val_accuracy": max(r["val_acc"] for r in history),
+           "time_to_target": ind.time_to_target(history, target),
+           "confusion": confusion_matrix(y, pred, k)}
+    if strategy == "classic":
+        out["model"] = {"description": "logistic regression on grey pixels at 16x16, C=0.1",
+                        "chosen_by": "5-fold cross-validation on the training part",
+                        "setting": {"size": 16}, "C": 0.1, "folds": 5,
+                        "measured": [{"features": "grey pixels at 16x16", "size": 16, "C": C,
+                                      "cv_accuracy": a} for C, a in ((0.01, 0.55), (0.1, 0.6))]}
+        return out
     backprop = 0 if strategy == "linear_probe" else 900 * len(history)
-    compute = ind.compute_estimate(flops_per_input=0.8e9, forward_inputs=1200,
-                                   backward_inputs=backprop,
-                                   seconds=sum(r["seconds"] for r in history))
-    return {"strategy": strategy, "accuracy": acc, "ci": [lo, hi],
-            "seed_accuracies": seeds or [], "history": history,
-            "time_to_target": ind.time_to_target(history, target), "compute": compute,
-            "confusion": confusion_matrix(y, pred, k)}
+    out["compute"] = ind.compute_estimate(flops_per_input=0.8e9, forward_inputs=1200,
+                                          backward_inputs=backprop,
+                                          seconds=sum(r["seconds"] for r in history))
+    return out
 
 
 def build_report(*, seed: int = 0, with_optional: bool = True) -> dict:
-    """A realistic report from indicators on synthetic predictions: transfer clearly better."""
+    """A realistic report from indicators on synthetic predictions: transfer clearly better
+    than the classic model, which beats scratch."""
     rng = np.random.default_rng(seed)
     k = len(CLASSES)
     y = rng.integers(0, k, 300)
     preds = {"probe": _preds(y, 0.78, rng, k), "transfer": _preds(y, 0.86, rng, k),
-             "scratch": _preds(y, 0.62, rng, k)}
+             "scratch": _preds(y, 0.62, rng, k), "classic": _preds(y, 0.66, rng, k)}
     owl = y == 4
-    preds["transfer"][owl] = _preds(y[owl], 0.6, rng, k)  # one class transfers badly
+    preds["transfer"][owl] = _preds(y[owl], 0.4, rng, k)  # one class transfers badly
     hist = {"probe": _history(rng, 1, 0.77, 0.77, 4.0),
             "transfer": [{"phase": "head", "epoch": 1, "seconds": 4.0, "val_acc": 0.77}]
             + _history(rng, 6, 0.78, 0.87, 30.0),
-            "scratch": _history(rng, 12, 0.25, 0.64, 25.0)}
-    target = ind.default_target(max(r["val_acc"] for r in hist["scratch"]))
+            "scratch": _history(rng, 12, 0.25, 0.64, 25.0),
+            "classic": [{"phase": "classic", "epoch": 1, "seconds": 1.5, "val_acc": 0.67}]}
+    target = ind.default_target(0.67)
     seeds = {"transfer": [0.86, 0.85, 0.875], "scratch": [0.62, 0.60, 0.64]}
     arms = {a: _arm(y, preds[a], hist[a], target, seeds.get(a), strategy=s, k=k)
             for a, s in (("probe", "linear_probe"), ("transfer", "fine_tune"),
-                         ("scratch", "scratch"))}
-    diff = ind.paired_difference(y, preds["transfer"], preds["scratch"],
-                                 seed_accs_a=seeds["transfer"], seed_accs_b=seeds["scratch"])
-    probe_diff = ind.paired_difference(y, preds["transfer"], preds["probe"])
-    report = {"title": "Transfer vs scratch: pets", "data": "data/pets/",
+                         ("scratch", "scratch"), ("classic", "classic"))}
+    accs = {a: seeds.get(a) for a in arms}
+    diffs = {f"{a}-{b}": ind.paired_difference(y, preds[a], preds[b], seed_accs_a=accs[a],
+                                               seed_accs_b=accs[b])
+             for a in ("transfer", "probe") for b in ("probe", "scratch", "classic") if a != b}
+    setting = {"strategy": "fine_tune", "epochs": 6, "modality": "image", "image_size": 224,
+               "native_size": 224}
+    report = {"title": "Transfer vs the best model without it: pets", "data": "data/pets/",
               "backbone": "efficientnet_lite0", "modality": "image", "classes": CLASSES,
-              "target": {"accuracy": target, "rule": "95% of scratch's best val accuracy"},
-              "verdict": ind.verdict(diff, probe_vs_transfer_ci=probe_diff), "arms": arms,
-              "difference": diff, "probe_difference": probe_diff,
-              "speedup": ind.speedup(arms["transfer"]["time_to_target"],
-                                     arms["scratch"]["time_to_target"]),
+              "target": {"accuracy": target, "reference_val_accuracy": 0.67, "fraction": 0.95,
+                         "rule": "95% of the classic model's validation accuracy (67.0%)"},
+              "verdict": vd.decide(arms, diffs, chance=vd.chance_level(y.tolist()), n_test=300,
+                                   setting=setting), "arms": arms,
+              "difference": diffs["transfer-scratch"],
+              "probe_difference": diffs["transfer-probe"],
+              "classic_difference": diffs["transfer-classic"],
+              "speedup": vd.speedup(arms["transfer"]["time_to_target"],
+                                    arms["scratch"]["time_to_target"]),
+              "speedup_classic": vd.speedup(arms["transfer"]["time_to_target"],
+                                            arms["classic"]["time_to_target"],
+                                            other="the classic model", units=("seconds",)),
               "class_drops": {"reference": "probe", "min_drop": 0.05, "rows": ind.per_class_drops(
                   y, preds["transfer"], preds["probe"], CLASSES, min_drop=0.05)},
               "compute_assumptions": arms["transfer"]["compute"]["assumptions"]}
     if with_optional:
         shots = [1, 2, 5, 10, 20]
         tr, sc = [0.55, 0.66, 0.76, 0.82, 0.86], [0.22, 0.28, 0.38, 0.50, 0.62]
-        report["label_curve"] = {"shots": shots, "transfer": tr, "scratch": sc,
-                                 **ind.label_efficiency(shots, tr, sc)}
+        cl = [0.35, 0.45, 0.55, 0.60, 0.66]
+        by_arm = {"scratch": ind.label_efficiency(shots, tr, sc),
+                  "classic": ind.label_efficiency(shots, tr, cl, name="the classic model")}
+        report["label_curve"] = {"shots": shots, "transfer": tr, "scratch": sc, "classic": cl,
+                                 "reference": "classic", **by_arm["classic"], "by_arm": by_arm}
         report["zero_shot"] = {"accuracy": 0.41, "note": "ImageNet labels mapped by WordNet"}
     return report
 
@@ -147,6 +172,89 @@ def check_figures(page: _Figures, data: dict) -> set[str]:
     return {f["data-key"] for f in page.figures}
 
 
+# -- numbers inside sentences ---------------------------------------------------------------
+_NUMBER = re.compile(r"(?<![\w.])[-+]?\d+(?:\.(\d+))?")
+_LEVEL = re.compile(r"95% (CI|interval)")  # the interval level, stated in words
+# strings that are not results: paths and names, and the stated assumptions of the estimate
+NOT_RESULTS = ("title", "data", "backbone", "created", "out", "test.source", "time_note",
+               "compute_assumptions", "predictions", "classes")
+
+
+def numbers_in(text: str) -> list[tuple[float, int]]:
+    """(value, decimals) of every number written in `text`, the "95% CI" level left out."""
+    return [(float(m.group(0)), len(m.group(1) or "")) for m in
+            _NUMBER.finditer(_LEVEL.sub("", text.replace("−", "-")))]
+
+
+def figures_under(obj) -> list[float]:
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
+        return []
+    if isinstance(obj, (int, float)):
+        return [float(obj)]
+    items = obj.values() if isinstance(obj, dict) else obj
+    return [v for x in items for v in figures_under(x)]
+
+
+def check_sentence_numbers(data: dict) -> int:
+    """Every number written in a sentence of the report is a figure stored next to it: in the
+    dict that holds the sentence (nested values included), as a share (x 100 for percent and
+    points) or as is, at the rounding shown. Top-level sentences may cite any figure.
+    Returns how many numbers were checked."""
+    checked, wrong = 0, []
+
+    def visit(obj, path: str, scope):
+        if path in NOT_RESULTS or any(path.startswith(p + ".") for p in NOT_RESULTS) or \
+                ".history." in f".{path}." or path.endswith("compute.assumptions"):
+            return
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                visit(v, f"{path}.{k}" if path else k, obj)
+        elif isinstance(obj, list):
+            for i, v in enumerate(obj):
+                visit(v, f"{path}.{i}", scope)
+        elif isinstance(obj, str):
+            nonlocal checked
+            near = figures_under({k: v for k, v in scope.items() if k != "predictions"})
+            for value, digits in numbers_in(obj):
+                checked += 1
+                tol = 0.5 * 10.0 ** -digits + 1e-9
+                if not any(abs(abs(value) - abs(f * s)) <= tol for f in near for s in (1, 100)):
+                    wrong.append((path, value, obj))
+    visit(data, "", data)
+    assert not wrong, wrong
+    return checked
+
+
+class _Prose(HTMLParser):
+    """The page's visible text outside tagged figures, section badges, scripts and styles."""
+
+    def __init__(self):
+        super().__init__()
+        self.text, self._skip = [], []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        skip = tag in ("script", "style", "title") or "data-key" in a or a.get("class") == "num"
+        if tag in ("span", "script", "style", "title") or self._skip:
+            self._skip.append(skip or bool(self._skip and self._skip[-1]))
+
+    def handle_endtag(self, tag):
+        if tag in ("span", "script", "style", "title") and self._skip:
+            self._skip.pop()
+
+    def handle_data(self, data):
+        if not (self._skip and self._skip[-1]):
+            self.text.append(data)
+
+
+def untagged_numbers(page_html: str) -> list[str]:
+    """Numbers the page writes outside its tagged figures: none is allowed but the level of
+    the intervals ("95% CI"), so every figure a reader sees can be traced to report.json."""
+    p = _Prose()
+    p.feed(page_html)
+    return [f"{v:g}" for v, _ in numbers_in(" ".join(p.text))]
+
+
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
@@ -173,12 +281,37 @@ def test_page_figures_match_the_json(written):
                 "arms.transfer.accuracy", "arms.scratch.ci.1", "arms.probe.accuracy",
                 "zero_shot.accuracy", "difference.diff", "difference.lo", "difference.hi",
                 "target.accuracy", "arms.transfer.time_to_target.epochs",
-                "arms.scratch.time_to_target.seconds", "speedup.epochs", "speedup.seconds",
-                "label_curve.factor", "label_curve.text", "arms.transfer.compute.flops",
+                "arms.scratch.time_to_target.seconds", "speedup.text", "speedup_classic.text",
+                "verdict.headline", "verdict.baseline_reason", "verdict.scratch_reason",
+                "arms.classic.accuracy", "arms.classic.model.description",
+                "arms.classic.model.measured.1.cv_accuracy", "classic_difference.lo",
+                "verdict.difference.diff", "arms.probe.val_accuracy", "label_curve.factor",
+                "label_curve.classic.2", "label_curve.by_arm.scratch.text", "label_curve.text",
+                "arms.transfer.compute.flops",
                 "arms.scratch.compute.co2_g", "compute_assumptions",
                 "class_drops.rows.0.drop", "arms.transfer.seed_accuracies.2"):
         assert key in keys, key
     assert data["verdict"]["label"] == "positive"
+
+
+def test_every_number_in_a_sentence_is_a_figure_next_to_it(written):
+    _, data = written
+    assert check_sentence_numbers(data) > 30
+    v = data["verdict"]
+    assert v["label"] == "positive" and v["baseline"] == "classic" and v["use"] == "transfer"
+    assert f"{100 * v['difference']['diff']:+.1f} points" in v["reason"]
+    bad = json.loads(json.dumps(data))
+    bad["verdict"]["reason"] = bad["verdict"]["reason"].replace(
+        f"{100 * v['difference']['diff']:+.1f}", f"{100 * v['difference']['diff'] + 2.5:+.1f}")
+    with pytest.raises(AssertionError, match="verdict.reason"):
+        check_sentence_numbers(bad)  # the check can fail: a number that is not the figure
+
+
+def test_no_number_on_the_page_is_untagged(written):
+    html_path, _ = written
+    text = html_path.read_text(encoding="utf-8")
+    assert untagged_numbers(text) == []
+    assert untagged_numbers(text.replace("<footer", "<p>17 images</p><footer")) == ["17"]
 
 
 def test_user_strings_are_escaped(tmp_path):
@@ -194,7 +327,7 @@ def test_user_strings_are_escaped(tmp_path):
 def test_absent_sections_are_left_out(tmp_path):
     report = build_report(with_optional=False)
     del report["arms"]["probe"], report["probe_difference"], report["class_drops"]
-    report["verdict"] = ind.verdict(report["difference"])
+    report["verdict"] = {"label": "positive", "reason": "Transfer beats scratch."}  # the minimum
     report["arms"]["scratch"]["history"][0]["val_acc"] = float("nan")
     html_path, json_path = write_report(report, tmp_path / "deeper" / "out")
     data = json.loads(json_path.read_text(encoding="utf-8"))
@@ -244,15 +377,42 @@ def test_page_renders_in_headless_chromium(written, tmp_path):
     assert [f["text"] for f in label] == [data["verdict"]["label"]]
     reason = [f for f in page.figures if f["data-key"] == "verdict.reason"][0]
     assert reason["text"] == data["verdict"]["reason"]
+    # numbers, not only keys: what the browser shows outside the tagged figures has none, and
+    # every number inside a shown sentence is a figure of report.json stored next to it
+    assert untagged_numbers(done.stdout) == []
+    shown = {f["data-key"]: f.get("text", "") for f in page.figures}
+    assert numbers_in(shown["verdict.reason"]) and numbers_in(shown["speedup.text"])
+    check_sentence_numbers(data)
 
 
 def test_negative_transfer_and_forgetting_are_loud(tmp_path):
     report = build_report(with_optional=False)
-    report["difference"] = {"diff": -0.06, "lo": -0.1, "hi": -0.02}
-    report["verdict"] = ind.verdict(report["difference"], probe_vs_transfer_ci={
-        "diff": -0.04, "lo": -0.07, "hi": -0.01})
+    report["verdict"] = vd.decide(*NEGATIVE, chance=0.2, n_test=300, setting={
+        "strategy": "fine_tune", "epochs": 5, "modality": "image", "image_size": 112,
+        "native_size": 224})
     text = write_report(report, tmp_path)[0].read_text(encoding="utf-8")
-    banner = re.search(r'<section class="banner" style="background:(#\w+)">', text)
-    assert banner and banner.group(1) == "#cf222e"
+    banner = re.search(r'<section class="banner" data-banner="(\w+)" style="background:(#\w+)">',
+                       text)
+    assert banner and banner.groups() == ("bad", "#cf222e")
     assert '<p class="warn"><span data-key="verdict.forgetting_reason"' in text
     assert "Negative transfer" in text and "catastrophic forgetting" in text
+    assert "Use the classic model" in text and "a larger --image-size" in text
+
+
+def _arms(**accs):
+    return {a: {"accuracy": v, "ci": [v - 0.04, v + 0.04], "val_accuracy": v,
+                "seed_accuracies": [v]} for a, v in accs.items()}
+
+
+def _diff(a, b):
+    return {"diff": a - b, "lo": a - b - 0.04, "hi": a - b + 0.04}
+
+
+def _diffs(arms):
+    acc = {a: r["accuracy"] for a, r in arms.items()}
+    return {f"{a}-{b}": _diff(acc[a], acc[b]) for a in ("transfer", "probe")
+            for b in ("probe", "scratch", "classic") if a != b}
+
+
+_neg = _arms(probe=0.6, transfer=0.5, scratch=0.21, classic=0.75)
+NEGATIVE = (_neg, _diffs(_neg))

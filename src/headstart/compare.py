@@ -1,10 +1,14 @@
 """`headstart compare`: does transfer help on this data, and by how much?
 
-On one split (a given test set, or a stratified seeded hold-out no arm trains on) three arms
-train with the same budget of gradient epochs: `probe` (frozen pre-trained features + linear
-head), `transfer` (the user's strategy, fine_tune by default) and `scratch` (same architecture,
-random weights). Each is scored on the test part; the report (evaluation/report.py) holds the
-three indicators, the verdict, per-class drops, confusions, compute and the label curve.
+On one split (a given test set, or a stratified seeded hold-out no arm trains on) four arms
+learn from the same training examples: `probe` (frozen pre-trained features + linear head),
+`transfer` (the user's strategy, `headstart train`'s default unless given) and `scratch` (same architecture, random
+weights), with the same budget of gradient epochs, and `classic` (a logistic regression on
+pixels, HOG or TF-IDF, evaluation/classic.py: seconds). Each seed draws the same training /
+validation split for every arm. Each is scored on the test part; the report (built in
+compare_report.py, written by evaluation/report.py) holds the three indicators, the verdict
+against the best model without transfer, per-class drops, confusions, compute and the label
+curve.
 """
 from __future__ import annotations
 
@@ -17,37 +21,31 @@ from pathlib import Path
 import numpy as np
 
 from . import api, modalities
-from .backbones import count_flops, create_backbone, get_config
+from .backbones import get_config
+from .compare_report import ARMS, NEURAL, build_report
 from .data.datasets import stratified_split
 from .evaluation import indicators as ind
-from .evaluation.metrics import confusion_matrix
+from .evaluation.classic import fit_classic
 from .evaluation.report import write_report
 from .evaluation.zero_shot import zero_shot
 from .exceptions import ConfigError, DataError
-from .strategies import build_plan
 from .strategies import STRATEGIES
 from .training import FeatureCache, TrainConfig
-from .training.model import preprocess_for, resolve_backbone
+from .training.model import resolve_backbone
 from .training.rundir import check_out_apart, check_replaceable
 from .training.predict import predict_logits, softmax
-from .training.sizing import choose_image_size
+from .training.sizing import choose_input
 
-ARMS = ("probe", "transfer", "scratch")
-MIN_DROP = 0.05  # per-class drops listed from 5 points
 TRAIN_LINES = ("phase", "early stop", "drift from", "source task")  # api.train's lines shown
-TIME_NOTE = ("Seconds are wall time. Each arm's preparation before its first epoch (feature "
-             "extraction for the probe and transfer arms, reading and checking the inputs for "
-             "scratch) is added to its first epoch, so transfer's head start is not free; "
-             "probe and transfer share one feature cache, so both are charged the larger of "
-             "their two extraction times (features cached by an earlier run are not charged).")
 
 
 def compare(data, out=None, *, labels=None, config: TrainConfig | None = None, test=None,
             test_fraction: float = 0.25, seeds: int = 1, target: float | None = None,
             label_curve=None, overwrite: bool = False, progress: bool = True,
             log=print) -> dict:
-    """Train probe, transfer and scratch on the same split and budget; return the report dict
-    and, with `out`, write out/report.json and out/report.html (all or nothing)."""
+    """Train probe, transfer, scratch and the classic model on the same split (and the first
+    three on the same budget); return the report dict and, with `out`, write out/report.json
+    and out/report.html (all or nothing)."""
     started = time.perf_counter()
     log = log or (lambda *_: None)
     cfg = _check_options(config, test=test, test_fraction=test_fraction, seeds=seeds,
@@ -62,13 +60,14 @@ def compare(data, out=None, *, labels=None, config: TrainConfig | None = None, t
     log(f"compare: {len(pool)} {pool.unit} to train on, {len(y)} to test on ({source})")
     cache = FeatureCache()
     try:
-        _resolve_size(cfg, pool, cache, progress, log)
+        _resolve_input(cfg, pool, cache, progress, log)
         runs, zero = _train_arms(pool, test_ds, y, cfg, seeds, cache, progress, log)
         report = build_report(runs, zero, y, pool, cfg, target=target, test_source=source,
                               test_ds=test_ds)
         if shots:
             report["label_curve"] = _label_curve(shots, pool, test_ds, y, cfg, cache,
-                                                 progress, log)
+                                                 progress, log,
+                                                 baseline=report["verdict"]["baseline"])
     finally:
         cache.close()
     report["seconds"] = round(time.perf_counter() - started, 1)
@@ -83,7 +82,8 @@ def _check_options(config, *, test, test_fraction, seeds, target) -> TrainConfig
     cfg = replace(config or TrainConfig()).validate()
     if cfg.strategy not in STRATEGIES or cfg.strategy == "scratch":
         raise ConfigError(f"strategy {cfg.strategy!r} cannot be the transfer arm (scratch is "
-                          "the baseline); pick fine_tune, gradual, contrastive or linear_probe")
+                          "the baseline); pick "
+                          + ", ".join(s for s in STRATEGIES if s != "scratch"))
     if not (isinstance(cfg.epochs, int) and cfg.epochs >= 1):
         raise ConfigError(f"epochs must be a whole number >= 1, got {cfg.epochs!r}")
     if not cfg.val_fraction > 0:
@@ -129,13 +129,19 @@ def _split(data, labels, test, test_fraction, cfg: TrainConfig):
     return pool, test_ds, source
 
 
-def _resolve_size(cfg: TrainConfig, pool, cache, progress, log) -> None:
-    """One image size for every arm: measured once (indicator-neutral) when 'auto'."""
-    if cfg.input_size != "auto":
-        return
-    size, _, reason = choose_image_size(pool, cfg, cache=cache, progress=progress)
-    cfg.input_size = int(size)
-    log(f"image size: {size}px ({reason})")
+def _resolve_input(cfg: TrainConfig, pool, cache, progress, log) -> None:
+    """One input for every arm: the image size and the layer cut (`--cut auto`) are measured
+    once, on the pool, by the frozen network's cross-validated probe, and every arm trains the
+    network so chosen (scratch: the same architecture from random weights); then `cut` is
+    "none" so no arm measures again."""
+    bcfg = get_config(cfg.backbone)
+    cuts = None if cfg.cut == "auto" and not bcfg.cut_of else ()
+    if bcfg.modality == "image" and (cfg.input_size == "auto" or cuts != ()):
+        size, backbone, _, reason = choose_input(pool, cfg, cache=cache, progress=progress,
+                                                 cuts=cuts)
+        cfg.input_size, cfg.backbone = int(size), backbone
+        log(f"input: {backbone} at {size}px ({reason})")
+    cfg.cut = "none"
 
 
 # -- the arms ------------------------------------------------------------------------------
@@ -143,7 +149,9 @@ def _train_arms(pool, test_ds, y, cfg, seeds, cache, progress, log):
     runs: dict[str, list[dict]] = {a: [] for a in ARMS}
     zero = None
     for s in range(seeds):
-        for arm in ARMS:
+        runs["classic"].append(_classic(pool, test_ds, y, replace(cfg, seed=cfg.seed + s), log,
+                                        f"classic seed {s + 1}"))
+        for arm in NEURAL:
             strategy = {"probe": "linear_probe", "scratch": "scratch"}.get(arm, cfg.strategy)
             # the probe's head learns from the training split only, as transfer's does, so a
             # probe above transfer means forgetting, not more data (no refit on validation)
@@ -169,6 +177,40 @@ def _score(pool, test_ds, y, cfg, cache, progress, log, tag: str) -> dict:
             "history": trained.history, "metrics": trained.metrics, "config": trained.config}
 
 
+def _classic(pool, test_ds, y, cfg, log, tag: str, *, val: bool = True) -> dict:
+    """The classic arm on the training split the neural arms get with this seed (api.train
+    splits `pool` with the same stratified_split), validated on its validation split."""
+    tr, va = stratified_split(pool.labels, cfg.val_fraction if val else 0.0, cfg.seed)
+    train, val_ds = pool.subset(tr), pool.subset(va)
+    model = fit_classic(train, seed=cfg.seed, max_pixels=cfg.max_pixels, skip_bad=cfg.skip_bad)
+    pred = _predict(model, test_ds, pool.classes, cfg)
+    acc = float((pred == y).mean())
+    val_acc = _accuracy(model, val_ds, cfg) if len(va) else None
+    log(f"{tag}: test accuracy {acc:.1%} on {len(y)} examples ({model.describe()}; "
+        f"{model.seconds:.1f} s)")
+    row = {"phase": "classic", "epoch": 1, "seconds": round(model.seconds, 3),
+           "train_acc": _accuracy(model, train, cfg), "val_acc": val_acc}
+    metrics = {"strategy": "classic", "val_accuracy": val_acc, "epochs_run": 0,
+               "train_examples": len(tr), "val_examples": len(va), "prepare_seconds": 0.0,
+               "seconds": round(model.seconds, 3)}
+    return {"pred": pred, "accuracy": acc, "history": [row], "metrics": metrics,
+            "model": model.to_dict()}
+
+
+def _predict(model, ds, classes, cfg) -> np.ndarray:
+    """The classic model's predictions as indices of `classes` (the pool's)."""
+    own = model.predict(ds.sources, max_pixels=cfg.max_pixels)
+    return np.array([classes.index(model.classes[i]) for i in own], np.int64)
+
+
+def _accuracy(model, ds, cfg) -> float:
+    """On the readable examples of `ds` (all of them without --skip-bad)."""
+    pred, kept = model.predict_kept(ds.sources, max_pixels=cfg.max_pixels,
+                                    skip_bad=cfg.skip_bad)
+    y = np.array([model.classes.index(ds.labels[i]) for i in kept])
+    return float((pred == y).mean()) if len(y) else 0.0
+
+
 def _test_probs(trained, test_ds, cache, progress):
     """(probabilities, frozen features or None). A frozen probe's test features come through
     the feature cache and are kept for zero-shot; other arms predict with api.predict_probs."""
@@ -178,153 +220,6 @@ def _test_probs(trained, test_ds, cache, progress):
                                 flip=trained.config.flip, progress=progress, cache=cache,
                                 batch_size=trained.config.batch_size * 2, return_kept=True)
     return softmax(logits), ex.features
-
-
-# -- the report ----------------------------------------------------------------------------
-def build_report(runs, zero, y, pool, cfg, *, target, test_source, test_ds) -> dict:
-    k, classes = len(pool.classes), pool.classes
-    target, rule = (target, "given by the user") if target else _default_target(runs, k)
-    _charge_preparation(runs)
-    flops, unit = _flops_per_input(cfg, pool)
-    arms = {a: _arm_entry(runs[a], y, k, target, flops) for a in ARMS}
-    preds = {a: [r["pred"] for r in runs[a]] for a in ARMS}
-    accs = {a: [r["accuracy"] for r in runs[a]] for a in ARMS}
-    diff = ind.paired_difference(y, preds["transfer"][0], preds["scratch"][0],
-                                 seed_accs_a=accs["transfer"], seed_accs_b=accs["scratch"])
-    pdiff = ind.paired_difference(y, preds["transfer"][0], preds["probe"][0],
-                                  seed_accs_a=accs["transfer"], seed_accs_b=accs["probe"])
-    root = Path(str(pool.root))
-    name = f"{root.parent.name}/{root.name}" if root.name.lower() in ("train", "training") \
-        else root.name or str(root)
-    size_key = modalities.of(pool).size_name
-    seeds = len(runs["probe"])
-    return {
-        "title": f"Transfer vs scratch: {name}", "data": str(pool.root), "backbone": cfg.backbone,
-        "modality": pool.modality, "classes": classes,
-        "test": {"source": test_source, "n": int(len(y))},
-        "budget": {"strategy": cfg.strategy, "epochs": cfg.epochs, size_key: cfg.input_size,
-                   "seeds": seeds, "val_fraction": cfg.val_fraction,
-                   "train_pool": len(pool)},
-        "target": {"accuracy": target, "rule": rule}, "time_note": TIME_NOTE,
-        "verdict": ind.verdict(diff, probe_vs_transfer_ci=pdiff), "arms": arms,
-        "difference": diff, "probe_difference": pdiff,
-        "speedup": ind.speedup(arms["transfer"]["time_to_target"],
-                               arms["scratch"]["time_to_target"]),
-        "class_drops": [_drops(y, preds, ref, classes) for ref in ("scratch", "probe")],
-        "zero_shot": zero,
-        "confusion_note": f"Counts over the {len(y)} test examples" + (
-            f", summed over {seeds} seeds." if seeds > 1 else "."),
-        "compute_assumptions": _compute_note(flops, unit, cfg),
-        "predictions": {"sources": test_ds.describe_sources(), "y": y.tolist(),
-                        **{a: [p.tolist() for p in preds[a]] for a in ARMS}},
-    }
-
-
-def _arm_entry(runs: list[dict], y, k: int, target: float, flops: float) -> dict:
-    first = runs[0]
-    accs = [r["accuracy"] for r in runs]
-    acc, lo, hi = ind.accuracy_ci(y, first["pred"], seed_accs=accs)
-    histories = [_timed(r) for r in runs]
-    return {"strategy": first["config"].strategy, "accuracy": acc, "ci": [lo, hi],
-            "seed_accuracies": accs, "history": histories[0],
-            "time_to_target": ind.time_to_target(histories[0], target),
-            "seed_time_to_target": [ind.time_to_target(h, target) for h in histories],
-            "epochs_run": first["metrics"]["epochs_run"],
-            "prepare_seconds": first["prep"],
-            "train_examples": first["metrics"]["train_examples"],
-            "val_examples": first["metrics"]["val_examples"],
-            "compute": _compute(first, flops),
-            "forgetting": first["metrics"].get("forgetting"),
-            "confusion": sum(confusion_matrix(y, r["pred"], k) for r in runs)}
-
-
-def _default_target(runs, k: int) -> tuple[float, str]:
-    """95% of scratch's best validation accuracy (first seed); when that is within noise of
-    chance (1/k + 2 standard errors on the validation set) it would be reached by guessing,
-    so 95% of transfer's best instead."""
-    best = {a: max((r.get("val_acc") or 0.0) for r in runs[a][0]["history"]) for a in ARMS}
-    n_val = max(1, runs["scratch"][0]["metrics"]["val_examples"])
-    chance = 1.0 / k
-    if best["scratch"] > chance + 2 * (chance * (1 - chance) / n_val) ** 0.5:
-        return ind.default_target(best["scratch"]), (
-            f"95% of scratch's best validation accuracy ({best['scratch']:.1%}, first seed)")
-    return ind.default_target(best["transfer"]), (
-        f"95% of transfer's best validation accuracy ({best['transfer']:.1%}, first seed): "
-        f"scratch's best, {best['scratch']:.1%}, is within noise of chance ({chance:.1%})")
-
-
-def _charge_preparation(runs) -> None:
-    """Probe and transfer extract the same frozen features and the feature cache lets the
-    second reuse the first's, so both are charged the larger preparation time."""
-    for s in range(len(runs["probe"])):
-        shared = max(runs[a][s]["metrics"]["prepare_seconds"] for a in ("probe", "transfer"))
-        for a in ARMS:
-            runs[a][s]["prep"] = runs[a][s]["metrics"]["prepare_seconds"] \
-                if a == "scratch" else shared
-
-
-def _timed(run: dict) -> list[dict]:
-    """The history with the preparation time added to the first row (see TIME_NOTE)."""
-    rows = [dict(r) for r in run["history"]]
-    if rows:
-        rows[0]["seconds"] = round(float(rows[0]["seconds"]) + run["prep"], 3)
-        rows[0]["prepare_seconds"] = run["prep"]
-    return rows
-
-
-def _drops(y, preds, reference: str, classes) -> dict:
-    """Per-class drops of transfer against `reference`, pooled over seeds."""
-    seeds = len(preds["transfer"])
-    rows = ind.per_class_drops(np.tile(y, seeds), np.concatenate(preds["transfer"]),
-                               np.concatenate(preds[reference]), classes, min_drop=MIN_DROP)
-    for r in rows:
-        r["n"] //= seeds
-    out = {"reference": reference, "min_drop": MIN_DROP, "rows": rows}
-    counts = np.bincount(np.concatenate(preds[reference]), minlength=len(classes))
-    if counts.max() > 0.5 * counts.sum():  # a collapsed reference "wins" its favourite class
-        out["note"] = (f"{reference} predicts '{classes[int(counts.argmax())]}' for "
-                       f"{counts.max() / counts.sum():.0%} of test examples: its accuracy on "
-                       "that class is no skill.")
-    return out
-
-
-# -- compute -------------------------------------------------------------------------------
-def _flops_per_input(cfg: TrainConfig, pool) -> tuple[float, str]:
-    size = int(cfg.input_size)
-    flops = float(count_flops(create_backbone(cfg.backbone, pretrained=False, input_size=size),
-                              size))
-    return modalities.of(pool).flops_unit(preprocess_for(cfg), pool.sources, flops)
-
-
-def _compute(run: dict, flops: float) -> dict:
-    """FLOPs of one training run: forward = feature extraction (cached phases) + a validation
-    pass per gradient epoch + the final one; back-propagated = training inputs x epochs."""
-    cfg, m, hist = run["config"], run["metrics"], run["history"]
-    bcfg = get_config(cfg.backbone)
-    plan = build_plan(cfg.strategy, bcfg.layer_groups, epochs=cfg.epochs, lr=cfg.lr,
-                      unfreeze=cfg.unfreeze, modality=bcfg.modality)
-    cached = {p.name for p in plan.phases if p.cached}
-    views = 2 if cfg.flip else 1
-    n_tr, n_va = m["train_examples"], m["val_examples"]
-    grad = sum(r["phase"] not in cached for r in hist)
-    forward = (n_tr + n_va) * views if any(r["phase"] in cached for r in hist) else 0
-    forward += n_va * views * (grad + 1 if grad else 0)
-    seconds = float(m["seconds"]) - m["prepare_seconds"] + run["prep"]  # shared extraction
-    return ind.compute_estimate(flops_per_input=flops, forward_inputs=forward,
-                                backward_inputs=n_tr * grad, seconds=seconds)
-
-
-def _compute_note(flops: float, unit: str, cfg: TrainConfig) -> str:
-    views = " x 2 flip views" if cfg.flip else ""
-    return (f"One training run per arm (the first seed); {flops / 1e9:.3g} GFLOPs per input "
-            f"({unit}). Forward-only inputs = feature extraction of the training and validation "
-            f"examples{views} (arms with a cached head phase) + a validation pass per gradient "
-            "epoch and a final one; back-propagated inputs = training examples x gradient epochs "
-            "run; FLOPs = per input x (forward + 3 x back-propagated). Test scoring is not "
-            "counted (the same for every arm). Energy = wall time (feature extraction charged "
-            f"to both arms that use it) x {ind.CPU_WATTS:g} W CPU package power (memory, power "
-            f"supply, cooling not counted); CO2 = energy x {ind.GRID_G_PER_KWH:g} g/kWh (IEA "
-            "2019 world average).")
 
 
 # -- writing -------------------------------------------------------------------------------
@@ -384,13 +279,15 @@ def parse_label_curve(spec, pool) -> list[tuple[str, int | None]]:
     return points
 
 
-def _label_curve(points, pool, test_ds, y, cfg, cache, progress, log) -> dict:
-    """Transfer and scratch trained on nested subsets of k examples per class (no validation
-    split: every example trains, for the full epoch budget), scored on the same test set."""
+def _label_curve(points, pool, test_ds, y, cfg, cache, progress, log, *,
+                 baseline: str) -> dict:
+    """Transfer, scratch and the classic model trained on nested subsets of k examples per
+    class (no validation split: every example trains, for the full epoch budget), scored on
+    the same test set."""
     rng = np.random.default_rng(cfg.seed)
     order = {c: rng.permutation([i for i, v in enumerate(pool.labels) if v == c]).tolist()
              for c in pool.classes}
-    shots, acc = [], {"transfer": [], "scratch": []}
+    shots, acc = [], {"transfer": [], "scratch": [], "classic": []}
     for label, k in points:
         idx = sorted(i for ids in order.values() for i in (ids if k is None else ids[:k]))
         shots.append(k if k is not None else round(len(idx) / len(order), 2))
@@ -399,9 +296,18 @@ def _label_curve(points, pool, test_ds, y, cfg, cache, progress, log) -> dict:
             run = _score(pool.subset(idx), test_ds, y, c, cache, progress, log,
                          f"label curve {label}/class {arm}")
             acc[arm].append(run["accuracy"])
-    note = (f"Each point trains transfer ({cfg.strategy}) and scratch on the first k examples "
-            "per class of one seeded order (nested subsets), with no validation split and no "
-            f"early stopping ({cfg.epochs} gradient epochs), first seed only; all points are "
-            f"scored on the same {len(y)} test examples.")
+        run = _classic(pool.subset(idx), test_ds, y, cfg, log, f"label curve {label}/class "
+                       "classic", val=False)
+        acc["classic"].append(run["accuracy"])
+    note = (f"Each point trains transfer ({cfg.strategy}), scratch and the classic model on the "
+            "first k examples per class of one seeded order (nested subsets), with no "
+            f"validation split and no early stopping ({cfg.epochs} gradient epochs), first seed "
+            f"only; all points are scored on the same {len(y)} test examples.")
+    by_arm = {a: ind.label_efficiency(shots, acc["transfer"], acc[a], name=_CURVE_NAMES[a])
+              for a in ("scratch", "classic")}
     return {"shots": shots, "labels": [label for label, _ in points], **acc,
-            **ind.label_efficiency(shots, acc["transfer"], acc["scratch"]), "note": note}
+            "reference": baseline, **by_arm[baseline], "by_arm": by_arm, "note": note,
+            "epochs": cfg.epochs, "n_test": len(y)}
+
+
+_CURVE_NAMES = {"scratch": "scratch", "classic": "the classic model"}

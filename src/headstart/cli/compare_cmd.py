@@ -13,14 +13,17 @@ from .options import add_options, config_from_args
 EXIT_NEGATIVE = 3
 
 EPILOG = """\
-three arms, same split, same budget of gradient epochs:
+four arms on the same split (the first three with the same budget of gradient epochs):
   probe     frozen pre-trained features + linear head (and zero-shot where labels map)
-  transfer  --strategy (fine_tune by default) from the pre-trained weights
+  transfer  --strategy (as `headstart train` by default) from the pre-trained weights
   scratch   the same architecture from random weights
+  classic   logistic regression on small pixels or HOG (images), TF-IDF (texts): seconds
 
-The verdict is printed first: positive, none (within noise) or negative, from the 95%
-interval of transfer - scratch on the test part. report.json and report.html are written
-into --out, complete or not at all.
+The verdict is printed first: which model to use, and whether transfer beats the best model
+without it (classic or scratch, whichever is better on validation) beyond noise: positive,
+none (within noise) or negative, from the 95% interval on the test part. A scratch arm at
+chance did not learn and is not counted. report.json and report.html are written into
+--out, complete or not at all.
 
 exit status: 0 on success; 2 on a usage or data error (one line on stderr);
 3 with --fail-on-negative when the verdict is negative transfer; 130 when interrupted.
@@ -73,29 +76,39 @@ def run_compare(args) -> int:
 
 
 def summary_lines(report: dict) -> list[str]:
-    """The verdict first, then the three indicators, the label factor and the report path."""
+    """The verdict and what to use first, then the three indicators, the label factor and the
+    report path. Every figure is report.json's, formatted as on the page."""
     v, a = report["verdict"], report["arms"]
     lines = [f"verdict: {v['label']}. {v['reason']}"]
-    if v.get("forgetting"):
-        lines.append(f"warning: {v['forgetting_reason']}")
-    one = f"1. transferred knowledge alone: frozen probe {_pct(a['probe'])}"
+    lines += [f"  {v[k]}" for k in ("advice", "baseline_reason", "scratch_reason") if v.get(k)]
+    if v.get("forgetting_reason") and v.get("recipe") == "probe":  # what to use instead
+        lines.append(("warning: " if v.get("forgetting") else "note: ") + v["forgetting_reason"])
+    if v.get("degenerate_reason"):
+        lines.append(f"warning: {v['degenerate_reason']}")
+    size = (report.get("budget") or {}).get("image_size")
+    net = f" ({report['backbone']}" + (f" at {size} px)" if size else ")") \
+        if report.get("backbone") else ""
+    one = f"1. transferred knowledge alone{net}: frozen probe {_pct(a['probe'])}"
     z = report.get("zero_shot") or {}
     if z.get("accuracy") is not None:
         one += (f"; zero-shot {z['accuracy']:.1%} over {z['classes_mapped']} of "
                 f"{z['classes_total']} classes")
     lines.append(one)
     t = report["target"]["accuracy"]
-    lines.append(f"2. time to {t:.1%} validation accuracy: transfer "
-                 f"{_ttt(a['transfer']['time_to_target'])}, scratch "
-                 f"{_ttt(a['scratch']['time_to_target'])}. {report['speedup']['text']}")
-    d = report["difference"]
-    lines.append(f"3. test accuracy: transfer {_pct(a['transfer'])}, scratch "
-                 f"{_pct(a['scratch'])}; transfer - scratch {100 * d['diff']:+.1f} points "
+    times = ", ".join(f"{name} {_ttt(a[arm]['time_to_target'], arm)}" for arm, name in (
+        ("transfer", "transfer"), ("scratch", "scratch"), ("classic", "classic")) if arm in a)
+    speed = " ".join(report[k]["text"] for k in ("speedup", "speedup_classic") if report.get(k))
+    lines.append(f"2. time to {t:.1%} validation accuracy: {times}. {speed}")
+    shown = "; ".join(f"{name} {_pct(a[arm])}" for arm, name in (
+        ("transfer", "transfer"), ("probe", "probe"), ("classic", "classic"),
+        ("scratch", "scratch")) if arm in a)
+    d = v.get("difference") or report["difference"]
+    what = f"{v.get('recipe', 'transfer')} - {v.get('baseline', 'scratch')}"
+    lines.append(f"3. test accuracy: {shown}; {what} {100 * d['diff']:+.1f} points "
                  f"(95% CI {100 * d['lo']:+.1f} to {100 * d['hi']:+.1f})")
     lc = report.get("label_curve")
     if lc:
-        more = "> " if lc["lower_bound"] else ""
-        lines.append(f"label efficiency: factor {more}{lc['factor']:.1f}: {lc['text']}")
+        lines.append(f"label efficiency: {lc['text']}")
     if report.get("out"):
         lines.append(f"report: {Path(report['out']) / 'report.html'}")
     return lines
@@ -106,7 +119,14 @@ def _pct(arm: dict) -> str:
     return f"{arm['accuracy']:.1%} (95% CI {lo:.1%} to {hi:.1%})"
 
 
-def _ttt(t: dict) -> str:
+def _ttt(t: dict, arm: str) -> str:
+    if arm == "classic":  # no epochs: one fit
+        return (f"one fit of {t['seconds']:.1f} s" if t["reached"] else
+                f"not reached (one fit of {t['total_seconds']:.1f} s)")
     if not t["reached"]:
-        return f"not reached in {t['total_epochs']} epochs / {t['total_seconds']:.1f} s"
-    return f"{t['epochs']} epoch(s) / {t['seconds']:.1f} s"
+        return f"not reached in {_n(t['total_epochs'])} / {t['total_seconds']:.1f} s"
+    return f"{_n(t['epochs'])} / {t['seconds']:.1f} s"
+
+
+def _n(epochs: int) -> str:
+    return f"{epochs} epoch" + ("" if epochs == 1 else "s")

@@ -18,6 +18,13 @@ default backbone, and a random-initialisation control that should rank last), or
   random:efficientnet_lite0     the architecture with random weights (a control)
   runs/my-source                a source model from `headstart pretrain` (or a model folder)
 Use the recommendation directly with `headstart train DATA --backbone auto`.
+
+Below the scores, the controls a learned score must beat: a k-NN accuracy on the frozen
+features (cross-validated on your data) and a static prior (the source's published ImageNet
+top-1; none for texts), with the yardstick they are judged by (the leave-one-out accuracy of a
+ridge linear probe) and each score's Kendall tau with it: the last line says whether LogME and
+the others beat the controls on this data. Every candidate's features are rescaled first, so
+the random control is judged on its information, not on its tiny scale.
 """
 
 

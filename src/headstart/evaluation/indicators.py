@@ -1,4 +1,4 @@
-"""The statistics behind `headstart compare`: is transfer better than training from scratch?
+"""The statistics behind `headstart compare`: is transfer better than the models without it?
 
 Pure NumPy. Every function takes plain lists or arrays and returns JSON-ready dicts of floats,
 ints, strings and None, so a report can store them as they are.
@@ -81,44 +81,6 @@ def paired_difference(y, pred_a, pred_b, *, n_boot: int = 1000, seed: int = 0,
     return {"diff": diff, "lo": float(lo), "hi": float(hi)}
 
 
-def verdict(diff_ci: dict, *, probe_vs_transfer_ci: dict | None = None) -> dict:
-    """Negative transfer or not, from the transfer-minus-scratch interval.
-
-    `diff_ci` is `paired_difference(y, pred_transfer, pred_scratch)`; `probe_vs_transfer_ci`,
-    when there is a probe, is `paired_difference(y, pred_transfer, pred_probe)` (transfer
-    minus probe). Fine-tuning that ends below the frozen probe beyond noise is a sign of
-    catastrophic forgetting. Returns label ("positive", "negative", "none (within noise)"),
-    reason, forgetting (True, False, or None when there is no probe) and forgetting_reason.
-    """
-    d, lo, hi = _interval(diff_ci, "diff_ci")
-    ci = f"(95% CI {_pts(lo)} to {_pts(hi)} points)"
-    if lo > 0:
-        label = "positive"
-        reason = f"Transfer beats training from scratch by {_pts(d)} points {ci}."
-    elif hi < 0:
-        label = "negative"
-        reason = (f"Negative transfer: the pre-trained start ends {_pts(-d, sign=False)} "
-                  f"points below training from scratch {ci}.")
-    else:
-        label = "none (within noise)"
-        reason = (f"Transfer and scratch differ by {_pts(d)} points {ci}, an interval that "
-                  "includes zero: no difference beyond noise.")
-    forgetting, why = None, None
-    if probe_vs_transfer_ci is not None:
-        f, flo, fhi = _interval(probe_vs_transfer_ci, "probe_vs_transfer_ci")
-        fci = f"(95% CI {_pts(flo)} to {_pts(fhi)} points)"
-        forgetting = fhi < 0
-        if forgetting:
-            why = (f"Fine-tuning ends {_pts(-f, sign=False)} points below the frozen-feature "
-                   f"probe {fci}: a sign of catastrophic forgetting. Try lower learning "
-                   "rates for the early layers, or gradual unfreezing.")
-        else:
-            why = (f"Fine-tuning is not below the frozen-feature probe beyond noise "
-                   f"({_pts(f)} points, 95% CI {_pts(flo)} to {_pts(fhi)}).")
-    return {"label": label, "reason": reason, "forgetting": forgetting,
-            "forgetting_reason": why}
-
-
 def time_to_target(history: list[dict], target: float) -> dict:
     """Epochs and cumulative seconds until validation accuracy first reaches `target`.
 
@@ -150,33 +112,9 @@ def default_target(scratch_best: float) -> float:
     return 0.95 * float(scratch_best)
 
 
-def speedup(t_transfer: dict, t_scratch: dict) -> dict:
-    """How many times fewer epochs and seconds transfer needs to reach the target.
-
-    Inputs are `time_to_target` results. When scratch never reaches the target, its whole
-    budget stands in and the figures are lower bounds ("lower_bound": True). None where
-    transfer never reaches it (no speed-up to claim) or a time is zero.
-    """
-    if not t_transfer.get("reached"):
-        return {"epochs": None, "seconds": None, "lower_bound": False,
-                "text": "Transfer never reached the target accuracy: no speed-up."}
-    bound = not t_scratch.get("reached")
-    key = "total_" if bound else ""
-    out = {"lower_bound": bound}
-    for unit in ("epochs", "seconds"):
-        a, b = t_transfer[unit], t_scratch[key + unit]
-        out[unit] = round(b / a, 3) if a and b else None
-    more = "> " if bound else ""
-    shown = [f"{more}{_times(out[u])} fewer {u}" for u in ("epochs", "seconds") if out[u]]
-    out["text"] = ("Transfer reaches the target with " + " and ".join(shown) + "."
-                   if shown else "Too little timing to compare.")
-    if bound:
-        out["text"] += " Scratch never reached it within its budget."
-    return out
-
-
-def label_efficiency(shots, acc_transfer, acc_scratch) -> dict:
-    """How many more labels scratch needs to match transfer at the smallest shot count.
+def label_efficiency(shots, acc_transfer, acc_scratch, *, name: str = "scratch") -> dict:
+    """How many more labels `name` (scratch, or the classic model) needs to match transfer at
+    the smallest shot count.
 
     `shots` are increasing labelled examples per class; the accuracies are test accuracies at
     each. The scratch curve is interpolated linearly in log(shots) to find where it first
@@ -203,16 +141,18 @@ def label_efficiency(shots, acc_transfer, acc_scratch) -> dict:
     factor = float(needed / k0)
     k = _shots(k0)
     if bound:
-        text = (f"scratch needs > {_times(factor)} more labels to match transfer at {k} "
-                f"(transfer {goal:.1%}; scratch reaches only {asc.max():.1%} "
+        text = (f"{name} needs more than {_times(factor)} as many labels to match transfer at {k} "
+                f"(transfer {goal:.1%}; {name} reaches only {asc.max():.1%} "
                 f"by {_shots(s[-1])})")
     elif factor <= 1.0:
-        text = f"scratch matches transfer already at {k}: no saving in labels"
+        text = f"{name} matches transfer already at {k}: no saving in labels"
     else:
-        text = (f"scratch needs {_times(factor)} more labels to match transfer at {k} "
-                f"(transfer {goal:.1%}; scratch gets there at about {_shots(needed)})")
+        text = (f"{name} needs {_times(factor)} as many labels to match transfer at {k} "
+                f"(transfer {goal:.1%}; {name} gets there at about {_shots(needed)})")
     return {"factor": round(factor, 3), "lower_bound": bound, "at_shots": _num_value(k0),
-            "scratch_shots": round(float(needed), 2), "text": text}
+            "scratch_shots": round(float(needed), 2), "transfer_at_shots": float(goal),
+            "best_reached": float(asc.max()), "last_shots": _num_value(s[-1]),
+            "reference_name": name, "text": text}
 
 
 def per_class_drops(y, pred_transfer, pred_reference, classes, *,
@@ -312,17 +252,6 @@ def _seed_noise(acc: float, n_boot: int, rng, seed_accs) -> tuple[float, np.ndar
     return float(s.mean()), s.std(ddof=1) / math.sqrt(len(s)) * t
 
 
-def _interval(ci: dict, name: str) -> tuple[float, float, float]:
-    try:
-        d, lo, hi = float(ci["diff"]), float(ci["lo"]), float(ci["hi"])
-    except (KeyError, TypeError, ValueError):
-        raise DataError(f"{name} must be a dict with numbers 'diff', 'lo' and 'hi' (as "
-                        f"paired_difference returns); got {ci!r}.") from None
-    if not lo <= hi:
-        raise DataError(f"{name} has lo={lo} above hi={hi}.")
-    return d, lo, hi
-
-
 def _check_boot(n_boot) -> None:
     if not isinstance(n_boot, (int, np.integer)) or n_boot < 100:
         raise ConfigError(f"n_boot must be an integer >= 100 for a 95% interval; got "
@@ -332,11 +261,6 @@ def _check_boot(n_boot) -> None:
 def _check_share(v, name: str) -> None:
     if not (isinstance(v, (int, float, np.number)) and 0 <= v <= 1):
         raise ConfigError(f"{name} must be an accuracy in [0, 1]; got {v!r}.")
-
-
-def _pts(share: float, *, sign: bool = True) -> str:
-    """A share as percentage points: 0.0123 -> '+1.2'."""
-    return f"{100 * share:+.1f}" if sign else f"{100 * share:.1f}"
 
 
 def _times(f: float) -> str:

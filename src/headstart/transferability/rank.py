@@ -23,6 +23,8 @@ from ..training.features import FeatureCache
 from ..training.sizing import sample_per_class
 from .candidates import (Candidate, CandidateFeatures, by_network, network_features,
                          parse_candidates)
+from .controls import (agreement, format_controls, knn_accuracy, prior_of, probe_accuracy,
+                       standardize, unit_rms)
 from .registry import ranking_scores
 from .scores import hscore_rows as _hscore_rows  # noqa: F401  (its former home)
 from .similarity import frechet_distance, mmd
@@ -49,6 +51,10 @@ class Interval:
     def __str__(self) -> str:
         return f"{self.value:.3f} [{self.lo:.3f}, {self.hi:.3f}]"
 
+    def clipped(self, lo: float, hi: float) -> "Interval":
+        """The interval cut to the score's range (an accuracy stays in [0, 1])."""
+        return Interval(self.value, max(lo, self.lo), min(hi, self.hi))
+
 
 @dataclass
 class CandidateResult:
@@ -60,6 +66,8 @@ class CandidateResult:
     seconds: float  # features + scores
     from_cache: int
     frechet: float | None = None
+    prior: float | None = None  # the static prior (controls.prior_of)
+    probe: float | None = None  # the yardstick: leave-one-out ridge probe accuracy
 
     @property
     def name(self) -> str:
@@ -84,9 +92,14 @@ class RankResult:
 
     __str__ = table
 
+    def controls(self) -> dict:
+        """Do the learned scores beat the k-NN and prior controls here (controls.agreement)."""
+        return agreement(self.results, SCORE_NAMES)
+
     def to_dict(self) -> dict:
-        """Plain data (for JSON): every field, candidates and intervals as dicts."""
-        return asdict(self)
+        """Plain data (for JSON): every field, candidates and intervals as dicts, and the
+        agreement of each score with the probe yardstick ("controls")."""
+        return {**asdict(self), "controls": self.controls()}
 
 
 def rank(data, *, candidates="all", labels=None, max_per_class: int | None = None,
@@ -172,24 +185,30 @@ def _source(source_sample, modality: str, rows: int, seed: int):
 
 def score_features(cand: Candidate, cf: CandidateFeatures, y: np.ndarray, *, n_boot: int = 10,
                    seed: int = 0, source: np.ndarray | None = None) -> CandidateResult:
-    """Every score of one candidate's features, each with its resampling interval; the domain
-    column from `source` features when given, else from the source head's confidence."""
+    """Every score of one candidate's rescaled features (see controls.py), each with its
+    resampling interval, the k-NN control and the probe yardstick; the domain column from
+    `source` features when given, else from the source head's confidence."""
     start = time.perf_counter()
     yk = np.unique(y[cf.kept], return_inverse=True)[1]
-    f, p = cf.features.astype(np.float64), cf.source_probs
+    f, z, p = unit_rms(cf.features), standardize(cf.features), cf.source_probs
     fns: dict[str, tuple | None] = {
         **_ranking_fns(f, p, yk),
+        "knn": (lambda idx: knn_accuracy(z[idx], yk[idx], seed=seed),
+                lambda: knn_accuracy(z, yk, seed=seed)),
         "domain": None if p is None else (lambda idx: float(p[idx].max(1).mean()),
                                           lambda: float(p.max(1).mean()))}
     draws = resamples(yk, n_boot, seed)
     with _one_blas_thread():
         scores = {k: None if fn is None else _interval(fn, draws) for k, fn in fns.items()}
+        scores["knn"] = scores["knn"].clipped(0.0, 1.0)  # an accuracy
         domain, frechet = scores.pop("domain"), None
-        if source is not None:
-            domain, frechet = _domain_distance(source.astype(np.float64), f, n_boot, seed)
+        probe = probe_accuracy(z, yk)
+        if source is not None:  # distances between the raw features of the two samples
+            domain, frechet = _domain_distance(source.astype(np.float64),
+                                               cf.features.astype(np.float64), n_boot, seed)
     return CandidateResult(cand, scores, domain, f.shape[1], cf.gflops,
                            cf.seconds / (cf.shared + 1) + time.perf_counter() - start,
-                           cf.from_cache, frechet)
+                           cf.from_cache, frechet, prior_of(cand), probe)
 
 
 def _ranking_fns(f: np.ndarray, p: np.ndarray | None, yk: np.ndarray) -> dict:
@@ -294,4 +313,4 @@ def format_table(result: RankResult) -> str:
         lines.append(f"{i:>2}  {r.name[:30]:<30} {r.candidate.kind:<10} {r.dim:>5} "
                      f"{r.gflops:>6.2f}  {cells}  {dom}")
     lines.append(DOMAIN_NOTES[result.domain_method])
-    return "\n".join(lines + result.notes)
+    return "\n".join(lines + [""] + format_controls(result, SCORE_NAMES) + result.notes)
