@@ -136,7 +136,7 @@ def _resolve_input(cfg: TrainConfig, pool, cache, progress, log) -> None:
     "none" so no arm measures again."""
     bcfg = get_config(cfg.backbone)
     cuts = None if cfg.cut == "auto" and not bcfg.cut_of else ()
-    if bcfg.modality == "image" and (cfg.input_size == "auto" or cuts != ()):
+    if modalities.of(bcfg).measures_input and (cfg.input_size == "auto" or cuts != ()):
         size, backbone, _, reason = choose_input(pool, cfg, cache=cache, progress=progress,
                                                  cuts=cuts)
         cfg.input_size, cfg.backbone = int(size), backbone
