@@ -72,7 +72,27 @@ def test_temperature_scaling_recovers_overconfidence():
     assert T == pytest.approx(3.0, rel=0.15)
     cal = calibrate(true * 3, y)
     assert cal["ece_after"] < cal["ece_before"] / 2
+    assert cal["log_loss_after"] < cal["log_loss_before"] and "note" not in cal
     assert expected_calibration_error(p, y) < 0.05
+
+
+def test_a_temperature_that_does_not_help_held_out_examples_is_not_kept():
+    """Half the validation logits 4x too sharp and half 4x too flat, on average about right:
+    the temperature fitted on one half makes the other half worse, so the cross-fitted log
+    loss rises, T stays 1 and the run says so."""
+    from headstart.training.calibrate import describe_calibration
+    rng = np.random.default_rng(1)
+    n = 400
+    y0 = rng.integers(0, 3, n)
+    true = rng.standard_normal((n, 3)) + 1.5 * np.eye(3)[y0]
+    p = np.exp(true) / np.exp(true).sum(1, keepdims=True)
+    y = np.array([rng.choice(3, p=row) for row in p])
+    halves = np.random.default_rng(0).permutation(n)  # the split calibrate(seed=0) draws
+    scale = np.ones(n)
+    scale[halves[: n // 2]], scale[halves[n // 2:]] = 4.0, 0.25
+    cal = calibrate(true * scale[:, None], y, seed=0)
+    assert cal["temperature"] == 1.0 and cal["log_loss_after"] == cal["log_loss_before"]
+    assert describe_calibration(cal).startswith("calibration: none kept")
 
 
 def test_head_divides_by_its_temperature_and_old_heads_load():

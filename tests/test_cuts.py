@@ -101,3 +101,28 @@ def test_real_cut_runs_on_onnx_runtime_and_trains(animals, cli, tmp_path):
     assert r.rc == 0, r
     acc = json.loads(cli("evaluate", run, test, "--json").out)["accuracy"]
     assert acc > 0.4  # 10 classes: chance is 0.1
+
+
+def test_a_cut_is_chosen_only_on_clear_paired_evidence():
+    """A cut must beat the whole network on the same examples by more than 2 standard errors
+    of the paired difference: 4 points on 50 images (two images) keep the whole network, 15
+    points on 200 images choose the cut, and a tie keeps the whole network."""
+    from headstart.training.sizing import _pick, clear_win
+
+    def right(n, wrong):
+        r = np.ones(n, dtype=bool)
+        r[list(wrong)] = False
+        return r
+    whole, cut = right(50, range(10)), right(50, range(8))  # 80% vs 84%
+    assert not clear_win(cut, whole)
+    whole, cut = right(200, range(60)), right(200, range(30, 60))  # 70% vs 85%
+    assert clear_win(cut, whole) and not clear_win(whole, cut)
+    assert not clear_win(whole, whole)
+    rows = [{"image_size": s, "backbone": b, "cv_accuracy": float(r.mean()),
+             "relative_compute": 1.0} for s in (112, 224) for b, r in
+            (("net@stage6", cut), ("net", whole))]
+    assert _pick(rows, "net", [cut, whole, cut, whole]) == (112, "net@stage6")
+    small_cut, small_whole = right(50, range(8)), right(50, range(10))
+    rows50 = [dict(r, cv_accuracy=float(x.mean())) for r, x in
+              zip(rows, [small_cut, small_whole] * 2)]
+    assert _pick(rows50, "net", [small_cut, small_whole] * 2) == (112, "net")

@@ -4,10 +4,13 @@ layer cuts of it (one forward pass taps them all).
 
 - Size: the smallest size within TOLERANCE of the best wins (compute grows with the square of
   the size).
-- Cut: the whole network is kept unless a cut beats it by more than TOLERANCE. Early layers
-  are more general than late ones (Yosinski et al. 2014): on data far from the source task
-  (small grey silhouettes for an ImageNet network, say) a cut can transfer clearly better, and
-  it is cheaper; on near data the whole network wins, and a tie keeps it.
+- Cut: the whole network is kept unless a cut beats it clearly: by more than TOLERANCE and
+  by more than CUT_EVIDENCE standard errors of the paired difference (the same examples,
+  scored right or wrong by both), so that on a few dozen images, where one image is two
+  points and the best of several candidates wins by luck, the whole network stays. Early
+  layers are more general than late ones (Yosinski et al. 2014): on data far from the source
+  task (small grey silhouettes for an ImageNet network, say) a cut can transfer clearly
+  better, and it is cheaper; on near data the whole network wins, and a tie keeps it.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from .features import FeatureCache, FeatureExtractor
 from .headfit import fit_linear_head, head_logits
 
 TOLERANCE = 0.01
+CUT_EVIDENCE = 2.0  # standard errors a cut must win by (about 97.5% one-sided)
 
 
 def candidate_sizes(native: int, minimum: int) -> list[int]:
@@ -41,17 +45,25 @@ def sample_per_class(labels: list[str], per_class: int, seed: int) -> list[int]:
 
 
 def cv_accuracy(features: np.ndarray, y: np.ndarray, k: int, *, C: float, seed: int) -> float:
+    return float(cv_correct(features, y, k, C=C, seed=seed).mean())
+
+
+def cv_correct(features: np.ndarray, y: np.ndarray, k: int, *, C: float,
+               seed: int) -> np.ndarray:
+    """Whether each example is predicted right by the head fitted on the other folds
+    (stratified k-fold; the folds depend on y and seed only, so two feature sets of the same
+    examples are scored on the same folds and can be compared example by example)."""
     rng = np.random.default_rng(seed)
     folds = np.zeros(len(y), dtype=int)
     for c in np.unique(y):  # stratified folds
         idx = rng.permutation(np.flatnonzero(y == c))
         folds[idx] = np.arange(len(idx)) % k
-    correct = 0
+    right = np.zeros(len(y), dtype=bool)
     for f in range(k):
         tr, te = folds != f, folds == f
         W, b = fit_linear_head(features[tr], y[tr], int(y.max()) + 1, C=C, seed=seed)
-        correct += int((head_logits(features[te], W, b).argmax(1) == y[te]).sum())
-    return correct / len(y)
+        right[te] = head_logits(features[te], W, b).argmax(1) == y[te]
+    return right
 
 
 def choose_image_size(ds: LabelledData, cfg, *, cache: FeatureCache | None, progress: bool,
@@ -83,21 +95,23 @@ def choose_input(ds: LabelledData, cfg, *, cache: FeatureCache | None, progress:
                                            f"{'native' if cfg.input_size == 'auto' else 'given'}"
                                            " size and the whole network")
     compute = _relative_compute(cfg.backbone, cuts)
-    rows = []
+    rows, right = [], []
     for size in sizes:
         measured = _measure(sub, cfg, size, cuts, cache=cache, progress=progress)
         if measured is None:
             return fallback, cfg.backbone, [], ("too few readable images to measure; using "
                                                 "the native size and the whole network")
-        for cut, acc in measured:
+        for cut, correct in measured:
             rows.append({"image_size": size, "backbone": _name(cfg.backbone, cut),
-                         "cv_accuracy": round(acc, 4),
+                         "cv_accuracy": round(float(correct.mean()), 4),
                          "relative_compute": round(compute[cut] * (size / native) ** 2, 2)})
-    size, backbone = _pick(rows, cfg.backbone)
+            right.append(correct)
+    size, backbone = _pick(rows, cfg.backbone, right)
     what = ("sizes" if len(sizes) > 1 else f"{sizes[0]}px") + (" and cuts" if cuts else "")
     reason = (f"{k}-fold linear-probe accuracy on {len(sub)} images over {what}; smallest "
               f"size within {TOLERANCE:.0%} of the best"
-              + ("; a cut only where it beats the whole network by more" if cuts else ""))
+              + (f"; a cut only where it beats the whole network by more than {TOLERANCE:.0%} "
+                 f"and {CUT_EVIDENCE:g} standard errors" if cuts else ""))
     return size, backbone, rows, reason
 
 
@@ -105,25 +119,40 @@ def _name(backbone: str, cut: str | None) -> str:
     return backbone if cut is None else f"{backbone}@{cut}"
 
 
-def _pick(rows: list[dict], whole: str) -> tuple[int, str]:
-    """The whole network unless a cut's best beats the whole network's by more than
-    TOLERANCE; then, for that network, the smallest size within TOLERANCE of its best."""
-    def best(name):
-        return max(r["cv_accuracy"] for r in rows if r["backbone"] == name)
+def _pick(rows: list[dict], whole: str, right: list[np.ndarray]) -> tuple[int, str]:
+    """The whole network unless a cut wins clearly (see clear_win); then, for the network
+    chosen, the smallest size within TOLERANCE of its best. `right[i]`: which sampled
+    examples row i's probe got right (the same examples in every row)."""
+    def best(name):  # the row of `name` with the best accuracy
+        return max((i for i, r in enumerate(rows) if r["backbone"] == name),
+                   key=lambda i: rows[i]["cv_accuracy"])
     chosen = whole
-    cut_rows = [r for r in rows if r["backbone"] != whole]
+    cut_rows = [i for i, r in enumerate(rows) if r["backbone"] != whole]
     if cut_rows:
-        top = max(cut_rows, key=lambda r: (r["cv_accuracy"], -r["relative_compute"]))
-        if top["cv_accuracy"] > best(whole) + TOLERANCE:
-            chosen = top["backbone"]
+        top = max(cut_rows, key=lambda i: (rows[i]["cv_accuracy"],
+                                           -rows[i]["relative_compute"]))
+        if clear_win(right[top], right[best(whole)]):
+            chosen = rows[top]["backbone"]
+    top_acc = rows[best(chosen)]["cv_accuracy"]
     within = [r for r in rows if r["backbone"] == chosen
-              and r["cv_accuracy"] >= best(chosen) - TOLERANCE]
+              and r["cv_accuracy"] >= top_acc - TOLERANCE]
     return min(r["image_size"] for r in within), chosen
 
 
+def clear_win(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether predictions right/wrong `a` beat `b` on the same examples by more than
+    TOLERANCE and by more than CUT_EVIDENCE standard errors of the paired difference."""
+    if len(a) != len(b) or len(a) < 2:
+        return False
+    d = a.astype(float) - b.astype(float)
+    se = float(d.std(ddof=1) / np.sqrt(len(d)))
+    return d.mean() > TOLERANCE and d.mean() > CUT_EVIDENCE * se
+
+
 def _measure(sub, cfg, size: int, cuts: tuple[str, ...], *, cache, progress):
-    """[(cut or None, cv accuracy)] at one size from one forward pass (cuts tapped on the
-    way), or None when fewer than two classes were readable."""
+    """[(cut or None, which examples its cross-validated probe got right)] at one size from
+    one forward pass (cuts tapped on the way), or None when fewer than two classes were
+    readable."""
     net = create_backbone(cfg.backbone, input_size=size, weights=cfg.weights)
     run = CutBackbone(net, cuts, keep_output=True) if cuts else net
     pre = modalities.of(net).preprocess(net.config, size)
@@ -136,7 +165,7 @@ def _measure(sub, cfg, size: int, cuts: tuple[str, ...], *, cache, progress):
         return None
     k = min(5, int(np.bincount(y).min()))
     parts = np.split(ex.features, np.cumsum(run.dims)[:-1], axis=2) if cuts else [ex.features]
-    return [(cut, cv_accuracy(np.ascontiguousarray(f), y, k, C=cfg.C, seed=cfg.seed))
+    return [(cut, cv_correct(np.ascontiguousarray(f), y, k, C=cfg.C, seed=cfg.seed))
             for cut, f in zip((*run.groups, None) if cuts else (None,), parts)]
 
 
