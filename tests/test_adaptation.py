@@ -30,21 +30,44 @@ def test_interpolate_is_the_straight_line_and_keeps_counters():
     assert int(interpolate(start, end, 0.5)["n"]) == 9
 
 
+def _flags(n, right):
+    r = np.zeros(n, dtype=bool)
+    r[:right] = True
+    return r
+
+
 def test_choose_mix_takes_the_best_and_a_tie_keeps_the_smaller_mix():
     model = torch.nn.Linear(2, 2)
     start = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
     end = {k: torch.ones_like(v) for k, v in model.state_dict().items()}
-    accs = {0.0: 0.8, 0.25: 0.9, 0.5: 0.9, 0.75: 0.85, 1.0: 0.7}
+    right = {0.0: 80, 0.25: 90, 0.5: 90, 0.75: 85, 1.0: 70}  # of 100 validation examples
     seen = []
 
     def validate(alpha):
         seen.append(alpha)
         assert float(model.weight.detach()[0, 0]) == pytest.approx(alpha)  # the mix is loaded
-        return {"val_acc": accs[alpha], "val_loss": 1.0}
-    alpha, rows = choose_mix(model, start, end, validate,
-                             known={0.0: {"val_acc": 0.8, "val_loss": 1.0}})
-    assert alpha == 0.25 and 0.0 not in seen and [r["alpha"] for r in rows] == sorted(accs)
+        return {"val_acc": right[alpha] / 100, "val_loss": 1.0,
+                "right": _flags(100, right[alpha])}
+    alpha, rows = choose_mix(model, start, end, validate)
+    # 0.25 beats the probe by 10 examples (3.3 standard errors); 0.5 ties it and is larger
+    assert alpha == 0.25 and seen == sorted(right) and [r["alpha"] for r in rows] == seen
     assert float(model.weight.detach()[0, 0]) == pytest.approx(0.25)
+    assert rows[0]["behind_best"] == pytest.approx(0.1) and rows[0]["se"] == pytest.approx(
+        0.0302, abs=1e-3)
+
+
+def test_choose_mix_keeps_the_smaller_mix_within_one_standard_error():
+    """One validation image in twenty is five points, but within one standard error (5
+    points) of the best: the probe stays; three images (15 points, 2.2 SE) do not."""
+    model = torch.nn.Linear(2, 2)
+    start = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
+    end = {k: torch.ones_like(v) for k, v in model.state_dict().items()}
+    for gain, expect in ((1, 0.0), (3, 1.0)):
+        right = {0.0: 14, 1.0: 14 + gain}
+        alpha, rows = choose_mix(model, start, end, lambda a: {
+            "val_acc": right[a] / 20, "val_loss": 1.0, "right": _flags(20, right[a])},
+            alphas=(0.0, 1.0))
+        assert alpha == expect, (gain, rows)
 
 
 def test_a_constant_feature_is_not_blown_up_by_standardisation():

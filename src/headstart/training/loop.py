@@ -117,26 +117,25 @@ class Trainer:
         """Keep the mix of the probe and the best tuned weights that validation prefers (see
         mixing.py); log and record every mix's scores. Under the pair objective each mix is
         judged by a head fitted on its own embeddings, which the final head phase reuses."""
-        (start, at_start), (end, at_end) = self.start, self.tuned
+        (start, _), (end, _) = self.start, self.tuned
         pairs = any(p.objective == "pairs" for p in self.plan.phases)
-        feats = {0.0: (train.features, val.features), 1.0: self._fresh}
+        feats = {}
 
         def validate(alpha: float) -> dict:
             if not pairs:
-                return self._validate(val)
+                return self._validate(val, right=True)
             feats[alpha] = (self._embed(train), self._embed(val))
-            return self._fit_head(feats[alpha][0], train.y, feats[alpha][1], val.y)[0]
+            scores, logits = self._fit_head(feats[alpha][0], train.y, feats[alpha][1], val.y)
+            return {**scores, "right": logits.argmax(1) == val.y}
 
-        alpha, rows = choose_mix(self.model, start, end, validate,
-                                 known={0.0: at_start, 1.0: at_end})
+        alpha, rows = choose_mix(self.model, start, end, validate)
         if pairs:
             self._fresh = feats.get(alpha)
         self.mix = {"alpha": alpha, "mixes": rows}
         what = "tuned encoder" if pairs else "fine-tuned weights"
         self.log(f"mix of the probe (0) and the {what} (1), on validation: "
                  + "  ".join(f"{r['alpha']:g}: {r['val_acc']:.4f}" for r in rows)
-                 + f"; kept {alpha:g}" + (" (the probe: adapting did not help here)"
-                                          if alpha == 0 else ""))
+                 + f"; kept {alpha:g}" + _mix_reason(alpha, rows))
 
     def _cached_phase(self, pi: int, phase: Phase, train: Split, val: Split) -> None:
         t0 = time.perf_counter()
@@ -304,10 +303,13 @@ class Trainer:
             return {"pair_loss": row.pop("train_loss"), **row}
         return {**row, "train_acc": correct / max(seen, 1)}
 
-    def _validate(self, val: Split) -> dict:
+    def _validate(self, val: Split, *, right: bool = False) -> dict:
         logits = predict_logits(self.model, val.ds, self.pre, flip=self.cfg.flip, engine="torch",
                                 batch_size=self.cfg.batch_size * 2, progress=False)
-        return _scores("val", logits, val.y)
+        scores = _scores("val", logits, val.y)
+        if right:  # which examples it gets right, for the paired comparison of mixes
+            scores["right"] = np.asarray(logits).argmax(1) == np.asarray(val.y)
+        return scores
 
     # -- bookkeeping ------------------------------------------------------------------------
     def _end_epoch(self, pi: int, epoch: int, row: dict, t0: float, *, optimizer) -> bool:
@@ -371,6 +373,14 @@ class Trainer:
         self.start, self.tuned = ckpt.get("start"), ckpt.get("tuned")
         self.mix = ckpt.get("mix")
         return ckpt["phase"], ckpt["epoch"]
+
+
+def _mix_reason(alpha: float, rows: list[dict]) -> str:
+    best = max(rows, key=lambda r: (r["val_acc"], -r["val_loss"], -r["alpha"]), default=None)
+    if best is None or best["alpha"] == alpha:
+        return " (the probe: adapting did not help here)" if alpha == 0 else ""
+    return (f" (within one standard error of the best, {best['alpha']:g}: the mix closer to "
+            "the pre-trained weights" + (", the probe)" if alpha == 0 else ")"))
 
 
 def _scores(prefix: str, logits: np.ndarray, y: np.ndarray) -> dict:
