@@ -14,7 +14,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -227,8 +226,8 @@ def test_torchrun_linear_probe_on_animal_mnist_matches_one_process(animals, tmp_
             "--quiet"]
     assert main([*map(str, args), "--out", str(tmp_path / "one")]) == 0
     env = {**os.environ, **ENV, "HEADSTART_CACHE": str(tmp_path / "cache")}
-    proc = subprocess.run(torchrun(*args, "--out", tmp_path / "two", port=free_port()), env=env, capture_output=True, text=True,
-                          timeout=400)
+    proc = subprocess.run(torchrun(*args, "--out", tmp_path / "two", port=free_port()),
+                          env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-2000:]
     one, two = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in ("one", "two"))
     assert two["backbone"] == one["backbone"] and two["val_accuracy"] == one["val_accuracy"]
