@@ -88,6 +88,33 @@ def trained_bytes(size: int) -> tuple[int, int]:
     return sum(p.numel() for p in params), sum(p.numel() * p.element_size() for p in params)
 
 
+def _all_reduce_worker(r: int, port: str, nbytes: int, reps: int, out: str) -> None:
+    import torch
+    import torch.distributed as td
+    torch.set_num_threads(1)
+    td.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=r, world_size=2)
+    grad = torch.ones(nbytes // 4)
+    td.all_reduce(grad)  # warm-up: connections, buffers
+    times = []
+    for _ in range(reps):
+        td.barrier()
+        t0 = time.perf_counter()
+        td.all_reduce(grad)
+        times.append(time.perf_counter() - t0)
+    if r == 0:
+        Path(out).write_text(json.dumps(times))
+    td.destroy_process_group()
+
+
+def measured_all_reduce(nbytes: int, reps: int) -> float:
+    """Best seconds of one gloo all-reduce of `nbytes` between two local processes."""
+    import torch.multiprocessing as mp
+    with C.temp_dir("headstart-bench-ar-") as tmp:
+        mp.spawn(_all_reduce_worker, args=("29790", nbytes, reps, str(tmp / "t.json")),
+                 nprocs=2, join=True)
+        return min(json.loads((tmp / "t.json").read_text()))
+
+
 def cluster_table(step_seconds: float, nbytes: int) -> str:
     rows = []
     for nodes in (2, 4, 8, 16):
@@ -123,6 +150,10 @@ def main() -> None:
     n_params, nbytes = trained_bytes(args.size)
     print(f"all-reduce per step: {n_params:,} trained parameters = {nbytes / 2**20:.1f} MiB "
           "of fp32 gradients")
+    best = measured_all_reduce(nbytes, 3 if args.quick else 10)
+    print(f"measured here: one gloo all-reduce of those bytes between 2 local processes takes "
+          f"{best * 1e3:.1f} ms (best of {3 if args.quick else 10}), "
+          f"{nbytes * 8 / best / 1e9:.1f} Gb/s of gradient through loopback and memory copies")
     step = base["epoch"] / steps
     print(f"measured compute of one step on one process (epoch / steps, validation "
           f"included): {step * 1e3:.0f} ms")
