@@ -1,34 +1,239 @@
-"""The trainer runs unchanged under torchrun: two CPU processes (gloo), one run directory."""
+"""headstart under torchrun (gloo, CPU, two processes): the epoch sampler's shards, extraction
+sharded and gathered (each example once, one ONNX export, the cache written by rank 0), the
+same metrics as one process, a killed job that resumes on both ranks, one run directory."""
 from __future__ import annotations
 
+import json
 import os
+import signal
+import socket
+import sqlite3
 import subprocess
 import sys
+import time
+from collections import Counter
+from pathlib import Path
 
 import pytest
-from conftest import TINY
+import torch
+import torch.multiprocessing as mp
+from conftest import TINY, history_rows, write_folder
+
+from headstart.training import distributed as dist
+
+ENV = {"OMP_NUM_THREADS": "1"}
 
 
-@pytest.mark.parametrize("strategy,port", [("fine_tune", "29517"), ("contrastive", "29518")])
-def test_torchrun_two_processes_write_one_complete_run(strategy, port, make_folder, tmp_path):
-    data = make_folder(classes=("a", "b"), n=8)
+def free_port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
+def torchrun(*args, port: str, **kw) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+            "--master-port", port, "-m", "headstart", *map(str, args)]
+
+
+# -- the epoch sampler ---------------------------------------------------------------------------
+@pytest.mark.parametrize("n,world", [(30, 2), (31, 2), (31, 4), (5, 3)])
+def test_epoch_shards_cover_every_example_once_plus_at_most_world_minus_one(n, world):
+    one = list(dist.EpochSampler(n, seed=7, epoch=3, replicas=1, index=0))
+    shards = [list(dist.EpochSampler(n, seed=7, epoch=3, replicas=world, index=r))
+              for r in range(world)]
+    assert len({len(s) for s in shards}) == 1  # equal steps in every process
+    counts = Counter(i for s in shards for i in s)
+    assert set(counts) == set(range(n))
+    assert sum(counts.values()) - n == (-n) % world < world  # the padding, by wrapping
+    # the processes' k-th examples are one process's consecutive examples: the same batches
+    interleaved = [s[k] for k in range(len(shards[0])) for s in shards]
+    assert interleaved[:n] == one
+    assert list(dist.EpochSampler(n, seed=7, epoch=4, replicas=1, index=0)) != one
+
+
+def test_per_process_batch_keeps_the_effective_batch_and_blocks_partition():
+    assert dist.per_rank_batch(32) == 32 and dist.block(10) == range(10)  # one process
+
+
+# -- two processes in this test, over gloo ---------------------------------------------------------
+def _worker(r: int, port: str, tmp: str, dropout_off: bool) -> None:
+    os.environ.update(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=port, HEADSTART_CACHE=str(Path(tmp) / "cache"), **ENV)
+    torch.set_num_threads(1)
+    if dropout_off:
+        torch.nn.Dropout.forward = lambda self, x: x
+    dist.init_from_env()
+    result = {"extraction": _extract(Path(tmp)), "train": _train(Path(tmp))}
+    (Path(tmp) / f"rank{r}.json").write_text(json.dumps(result))
+
+
+def _extract(tmp: Path) -> dict:
+    from headstart.backbones import create_backbone
+    from headstart.data.datasets import from_folder
+    from headstart.training import FeatureCache, FeatureExtractor, features
+    from headstart.training.config import TrainConfig
+    from headstart.training.extract import extract_features
+    from headstart.training.model import preprocess_for
+
+    exports, puts, rows = [], [], []
+    real_export, real_call = features.export_onnx, FeatureExtractor.__call__
+    features.export_onnx = lambda *a: (exports.append(1), real_export(*a))[1]
+    FeatureExtractor.__call__ = lambda self, b: (rows.append(len(b)), real_call(self, b))[1]
+    extractor = FeatureExtractor(create_backbone("tiny_cnn", input_size=32),
+                                 onnx_dir=tmp / "onnx")
+    cache = FeatureCache(tmp / "features.sqlite")
+    real_put = cache.put_many
+    cache.put_many = lambda key, items: (puts.append(len(items)), real_put(key, items))[1]
+    try:
+        ex = extract_features(from_folder(tmp / "data"), extractor,
+                              preprocess_for(TrainConfig(backbone="tiny_cnn", input_size=32)),
+                              views=2, cache=cache, progress=False)
+    finally:
+        features.export_onnx, FeatureExtractor.__call__ = real_export, real_call
+    return {"exports": len(exports), "rows": sum(rows), "puts": sum(puts),
+            "engine": extractor.engine, "per_rank": ex.per_rank, "kept": ex.kept,
+            "features": ex.features.round(5).tolist()}
+
+
+def _train(tmp: Path) -> dict:
+    from headstart import api
+    from headstart.training.config import TrainConfig
+    out = {}
+    for strategy in ("linear_probe", "fine_tune", "contrastive"):
+        cfg = TrainConfig(backbone="tiny_cnn", input_size=32, strategy=strategy,
+                          epochs=3 if strategy != "contrastive" else 1, batch_size=8,
+                          patience=10)
+        run = tmp / "runs" / strategy
+        result = api.train(tmp / "data", run, config=cfg, progress=False, log=lambda *_: None)
+        out[strategy] = {"history": result.history, "metrics": result.metrics,
+                         "wrote": result.run_dir is not None}
+    dist.barrier()  # rank 0 has committed the runs
+    report, _ = api.evaluate(api.load(tmp / "runs" / "fine_tune"), tmp / "data", progress=False)
+    return {**out, "evaluate": report}
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+    """One 2-process job (spawned here, not torchrun) that extracts and trains, with the
+    head's dropout off: dropout masks are the only randomness drawn per step."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    write_folder(tmp / "data", ("a", "b", "c"), 14, size=32, seed=11)  # 42: 30 train, 12 val
+    mp.spawn(_worker, args=(free_port(), str(tmp), True), nprocs=2, join=True)
+    return tmp, [json.loads((tmp / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+def test_extraction_runs_each_example_once_and_rank_0_writes(two_processes):
+    tmp, ranks = two_processes
+    ex = [r["extraction"] for r in ranks]
+    n = 42
+    assert [e["rows"] for e in ex] == [2 * 21, 2 * 21]  # its block, two flip views
+    assert ex[0]["per_rank"] == [21, 21] and ex[0]["kept"] == list(range(n))
+    assert [e["exports"] for e in ex] == [1, 0]  # rank 0 exports, rank 1 loads after a barrier
+    assert [e["engine"] for e in ex] == ["onnxruntime", "onnxruntime"]
+    assert [e["puts"] for e in ex] == [2 * n, 0]  # the cache written by rank 0 alone
+    with sqlite3.connect(tmp / "features.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM features").fetchone()[0] == 2 * n
+    assert ex[0]["features"] == ex[1]["features"]
+
+
+def test_two_processes_give_one_process_metrics(two_processes, monkeypatch, tmp_path):
+    """linear_probe: the same numbers (its head is fitted on the gathered features); fine_tune
+    with dropout off: the same global batches and averaged gradients, within 1e-4."""
+    from headstart import api
+    from headstart.training.config import TrainConfig
+    tmp, ranks = two_processes
+    monkeypatch.setattr(torch.nn.Dropout, "forward", lambda self, x: x)
+    threads = torch.get_num_threads()
+    for strategy in ("linear_probe", "fine_tune"):
+        cfg = TrainConfig(backbone="tiny_cnn", input_size=32, strategy=strategy, epochs=3,
+                          batch_size=8, patience=10)
+        torch.set_num_threads(1)  # as each process (other float sums move Adam's tiny steps)
+        try:
+            one = api.train(tmp / "data", config=cfg, progress=False, log=lambda *_: None)
+        finally:
+            torch.set_num_threads(threads)
+        two = [r["train"][strategy] for r in ranks]
+        assert [t["wrote"] for t in two] == [True, False]
+        assert two[0]["metrics"]["val_accuracy"] == one.metrics["val_accuracy"]
+        tol = 1e-6 if strategy == "linear_probe" else 1e-4
+        for a, b in zip(one.history, two[0]["history"], strict=True):
+            for key in ("train_loss", "val_loss"):
+                assert abs(a[key] - b[key]) < tol, (strategy, key, a, b)
+        d = two[0]["metrics"]["distributed"]
+        assert d["world"] == 2 and d["per_process_batch"] == 4 and d["effective_batch"] == 8
+        assert sum(d["extracted_per_process"]) <= 42 and d["resumed_from"] == [None, None]
+        if strategy == "fine_tune":  # evaluate: each process its block, the same report
+            report, _ = api.evaluate(api.load(tmp / "runs" / strategy), tmp / "data",
+                                     progress=False)
+            assert ranks[0]["train"]["evaluate"] == ranks[1]["train"]["evaluate"] == \
+                json.loads(json.dumps(report))
+    contrastive = [r["train"]["contrastive"] for r in ranks]  # pairs, through DDP too
+    assert [t["wrote"] for t in contrastive] == [True, False]
+    assert [h["phase"] for h in contrastive[0]["history"]] == ["contrastive", "head"]
+    assert sorted(p.name for p in (tmp / "runs").iterdir()) == [
+        "contrastive", "fine_tune", "linear_probe"]
+
+
+# -- torchrun on the command line ------------------------------------------------------------------
+def _kill_rank_1(proc: subprocess.Popen, history: Path, rows: int) -> bool:
+    """SIGKILL the worker of rank 1 once the run's history has `rows` rows."""
+    while proc.poll() is None:
+        if history.is_file() and len(history.read_text().splitlines()) > rows:
+            for pid in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split():
+                env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+                if b"RANK=1" in env:
+                    os.kill(int(pid), signal.SIGKILL)
+                    return True
+        time.sleep(0.01)
+    return False
+
+
+def test_torchrun_job_killed_mid_way_stops_clearly_and_resumes_on_both_ranks(tmp_path):
+    data = write_folder(tmp_path / "data", ("a", "b"), 8)
     out = tmp_path / "runs" / "ddp"
-    # a fresh cache: both ranks export the same ONNX file at once (unique temporary names)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HEADSTART_CACHE": str(tmp_path / "cache")}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", port, "-m", "headstart.cli.main", "train", str(data), "--out",
-         str(out), "--strategy", strategy, "--epochs", "2", *TINY],
-        capture_output=True, text=True, env=env, timeout=300)
+    env = {**os.environ, **ENV, "HEADSTART_CACHE": str(tmp_path / "cache")}
+    args = ["train", data, "--out", out, "--strategy", "fine_tune", "--epochs", "4",
+            "--batch-size", "4", "--patience", "10", *TINY]
+    proc = subprocess.Popen(torchrun(*args, port=free_port()), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed = _kill_rank_1(proc, out.parent / ".ddp.partial" / "history.csv", rows=2)
+    _, err = proc.communicate(timeout=240)
+    assert killed and proc.returncode != 0
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1 and "process 0 of the torchrun job" in lines[0], err[-2000:]
+    assert "run the same command again to resume" in lines[0]
+    assert not out.exists()
+
+    again = subprocess.run(torchrun(*args, port=free_port()), env=env,
+                           capture_output=True, text=True, timeout=240)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "ONNX Runtime unavailable" not in again.stderr
+    assert again.stdout.count("done in") == 1 and "resuming the interrupted run" in again.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    resumed = metrics["distributed"]["resumed_from"]
+    assert resumed[0] == resumed[1] and resumed[0] is not None  # both ranks, one checkpoint
+    assert [r["phase"] for r in history_rows(out)] == ["head"] + ["fine_tune"] * 4
+    assert sorted(p.name for p in out.parent.iterdir()) == ["ddp"]  # no partial, no lock
+
+
+@pytest.mark.integration
+def test_torchrun_linear_probe_on_animal_mnist_matches_one_process(animals, tmp_path):
+    """EfficientNet-Lite0 with its shipped weights on animal-mnist (100 images, 64 px): the
+    two-process job extracts each image once on a fresh cache, one process measures and
+    fits the same probe."""
+    from headstart.cli.main import main
+    root, _ = animals
+    args = ["train", root / "train", "--strategy", "linear_probe", "--image-size", "64",
+            "--quiet"]
+    assert main([*map(str, args), "--out", str(tmp_path / "one")]) == 0
+    env = {**os.environ, **ENV, "HEADSTART_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run(torchrun(*args, "--out", tmp_path / "two", port=free_port()),
+                          env=env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "ONNX Runtime unavailable" not in proc.stderr, proc.stderr[-2000:]
-    assert not (out.parent / ".ddp.lock").exists()
-    assert proc.stdout.count("done in") == 1  # only rank 0 reports
-    assert {p.name for p in out.iterdir()} >= {
-        "config.yaml", "history.csv", "labels.json", "metrics.json", "model.safetensors"}
-    assert not (out.parent / ".ddp.partial").exists()
-    history = (out / "history.csv").read_text().splitlines()
-    assert len(history) == 1 + 1 + 2  # header, head phase, two gradient epochs
-    phases = [row.split(",")[0] for row in history[1:]]
-    assert phases == (["head", "fine_tune", "fine_tune"] if strategy == "fine_tune"
-                      else ["contrastive", "contrastive", "head"])
+    assert "ONNX Runtime unavailable" not in proc.stderr  # one export, loaded by both ranks
+    one, two = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in ("one", "two"))
+    assert two["backbone"] == one["backbone"] and two["val_accuracy"] == one["val_accuracy"]
+    for a, b in zip(history_rows(tmp_path / "one"), history_rows(tmp_path / "two"), strict=True):
+        assert abs(float(a["val_loss"]) - float(b["val_loss"])) < 1e-4
+    extracted = two["distributed"]["extracted_per_process"]
+    assert sum(extracted) == 100 and abs(extracted[0] - extracted[1]) <= 1  # each once

@@ -16,6 +16,7 @@ from .evaluation.zero_shot import imagenet_names
 from .exceptions import DataError
 from .export.runtime import onnx_logits
 from .training import FeatureCache, FeatureExtractor, RunWriter, TrainConfig, read_run
+from .training import distributed as dist
 from .training.extract import extract_features
 from .training.model import TrainedModel, build_model
 from .training.pipeline import fit_run, report_skipped, upgrade_metrics
@@ -84,6 +85,9 @@ def load(run: str | Path) -> TrainedModel:
 
 def evaluate(trained: TrainedModel, data, *, labels=None, skip_bad: bool = False,
              progress: bool = True) -> tuple[dict, list[str]]:
+    """Accuracy and per-class report of `trained` on labelled `data` (under torchrun each
+    process extracts its block of the data; every process gets the whole report)."""
+    dist.init_from_env()
     modalities.check_modality(data, labels, trained.modality, trained.run_dir or "the model")
     ds = modalities.load_dataset(data, labels, skip_bad=skip_bad, min_classes=1,
                                  modality=trained.modality,
@@ -109,7 +113,9 @@ def _logits(trained: TrainedModel, ds, *, skip_bad: bool = False, progress: bool
     """(logits, kept indices, skipped): ONNX Runtime when the run has an export made from its
     current weights (`headstart export`), else the PyTorch model (with `cache`, reading and
     filling the feature cache)."""
-    found = onnx_logits(trained, ds.sources, skip_bad=skip_bad, progress=progress)
+    # under torchrun the PyTorch path, whose extraction is sharded across the processes
+    found = None if dist.active() else onnx_logits(trained, ds.sources, skip_bad=skip_bad,
+                                                   progress=progress)
     if found is not None:
         return found
     logits, ex = predict_logits(trained.model, ds, trained.preprocess, flip=trained.config.flip,

@@ -91,6 +91,10 @@ class ConfigError(HeadstartError, ValueError):
     """An option value that is out of range or does not fit the others."""
 
 
+class ProcessGroupError(HeadstartError, RuntimeError):
+    """A torchrun job that lost one of its processes (the survivors stop with this)."""
+
+
 class ExportError(HeadstartError, RuntimeError):
     """An export that cannot be written or read, or whose parity check failed."""
 

@@ -14,6 +14,7 @@ from ..exceptions import ConfigError
 from ..pretrain import pretrain
 from ..safeio import safe_name  # the data's name becomes a file name in the run
 from ..training.config import TrainConfig
+from ..training.distributed import is_main
 from ..training.options import PRETRAIN, TRAIN
 from .options import add_options, add_reading_options, config_from_args
 
@@ -206,6 +207,8 @@ def run_evaluate(args) -> int:
     trained = _with_reading_args(api.load(args.run), args)
     report, skipped = api.evaluate(trained, args.data, skip_bad=args.skip_bad,
                                    progress=not args.json and sys.stderr.isatty())
+    if not is_main():  # under torchrun rank 0 alone reports and plots
+        return 0
     plot = Path(args.plot) if args.plot else Path(args.run) / \
         f"confusion_{safe_name(Path(args.data).name or 'data', limit=120)}.png"
     plot_confusion(report, plot, title=f"{Path(args.run).name} on {Path(args.data).name}")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..compare import compare
 from ..exceptions import ConfigError
+from ..training.distributed import single_process
 from ..training.options import COMPARE
 from .options import add_options, config_from_args
 
@@ -55,6 +56,7 @@ def add_compare(sub) -> None:
 
 
 def run_compare(args) -> int:
+    single_process("compare")
     if args.test is not None and args.test_fraction is not None:
         raise ConfigError("--test-fraction has no effect with --test; pass one of them")
     cfg = config_from_args(args, COMPARE)

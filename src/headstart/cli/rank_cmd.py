@@ -7,6 +7,7 @@ import json
 
 from ..data.texts import TextOptions
 from ..exceptions import ConfigError
+from ..training import distributed as dist
 from ..transferability.rank import rank
 from ..transferability.recommend import decide
 
@@ -57,7 +58,8 @@ def run_rank(args) -> int:
         raise ConfigError(f"--image-size must be between 8 and 1024 pixels, got {args.image_size}")
     if not 0 <= args.seed < 2**32:
         raise ConfigError(f"--seed must be a whole number from 0 to {2**32 - 1}, got {args.seed}")
-    quiet = args.quiet or args.json
+    dist.init_from_env()  # under torchrun each candidate's features are sharded; rank 0 prints
+    quiet = args.quiet or args.json or not dist.is_main()
     result = rank(args.data, candidates=args.candidates, by=args.by,
                   max_per_class=args.max_per_class, image_size=args.image_size,
                   source_sample=args.source_sample, n_boot=args.n_boot, seed=args.seed,
@@ -65,6 +67,8 @@ def run_rank(args) -> int:
                   text_options=TextOptions(args.text_column, args.label_column, args.encoding),
                   progress=not quiet, log=(lambda *_: None) if quiet else print)
     rec = decide(result)
+    if not dist.is_main():
+        return 0
     if args.json:
         print(json.dumps({**result.to_dict(), "recommendation": rec.__dict__}, default=str))
         return 0

@@ -30,6 +30,8 @@ class Extracted:
     kept: list[int]  # indices into the dataset of the inputs that could be read
     skipped: list[str]  # "source: reason" for each input skipped under skip_bad
     from_cache: int  # how many inputs' features came from the cache
+    # under torchrun: how many inputs each process ran through the backbone (training/extract.py)
+    per_rank: list[int] | None = None
 
 
 class Modality:

@@ -1,17 +1,90 @@
-"""What the trainer needs to run unchanged under torchrun: rank, sharding, reduction, DDP."""
+"""What headstart needs to run under torchrun (PyTorch's own distributed engine): the process
+group, rank and world, the epoch sampler, the per-process batch, collectives on Python objects,
+DistributedDataParallel, and a clear stop when another process of the job dies.
+
+Under torchrun every pass over data is collective: each process extracts its block of the
+examples and the blocks are gathered (training/extract.py); gradient phases train on a
+DistributedSampler's shard with DDP averaging the gradients; rank 0 alone writes the run
+directory and the feature cache. Outside torchrun (no WORLD_SIZE) everything is a no-op."""
 from __future__ import annotations
 
+import contextlib
+import math
 import os
+import shutil
+import signal
+import tempfile
+from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as td
+from torch.utils.data import DistributedSampler
+
+from ..exceptions import ConfigError, ProcessGroupError
+
+LR_RULE = ("per-process batch = ceil(batch_size / world): the effective batch is batch_size "
+           "(rounded up to a multiple of world), so the learning rates are those of one process")
+SAMPLER = ("one permutation per epoch shared by every process, padded by wrapping to a "
+           "multiple of world, then strided: each example once per epoch, plus at most "
+           "world - 1 repeated when the training split does not divide evenly")
+BATCHNORM = ("frozen groups stay in inference mode; pre-trained BatchNorm keeps its running "
+             "statistics (--bn-stats auto/keep), so no batch statistics are computed; layers "
+             "that update them (scratch, --bn-stats update) use each process's local batch "
+             "(SyncBatchNorm does not run on CPU tensors), and DDP broadcasts rank 0's running "
+             "statistics at every step")
 
 
 def init_from_env() -> None:
-    """Join the process group torchrun describes in the environment (no-op otherwise)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and td.is_available() and not active():
-        td.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    """Join the process group torchrun describes in the environment (no-op otherwise): gloo
+    for CPU tensors, with NCCL for CUDA tensors where a GPU is present."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not td.is_available() or active():
+        return
+    backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+    td.init_process_group(backend, timeout=timedelta(minutes=30))
+    signal.signal(signal.SIGTERM, _stopped)
+
+
+def _stopped(signum, frame) -> None:
+    """torchrun stops the surviving processes with SIGTERM when one of them fails."""
+    raise ProcessGroupError(
+        f"process {rank()} of the torchrun job was stopped because another process failed "
+        "(its message and torchrun's summary name it); progress up to the last finished epoch "
+        "is saved: run the same command again to resume")
+
+
+@contextlib.contextmanager
+def guard():
+    """A collective that fails because another process is gone (gloo: connection closed or
+    reset; a timeout) becomes one clear error."""
+    try:
+        yield
+    except RuntimeError as e:
+        if not active() or not _lost_peer(e):
+            raise
+        detail = " ".join(str(e).split())[:160]
+        raise ProcessGroupError(
+            f"process {rank()} of the torchrun job lost contact with the others ({detail}): "
+            "another process stopped (its message and torchrun's summary name it); progress "
+            "up to the last finished epoch is saved: run the same command again to resume"
+        ) from None
+
+
+def _lost_peer(e: RuntimeError) -> bool:
+    """A collective's error (gloo raises plain RuntimeErrors naming its transport)."""
+    text = str(e)
+    return isinstance(e, td.DistError) or any(
+        word in text for word in ("gloo", "Connection reset", "Connection closed", "NCCL"))
+
+
+def single_process(command: str) -> None:
+    """Refuse a command that has no distributed path when torchrun started several."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError(
+            f"`headstart {command}` runs as one process, not under torchrun (WORLD_SIZE="
+            f"{os.environ['WORLD_SIZE']}): run it with plain `headstart {command} ...`; "
+            "`train`, `pretrain`, `evaluate` and `rank` shard across torchrun's processes")
 
 
 def active() -> bool:
@@ -26,22 +99,68 @@ def world() -> int:
     return td.get_world_size() if active() else 1
 
 
+def local_rank() -> int:
+    """This process's rank on its machine (one process per machine writes machine-local
+    files, such as the exported ONNX graph in the cache)."""
+    return int(os.environ.get("LOCAL_RANK", "0")) if active() else 0
+
+
 def is_main() -> bool:
     return rank() == 0
 
 
+def barrier() -> None:
+    if active():
+        td.barrier()
+
+
+def describe() -> dict | None:
+    """What metrics.json records of a job of more than one process (None for one)."""
+    if world() == 1:
+        return None
+    return {"world": world(), "backend": str(td.get_backend()),
+            "nodes": int(os.environ.get("GROUP_WORLD_SIZE", "1")),
+            "lr_rule": LR_RULE, "sampler": SAMPLER, "batchnorm": BATCHNORM}
+
+
+# -- the data of a gradient epoch ---------------------------------------------------------------
+class EpochSampler(DistributedSampler):
+    """torch's DistributedSampler with headstart's epoch order: one permutation of the
+    training split seeded by (seed, epoch) (numpy's, as one process uses it, so that one and
+    several processes see the same global batches), padded by wrapping to a multiple of the
+    world size, this process's share strided (rank, rank + world, ...)."""
+
+    def __init__(self, n: int, *, seed: int, epoch: int = 0, replicas: int | None = None,
+                 index: int | None = None) -> None:
+        super().__init__(range(n), num_replicas=replicas or world(),
+                         rank=rank() if index is None else index, shuffle=True, seed=seed,
+                         drop_last=False)
+        self.set_epoch(epoch)
+
+    def __iter__(self):
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.dataset))
+        order = np.resize(order, self.total_size)  # pad by wrapping, as DistributedSampler does
+        return iter(order[self.rank::self.num_replicas].tolist())
+
+
 def shard(indices, *, seed: int, epoch: int) -> list[int]:
-    """This process's share of a shuffled epoch (every process shuffles identically)."""
+    """This process's share of a shuffled epoch over `indices` (see EpochSampler)."""
     idx = np.asarray(list(indices))
-    order = np.random.default_rng([seed, epoch]).permutation(len(idx))
-    idx = idx[order]
-    n = world()
-    if n > 1:
-        per = int(np.ceil(len(idx) / n))
-        idx = np.resize(idx, per * n)[rank()::n]  # pad by wrapping so shards are equal
-    return idx.tolist()
+    return idx[list(EpochSampler(len(idx), seed=seed, epoch=epoch))].tolist()
 
 
+def per_rank_batch(batch_size: int) -> int:
+    """Examples per step in each process: the effective batch stays batch_size (LR_RULE)."""
+    return max(1, math.ceil(batch_size / world()))
+
+
+def block(n: int) -> range:
+    """This process's contiguous block of n examples (extraction: each example once)."""
+    edges = np.linspace(0, n, world() + 1).round().astype(int)
+    return range(int(edges[rank()]), int(edges[rank() + 1]))
+
+
+# -- collectives ---------------------------------------------------------------------------------
 def all_reduce_sum(*values: float) -> tuple[float, ...]:
     if not active():
         return values
@@ -50,7 +169,51 @@ def all_reduce_sum(*values: float) -> tuple[float, ...]:
     return tuple(t.tolist())
 
 
+def gather(obj) -> list:
+    """Every process's `obj`, in rank order, on every process."""
+    if not active():
+        return [obj]
+    out = [None] * world()
+    td.all_gather_object(out, obj)
+    return out
+
+
+def from_main(obj):
+    """Rank 0's `obj` on every process (a resumed checkpoint: one source of truth, which
+    also reaches machines that do not share rank 0's file system)."""
+    if not active():
+        return obj
+    box = [obj if is_main() else None]
+    td.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+@contextlib.contextmanager
+def shared_tmpdir(prefix: str = "headstart-"):
+    """A temporary folder of the same path in every process (rank 0 names it; the first
+    process of each machine creates and removes it), for one process per machine to write
+    into and the others to read (an ONNX graph)."""
+    if not active():
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+            yield Path(tmp)
+        return
+    path = Path(from_main(tempfile.mkdtemp(prefix=prefix) if is_main() else None))
+    if local_rank() == 0:
+        path.mkdir(parents=True, exist_ok=True)
+    barrier()
+    try:
+        yield path
+    except BaseException:  # the job is going down: no barrier the others may never reach
+        if local_rank() == 0:
+            shutil.rmtree(path, ignore_errors=True)
+        raise
+    barrier()  # every process is done with it
+    if local_rank() == 0:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def wrap(model: torch.nn.Module) -> torch.nn.Module:
+    """DistributedDataParallel over the model (frozen parameters need no gradient)."""
     if not active():
         return model
-    return torch.nn.parallel.DistributedDataParallel(model)  # frozen params need no grad
+    return torch.nn.parallel.DistributedDataParallel(model)

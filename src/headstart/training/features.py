@@ -19,6 +19,7 @@ from .. import modalities
 from ..backbones import Backbone
 from ..cache import cache_dir
 from ..safeio import atomic_write
+from . import distributed as dist
 
 log = logging.getLogger("headstart")
 
@@ -192,14 +193,15 @@ class FeatureExtractor:
         name = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(self.backbone.config.name).name)
         path = (self.onnx_dir or cache_dir() / "onnx") / f"{name}-{self.fingerprint}-{self.size}.onnx"
         try:
-            if not path.is_file():
-                export_onnx(self.backbone, path)
+            _exported(self.backbone, path)
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = self.threads
             opts.log_severity_level = 3
             try:
                 session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
             except Exception:  # noqa: BLE001 - a damaged cached file: export it again, once
+                if dist.active():  # the others may be reading it: PyTorch for this process
+                    raise
                 export_onnx(self.backbone, path)
                 session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
             shape = tuple(self.modality.dummy_input(self.size, 2).shape)
@@ -215,6 +217,26 @@ class FeatureExtractor:
                 raise
             log.warning("ONNX Runtime unavailable for %s (%s); using PyTorch", path.name, e)
             return None
+
+
+def _exported(backbone: Backbone, path: Path) -> None:
+    """The backbone's graph at `path`, exported if missing. Under torchrun one process per
+    machine (local rank 0) exports while the others wait at a barrier, then all load it."""
+    if not dist.active():
+        if not path.is_file():
+            export_onnx(backbone, path)
+        return
+    error = None
+    if dist.local_rank() == 0 and not path.is_file():
+        try:
+            export_onnx(backbone, path)
+        except Exception as e:  # noqa: BLE001 - raised after the barrier, which all must reach
+            error = e
+    dist.barrier()
+    if error is not None:
+        raise error
+    if not path.is_file():
+        raise RuntimeError(f"{path.name} was not exported by this machine's first process")
 
 
 def export_onnx(backbone: Backbone, path: Path) -> None:

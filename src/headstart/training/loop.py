@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import math
-import tempfile
 import time
 from pathlib import Path
 
@@ -66,6 +65,8 @@ class Trainer:
         self.tuned: tuple[dict, dict] | None = None
         self.mix: dict | None = None
         self.final_head: dict | None = None  # the closed-form head fitted after fine-tuning
+        self.resumed_from: tuple[int, int] | None = None  # (phase, epoch) of a checkpoint
+        self.rank_batch = cfg.batch_size  # examples per step in this process (distributed.py)
 
     # -- the plan -------------------------------------------------------------------------
     def fit(self, train: Split, val: Split, *, resume: dict | None = None) -> list[dict]:
@@ -173,9 +174,8 @@ class Trainer:
         if self.mix is not None and self.mix["alpha"] == 0:
             feats = (train.features, val.features)
         else:
-            with tempfile.TemporaryDirectory(prefix="headstart-onnx-") as tmp:
-                feats = (self._embed(train, onnx_dir=Path(tmp)),
-                         self._embed(val, onnx_dir=Path(tmp)))
+            with dist.shared_tmpdir("headstart-onnx-") as tmp:
+                feats = (self._embed(train, onnx_dir=tmp), self._embed(val, onnx_dir=tmp))
         scores = self._final_head(*feats, train, val)
         self.final_head = {**{k: v for k, v in scores.items() if k.startswith(("val_", "refit"))},
                            "seconds": round(time.perf_counter() - t0, 2)}
@@ -224,8 +224,9 @@ class Trainer:
             model.to(memory_format=torch.channels_last)
         opt = torch.optim.AdamW(param_groups(model, phase,
                                              backbone_decay=0.0 if self.l2sp else None))
-        shard = len(dist.shard(range(len(train.ds)), seed=0, epoch=0))
-        _, _, steps_per_epoch = epoch_shape(phase.objective, shard, self.cfg.batch_size,
+        shard = len(dist.EpochSampler(len(train.ds), seed=0))
+        self.rank_batch = dist.per_rank_batch(self.cfg.batch_size)
+        _, _, steps_per_epoch = epoch_shape(phase.objective, shard, self.rank_batch,
                                             drop_last=self.modality.drop_last)
         total = max(1, steps_per_epoch * (phase.schedule_epochs or phase.epochs))
         sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(total, steps_per_epoch))
@@ -242,7 +243,7 @@ class Trainer:
         for epoch in range(first_epoch, phase.epochs):
             t0 = time.perf_counter()
             seed = self.cfg.seed * 1000 + pi * 100 + epoch
-            torch.manual_seed(seed)
+            torch.manual_seed(seed + 7919 * dist.rank())  # each process its own dropout masks
             row = {"phase": phase.name, "epoch": epoch + 1}
             row.update(self._train_epoch(net, opt, sched, train, augment, seed, phase, epoch))
             if phase.objective == "pairs":  # judged by a head fitted on the new embeddings
@@ -260,7 +261,7 @@ class Trainer:
         """(batch, targets) pairs of one epoch of this process's shard, and their number."""
         order = dist.shard(range(len(train.ds)), seed=seed, epoch=epoch)
         per_pass = len(order)
-        bs, passes, _ = epoch_shape(phase.objective, per_pass, self.cfg.batch_size,
+        bs, passes, _ = epoch_shape(phase.objective, per_pass, self.rank_batch,
                                     drop_last=self.modality.drop_last)
         if phase.objective == "pairs":  # same-class chunks: every batch holds positive pairs
             order = [i for k in range(passes)
@@ -362,6 +363,7 @@ class Trainer:
         return stop
 
     def _restore(self, ckpt: dict) -> tuple[int, int]:
+        self.resumed_from = (ckpt["phase"], ckpt["epoch"])
         self.model.load_state_dict(ckpt["model"])
         self.best_state, self.best_score = ckpt["best"], ckpt["best_score"]
         self.best_loss = ckpt.get("best_loss", math.inf)

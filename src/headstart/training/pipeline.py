@@ -55,6 +55,7 @@ class Run:
     plan: Plan | None = None
     splits: tuple = ()  # (train Split, val Split)
     skipped: list = field(default_factory=list)
+    extracted: list = field(default_factory=list)  # under torchrun: inputs each process extracted
     prepare_seconds: float = 0.0
     monitor: ForgettingMonitor | None = None  # drift and retention, when fine-tuning
     started: float = field(default_factory=time.perf_counter)
@@ -68,11 +69,12 @@ def fit_run(data, writer: RunWriter | None, *, labels=None, config: TrainConfig 
     `choose_backbone(cfg)` fills in `--backbone auto` (api.py ranks the candidates).
     Returns the trained model and the validation split (not written: the caller commits)."""
     run = Run(replace(config or TrainConfig()).validate(), log, progress)
-    read(run, data, labels, choose_backbone)
-    measure(run)
-    model, pre = split(run)
-    trainer, history = fit(run, model, pre, writer, restart=restart)
-    return finish(run, trainer, history, writer), run.splits[1]
+    with dist.guard():  # under torchrun: another process's death stops this one clearly
+        read(run, data, labels, choose_backbone)
+        measure(run)
+        model, pre = split(run)
+        trainer, history = fit(run, model, pre, writer, restart=restart)
+        return finish(run, trainer, history, writer), run.splits[1]
 
 
 def read(run: Run, data, labels, choose_backbone) -> None:
@@ -178,6 +180,9 @@ def prepare_splits(run: Run, y_all, indices, model, pre) -> tuple[Split, Split]:
                               max_pixels=cfg.max_pixels,
                               desc=f"{name} features" if extractor else f"checking {name}")
         run.skipped += ex.skipped
+        if ex.per_rank is not None and extractor is not None:
+            run.extracted = [a + b for a, b in zip(ex.per_rank, run.extracted or
+                                                   [0] * len(ex.per_rank))]
         kept = sub.subset(ex.kept)
         splits.append(Split(kept, y_all[np.asarray(idx)[ex.kept]], ex.features))
     if len(set(splits[0].y.tolist())) < 2:
@@ -197,12 +202,18 @@ def fit(run: Run, model, pre, writer: RunWriter | None, *, restart: bool):
               "modality": run.modality.name, "examples": len(ds),
               "backbone_choice": run.choice, **cfg.to_dict(),
               "image_size_measurements": run.measurements, "layer_measurements": run.layer_rows}
-    resume = writer.open(stored, restart=restart) if writer else None
-    if resume:
+    # rank 0 opens the run; every process resumes from its checkpoint (broadcast)
+    resume = dist.from_main(writer.open(stored, restart=restart) if writer else None)
+    if resume and writer is not None:
         log(f"resuming the interrupted run in {writer.partial} "
             f"({len(resume['history'])} epoch(s) done)")
     fine_tunes = run.plan.pretrained and any(not p.cached for p in run.plan.phases)
     run.monitor = ForgettingMonitor(model.backbone, pre) if fine_tunes else None
+    if dist.world() > 1:
+        log(f"torchrun: {dist.world()} processes ({dist.describe()['backend']}), "
+            f"{dist.per_rank_batch(cfg.batch_size)} examples per step in each: an effective "
+            f"batch of {dist.per_rank_batch(cfg.batch_size) * dist.world()}, at one process's "
+            "learning rates")
     trainer = Trainer(model, run.plan, pre=pre, cfg=cfg, writer=writer, progress=run.progress,
                       log=log)
     history = trainer.fit(*run.splits, resume=resume)
@@ -243,7 +254,19 @@ def finish(run: Run, trainer: Trainer, history: list[dict], writer) -> TrainedMo
                     "epochs_run": epochs_run, "stopped_early": trainer.stopped_early,
                     "seconds": round(time.perf_counter() - run.started, 1),
                     "prepare_seconds": round(run.prepare_seconds, 2)})
+    if dist.world() > 1:
+        metrics["distributed"] = distributed_metrics(run, trainer)
     return TrainedModel(model, classes, cfg, metrics, history)
+
+
+def distributed_metrics(run: Run, trainer: Trainer) -> dict:
+    """What a torchrun job did: its processes, the batch and rate rule, the sampler, the
+    BatchNorm handling, the inputs each process extracted, where each resumed from."""
+    resumed = dist.gather(trainer.resumed_from)
+    return {**dist.describe(), "per_process_batch": dist.per_rank_batch(run.cfg.batch_size),
+            "effective_batch": dist.per_rank_batch(run.cfg.batch_size) * dist.world(),
+            "extracted_per_process": run.extracted,
+            "resumed_from": [list(r) if r else None for r in resumed]}
 
 
 def final_metrics(model, val: Split, pre, cfg, classes, progress, holdout=None):
