@@ -224,9 +224,9 @@ def test_transfer_wins_at_112px_and_says_by_how_much(animals, tmp_path, cli):
                                            ("positive", True, 0),
                                            ("none (within noise)", True, 0)])
 def test_fail_on_negative_exit_status(tiny_report, monkeypatch, cli, tmp_path, label, flag, rc):
-    import headstart.cli.compare_cmd
+    import headstart.compare
     fake = {**tiny_report[3], "verdict": {**tiny_report[3]["verdict"], "label": label}}
-    monkeypatch.setattr(headstart.cli.compare_cmd, "compare", lambda *a, **k: fake)
+    monkeypatch.setattr(headstart.compare, "compare", lambda *a, **k: fake)
     r = cli("compare", tmp_path, "--out", tmp_path / "x", *(["--fail-on-negative"] * flag))
     assert r.rc == rc and r.out.startswith(f"verdict: {label}.")
 

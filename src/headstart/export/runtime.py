@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .. import modalities
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..exceptions import ExportError
 
@@ -81,6 +80,9 @@ class ExportedModel:
             raise ExportError(f"{self.path}: ONNX Runtime cannot load it ({e}); export the run "
                               "again with `headstart export RUN`") from None
         self.classes: list[str] = [str(c) for c in self.meta["labels"]]
+        from .. import modalities  # deferred on purpose: torch, which the sidecar helpers here
+        # (read by `export --help` and `serve`'s start) do not need
+
         self.modality = modalities.get(self.meta["modality"])
         self.input_size = int(self.meta["input_size"])
         # how inputs are prepared for the graph: read, resized or tokenised, fed, batched
