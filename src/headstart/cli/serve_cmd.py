@@ -36,7 +36,7 @@ def add_serve(sub) -> None:
     p.add_argument("--max-connections", type=int, default=64, help="concurrent connections "
                    "before new ones get a 503")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: "
-                   "all cores)")
+                   "the cores other processes leave free, see the README's thread policy)")
     p.set_defaults(func=run_serve)
 
 
