@@ -120,3 +120,21 @@ def test_an_unrecorded_backbone_is_built_once_and_its_size_cached(monkeypatch, c
     (cache_dir() / sizes.CACHE_FILE).write_text("{not json")  # damaged: counted again
     assert cli("models").rc == 0 and len(built) == 2
     assert json.loads((cache_dir() / sizes.CACHE_FILE).read_text())  # and rewritten
+
+
+def test_names_imported_on_first_read_are_the_ones_they_were():
+    """The packages' lazy names (_lazy.py) are the library's objects, whichever is imported
+    first: serve's `app` stays the function even when its submodule app.py loads first."""
+    code = ("import types, headstart.serve.app, headstart.training.rundir\n"
+            "import headstart, headstart.serve, headstart.training, headstart.export\n"
+            "from headstart.training.config import TrainConfig\n"
+            "assert not isinstance(headstart.serve.app, types.ModuleType)\n"
+            "assert headstart.TrainConfig is TrainConfig is headstart.training.TrainConfig\n"
+            "assert callable(headstart.export.export_run) and headstart.list_backbones()\n"
+            "assert {'TrainConfig', 'create_backbone'} <= set(dir(headstart))\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr[-2000:]
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        import headstart
+        headstart.nothing  # noqa: B018
