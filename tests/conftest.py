@@ -24,6 +24,12 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from headstart import threads  # noqa: E402
+
+# The process's thread policy once, first: a module that then sets torch's threads for itself
+# (test_compare.py's one_thread) is not overridden by the first run it trains.
+threads.apply()
+
 TINY = ["--backbone", "tiny_cnn", "--image-size", "32", "--quiet"]
 _seeds = itertools.count(1000)
 

@@ -212,6 +212,7 @@ def test_transfer_wins_at_112px_and_says_by_how_much(animals, tmp_path, cli):
                             f"{rep['arms']['classic']['accuracy']:.1%}) by "
                             f"{100 * d['diff']:+.1f} points")
     assert _banner(tmp_path / "o") == "good"
+    assert "[1/4]" not in r.err and "%|" not in r.err  # --quiet: the summary only
     for key in ("speedup", "speedup_classic"):
         text = rep[key]["text"]
         assert "> " not in text and not re.search(r"\b0\.\d+×", text), text
@@ -224,9 +225,9 @@ def test_transfer_wins_at_112px_and_says_by_how_much(animals, tmp_path, cli):
                                            ("positive", True, 0),
                                            ("none (within noise)", True, 0)])
 def test_fail_on_negative_exit_status(tiny_report, monkeypatch, cli, tmp_path, label, flag, rc):
-    import headstart.cli.compare_cmd
+    import headstart.compare
     fake = {**tiny_report[3], "verdict": {**tiny_report[3]["verdict"], "label": label}}
-    monkeypatch.setattr(headstart.cli.compare_cmd, "compare", lambda *a, **k: fake)
+    monkeypatch.setattr(headstart.compare, "compare", lambda *a, **k: fake)
     r = cli("compare", tmp_path, "--out", tmp_path / "x", *(["--fail-on-negative"] * flag))
     assert r.rc == rc and r.out.startswith(f"verdict: {label}.")
 
@@ -299,6 +300,21 @@ def test_interrupted_compare_leaves_no_out(animals, tmp_path, cli, monkeypatch, 
             tmp_path / "o", "--epochs", "1", *TINY)
     assert r.rc == 130 and "nothing was written" in r.err
     assert leftovers(tmp_path) == []
+
+
+def test_compare_says_which_arm_and_seed_it_is_on(animals, tmp_path, cli):
+    """Each arm of each seed is announced on stderr as it starts, in the order it runs, with
+    the training's own progress bars between; stdout keeps the summary only."""
+    r = cli("compare", animals["train12"], "--test", animals["test20"], "--out", tmp_path / "o",
+            "--epochs", "1", "--seeds", "2", *[a for a in TINY if a != "--quiet"])
+    assert r.rc == 0 and r.out.startswith("verdict: ")
+    starts = [line.split(":")[0] for line in r.err_lines if re.match(r"\[\d/8\] ", line)]
+    assert starts == [f"[{i + 1 + 4 * s}/8] {arm}, seed {s + 1} of 2" for s in range(2)
+                      for i, arm in enumerate(("classic", "probe", "transfer", "scratch"))]
+    err = r.err.replace("\r", "\n")
+    transfer = err[err.index("[3/8] transfer"):err.index("[4/8] scratch")]
+    assert "%|" in transfer and "[transfer seed 1] phase" in transfer  # its bars, its lines
+    assert "seed 1 of 2" not in r.out
 
 
 def test_a_crash_while_writing_leaves_no_out(animals, tmp_path, cli, monkeypatch):

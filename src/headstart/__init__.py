@@ -8,12 +8,19 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .version import __version__  # noqa: E402
 
-from .backbones import create_backbone, list_backbones, register_backbone  # noqa: E402
 from .exceptions import (ConfigError, DamagedFileError, DataError, HeadstartError,  # noqa: E402
                          ImageReadError, RunDirError, RunLockedError, UnknownBackboneError,
                          WeightsError, WeightsMismatchError)
-from .modalities import load_dataset  # noqa: E402
-from .training.config import TrainConfig  # noqa: E402
+from ._lazy import attach  # noqa: E402
+
+# The rest is imported when first read (_lazy.py): the backbones and modalities need torch
+# (2-3 s idle, far more on a loaded machine) that `import headstart` and `--help` do not; the
+# estimator's base classes are scikit-learn's, another second.
+__getattr__, __dir__ = attach(__name__, {
+    "create_backbone": "backbones", "list_backbones": "backbones",
+    "register_backbone": "backbones", "load_dataset": "modalities",
+    "TrainConfig": "training.config", "TransferClassifier": "classifier",
+    "NotFittedError": "classifier"})
 
 __all__ = ["__version__", "TransferClassifier", "NotFittedError", "TrainConfig",
            "create_backbone", "list_backbones", "register_backbone", "load_dataset",
@@ -21,11 +28,3 @@ __all__ = ["__version__", "TransferClassifier", "NotFittedError", "TrainConfig",
            "RunLockedError", "DamagedFileError", "UnknownBackboneError", "WeightsError",
            "WeightsMismatchError"]
 
-
-def __getattr__(name: str):
-    if name in ("TransferClassifier", "NotFittedError"):
-        # deferred on purpose: the estimator's base classes are scikit-learn's, whose import
-        # costs about a second that the command line never needs
-        from . import classifier
-        return getattr(classifier, name)
-    raise AttributeError(f"module 'headstart' has no attribute {name!r}")

@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import modalities
+from . import modalities, threads
 from .backbones import create_backbone
 from .evaluation import classification_report, plot_history
 from .evaluation.zero_shot import imagenet_names
@@ -113,6 +113,7 @@ def _logits(trained: TrainedModel, ds, *, skip_bad: bool = False, progress: bool
     """(logits, kept indices, skipped): ONNX Runtime when the run has an export made from its
     current weights (`headstart export`), else the PyTorch model (with `cache`, reading and
     filling the feature cache)."""
+    threads.apply()  # the process's thread policy (threads.py)
     # under torchrun the PyTorch path, whose extraction is sharded across the processes
     found = None if dist.active() else onnx_logits(trained, ds.sources, skip_bad=skip_bad,
                                                    progress=progress)
@@ -156,6 +157,7 @@ def source_predict(inputs: list, *, backbone: str = "efficientnet_lite0", weight
                    max_pixels: int = TrainConfig.max_pixels
                    ) -> list[list[tuple[str, float]] | None]:
     """The pre-trained network's own predictions (ImageNet top-k), as Keras' decode_predictions."""
+    threads.apply()  # the process's thread policy (threads.py)
     model = create_backbone(backbone, weights=weights).eval()
     if getattr(model, "source_classifier_loaded", True) is False or \
             model.config.source_labels != "imagenet-1k":

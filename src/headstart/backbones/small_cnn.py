@@ -49,4 +49,5 @@ register_backbone(BackboneConfig(
     pretraining="none shipped: pre-train it with `headstart pretrain`", license="Apache-2.0",
     weights_source="your own source model", min_size=16,
     description="8-layer CNN for 28-64 px images", factory=SmallCNN,
+    param_count=1173216, flops=105578496,
 ))

@@ -225,7 +225,7 @@ def _register_minilm() -> None:
         license="Apache-2.0", weights_source=d, tokenizer=d,
         description="6-layer MiniLM sentence encoder, 384-d, 256-token windows",
         factory=_minilm,
-        weights_installed=_minilm_installed,
+        weights_installed=_minilm_installed, param_count=22565376, flops=5435818754,
     )
     register_backbone(cfg)
 
@@ -245,5 +245,5 @@ register_backbone(BackboneConfig(
     pretraining="none (fixed random init; for tests)", license="Apache-2.0",
     weights_source="built in", tokenizer=_tokenizer_dir(), min_size=8,
     description="2-layer BERT with MiniLM's tokenizer, for unit tests", factory=_tiny_text,
-    weights_installed=always,
+    weights_installed=always, param_count=1010304, flops=2097218,
 ))

@@ -45,5 +45,5 @@ register_backbone(BackboneConfig(
     pretraining="none (fixed random init; for tests)", license="Apache-2.0",
     weights_source="built in", num_source_classes=10, min_size=8,
     description="3-layer CNN for unit tests", factory=TinyCNN,
-    weights_installed=always,
+    weights_installed=always, param_count=6418, flops=405504,
 ))

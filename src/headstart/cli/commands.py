@@ -5,19 +5,13 @@ import json
 import sys
 from pathlib import Path
 
-from .. import api, modalities
-from ..backbones import cache_dir, count_flops, count_parameters, create_backbone
-from ..backbones import get_config, list_backbones
-from ..data.shipped import write_animal_mnist, write_bbc_news
-from ..evaluation import format_confusion, format_report, plot_confusion
 from ..exceptions import ConfigError
-from ..pretrain import pretrain
-from ..safeio import safe_name  # the data's name becomes a file name in the run
 from ..training.config import TrainConfig
-from ..training.distributed import is_main
 from ..training.options import PRETRAIN, TRAIN
 from .options import add_options, add_reading_options, config_from_args
 
+# Each run_X imports the library where it runs, deferred on purpose: building the parser (and
+# so every `--help`) must not load torch, 2-3 s idle and far more on a loaded machine.
 DEMO_PER_CLASS = 100
 
 
@@ -28,12 +22,15 @@ def add_models(sub) -> None:
 
 
 def run_models(args) -> int:
+    from .. import modalities  # deferred on purpose (see the top)
+    from ..backbones import list_backbones, size_of
+
     rows = []
     for c in list_backbones():
-        b = create_backbone(c.name, pretrained=False)
+        size = size_of(c)  # recorded in the registry (or counted once and cached)
         rows.append({"name": c.name, "modality": c.modality, "input_size": c.input_size,
-                     "params_m": round(count_parameters(b) / 1e6, 2),
-                     "gflops": round(count_flops(b) / 1e9, 2), "feature_dim": c.feature_dim,
+                     "params_m": round(size.parameters / 1e6, 2),
+                     "gflops": round(size.flops / 1e9, 2), "feature_dim": c.feature_dim,
                      "installed": c.weights_installed(), "pretraining": c.pretraining,
                      "license": c.license, "weights": c.weights_source,
                      "normalisation": f"mean={c.mean[0]:.3f} std={c.std[0]:.3f} on [0,1]",
@@ -88,6 +85,9 @@ def _with_reading_args(trained, args):
 
 
 def run_predict(args) -> int:
+    from .. import api, modalities  # deferred on purpose (see the top)
+    from ..backbones import get_config
+
     if not args.inputs and not args.text:
         raise ConfigError("nothing to predict: pass image files, or texts (--text) for a text "
                           "run")
@@ -134,6 +134,10 @@ def add_train(sub) -> None:
 
 
 def run_train(args) -> int:
+    from .. import api  # deferred on purpose (see the top)
+    from ..backbones import cache_dir
+    from ..data.shipped import write_animal_mnist
+
     cfg = config_from_args(args, TRAIN)
     data, test = args.data, None
     if data is None:
@@ -179,6 +183,8 @@ def add_pretrain(sub) -> None:
 
 
 def run_pretrain(args) -> int:
+    from ..pretrain import pretrain  # deferred on purpose (see the top)
+
     cfg = config_from_args(args, PRETRAIN, backbone=args.arch, strategy="scratch")
     result = pretrain(args.data, args.out, arch=args.arch, config=cfg,
                       sample_size=args.sample_size, overwrite=args.overwrite,
@@ -204,6 +210,11 @@ def add_evaluate(sub) -> None:
 
 
 def run_evaluate(args) -> int:
+    from .. import api  # deferred on purpose (see the top)
+    from ..evaluation import format_confusion, format_report, plot_confusion
+    from ..safeio import safe_name  # the data's name becomes a file name in the run
+    from ..training.distributed import is_main  # deferred: it needs torch
+
     trained = _with_reading_args(api.load(args.run), args)
     report, skipped = api.evaluate(trained, args.data, skip_bad=args.skip_bad,
                                    progress=not args.json and sys.stderr.isatty())
@@ -236,6 +247,8 @@ def add_make_dataset(sub) -> None:
 
 
 def run_make_dataset(args) -> int:
+    from ..data.shipped import write_animal_mnist, write_bbc_news  # deferred (see the top)
+
     if args.per_class is not None and args.per_class < 1:
         raise ConfigError(f"--per-class must be 1 or more (or left out for all), got "
                           f"{args.per_class}")

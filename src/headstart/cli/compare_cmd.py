@@ -5,9 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..compare import compare
 from ..exceptions import ConfigError
-from ..training.distributed import single_process
 from ..training.options import COMPARE
 from .options import add_options, config_from_args
 
@@ -56,13 +54,18 @@ def add_compare(sub) -> None:
 
 
 def run_compare(args) -> int:
+    from ..training.distributed import single_process  # deferred: it needs torch
+
     single_process("compare")
     if args.test is not None and args.test_fraction is not None:
         raise ConfigError("--test-fraction has no effect with --test; pass one of them")
+    from .. import compare  # deferred on purpose: the library loads torch, which `--help` does
+    # not need
+
     cfg = config_from_args(args, COMPARE)
     log = (lambda *_: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     try:
-        report = compare(args.data, args.out, config=cfg, test=args.test,
+        report = compare.compare(args.data, args.out, config=cfg, test=args.test,
                          test_fraction=0.25 if args.test_fraction is None else args.test_fraction,
                          seeds=args.seeds, target=args.target, label_curve=args.label_curve,
                          overwrite=args.overwrite, progress=not args.quiet, log=log)

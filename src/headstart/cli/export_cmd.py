@@ -1,8 +1,7 @@
 """`headstart export RUN`: the run's classifier as a self-contained ONNX file, checked."""
 from __future__ import annotations
 
-from .. import api, modalities
-from ..export import FORMATS, TOLERANCE, export_run
+from ..export import FORMATS, TOLERANCE
 
 
 def add_export(sub) -> None:
@@ -30,6 +29,9 @@ def add_export(sub) -> None:
 
 
 def run_export(args) -> int:
+    from .. import api, modalities  # deferred on purpose: torch, which `--help` does not need
+    from ..export import export_run
+
     trained = api.load(args.run)
     result = export_run(trained, args.out, fmt=args.format, tolerance=args.tolerance,
                         samples=args.samples, test=args.test, max_drop=args.max_drop,

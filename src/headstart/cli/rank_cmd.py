@@ -7,9 +7,6 @@ import json
 
 from ..data.texts import TextOptions
 from ..exceptions import ConfigError
-from ..training import distributed as dist
-from ..transferability.rank import rank
-from ..transferability.recommend import decide
 
 EPILOG = """\
 candidates: `all` (default: every installed backbone of the data's kind, earlier cuts of the
@@ -58,6 +55,11 @@ def run_rank(args) -> int:
         raise ConfigError(f"--image-size must be between 8 and 1024 pixels, got {args.image_size}")
     if not 0 <= args.seed < 2**32:
         raise ConfigError(f"--seed must be a whole number from 0 to {2**32 - 1}, got {args.seed}")
+    # deferred on purpose: the candidates' networks need torch, which `--help` does not
+    from ..training import distributed as dist
+    from ..transferability.rank import rank
+    from ..transferability.recommend import decide
+
     dist.init_from_env()  # under torchrun each candidate's features are sharded; rank 0 prints
     quiet = args.quiet or args.json or not dist.is_main()
     result = rank(args.data, candidates=args.candidates, by=args.by,

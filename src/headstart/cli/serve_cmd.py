@@ -6,10 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from .. import api
-from ..export import export_run
-from ..export.runtime import exported_for, run_export_path
-from ..serve import ServeLimits, app
+from ..serve import ServeLimits
 
 LOOPBACK = ("localhost",)
 
@@ -39,7 +36,7 @@ def add_serve(sub) -> None:
     p.add_argument("--max-connections", type=int, default=64, help="concurrent connections "
                    "before new ones get a 503")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: "
-                   "all cores)")
+                   "the cores other processes leave free, see the README's thread policy)")
     p.set_defaults(func=run_serve)
 
 
@@ -62,6 +59,10 @@ def host_warning(host: str, token: str | None) -> str | None:
 
 def ensure_export(run: str) -> None:
     """A run directory without an export is exported (and parity-checked) first."""
+    from .. import api  # deferred on purpose: torch, for a run without an export only
+    from ..export import export_run
+    from ..export.runtime import exported_for, run_export_path
+
     path = Path(run)
     if not path.is_dir() or exported_for(path) is not None:
         return
@@ -71,6 +72,8 @@ def ensure_export(run: str) -> None:
 
 def run_serve(args) -> int:
     import uvicorn  # deferred on purpose: the server itself, for `serve` only
+
+    from ..serve import app  # deferred on purpose: FastAPI and ONNX Runtime, for `serve` only
 
     ensure_export(args.run)
     limits = ServeLimits(max_request_bytes=int(args.max_request_mb * 2**20),

@@ -19,12 +19,12 @@ from typing import Callable
 
 from ..version import __version__
 from ..exceptions import ExportError
-from .graph import EXPORTER, OPSET, eager_attention, optimize_transformer, to_onnx
-from .parity import check_parity
-from .quantize import quantize_export
 from .runtime import (ExportedModel, read_sidecar, run_export_path, sidecar_path, weights_digest,
                       write_sidecar)
-from .samples import parity_samples
+
+# The graph, the parity check and quantisation are imported where they run, deferred on
+# purpose: they load torch and onnx, which FORMATS and TOLERANCE (read by `headstart export
+# --help`) do not need.
 
 TOLERANCE = 1e-3  # max |logit difference| to PyTorch (timm's threshold for its ONNX exports)
 
@@ -83,6 +83,8 @@ def _fp32(trained, path: Path, *, tolerance, samples, log, **_) -> dict:
 
 def _int8(trained, path: Path, *, tolerance, samples, test, max_drop, heldout, log) -> dict:
     """The checked fp32 graph first (in a folder of its own), then its 8-bit version."""
+    from .quantize import quantize_export  # deferred on purpose (see the imports)
+
     (path.parent / "fp32").mkdir()
     fp32 = path.parent / "fp32" / path.name
     meta = _build(trained, fp32, tolerance=tolerance, samples=samples, log=log)
@@ -118,6 +120,10 @@ def _check_target(out: Path, overwrite: bool) -> None:
 
 
 def _build(trained, path: Path, *, tolerance: float, samples: int, log) -> dict:
+    from .graph import eager_attention, optimize_transformer, to_onnx  # deferred on purpose
+    from .parity import check_parity
+    from .samples import parity_samples
+
     m, pre = trained.modality, trained.preprocess
     meta = _describe(trained, path)
     graph = m.export_graph(trained.model, trained.model.backbone.config,
@@ -150,6 +156,8 @@ def _build(trained, path: Path, *, tolerance: float, samples: int, log) -> dict:
 
 
 def _describe(trained, path: Path) -> dict:
+    from .graph import EXPORTER, OPSET  # deferred on purpose (see the imports)
+
     cfg, model = trained.config, trained.model
     bcfg = model.backbone.config
     size = int(cfg.input_size)

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .. import modalities
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..exceptions import ExportError
+from .. import threads as thread_policy  # the name `threads` is an argument here
 
 log = logging.getLogger("headstart")
 MODEL_FILE = "model.onnx"  # a run's own export: RUN/model.onnx, its sidecar RUN/model.json
@@ -69,11 +69,9 @@ class ExportedModel:
         self.meta = read_sidecar(self.path)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
-        # idle threads sleep instead of spinning, as headstart's OMP_WAIT_POLICY=PASSIVE does
-        # for torch: spinning cost 10-20% of MiniLM's speed on 2 shared cores (measured)
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if threads:
-            opts.intra_op_num_threads = threads
+        # the process's thread policy (threads.py): no spinning (it cost 10-20% of MiniLM's
+        # speed on 2 shared cores, measured), as many threads as there are free cores
+        thread_policy.session_options(opts, threads)
         try:
             self.session = ort.InferenceSession(str(self.path), opts,
                                                 providers=["CPUExecutionProvider"])
@@ -81,6 +79,9 @@ class ExportedModel:
             raise ExportError(f"{self.path}: ONNX Runtime cannot load it ({e}); export the run "
                               "again with `headstart export RUN`") from None
         self.classes: list[str] = [str(c) for c in self.meta["labels"]]
+        from .. import modalities  # deferred on purpose: torch, which the sidecar helpers here
+        # (read by `export --help` and `serve`'s start) do not need
+
         self.modality = modalities.get(self.meta["modality"])
         self.input_size = int(self.meta["input_size"])
         # how inputs are prepared for the graph: read, resized or tokenised, fed, batched

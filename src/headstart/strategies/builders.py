@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from .. import modalities
 from ..exceptions import ConfigError
 from .plan import Phase, Plan
 
@@ -59,6 +58,8 @@ def build_plan(strategy: str, groups: tuple[str, ...], *, epochs: int = 5,
                           f"{', '.join(_REGISTRY)}")
     if epochs < 1:
         raise ConfigError(f"epochs must be at least 1, got {epochs}")
+    from .. import modalities  # deferred on purpose: the modalities load torch, which the
+    # strategies' names (TrainConfig's schema, read by `--help`) do not need
     m = modalities.get(modality)
     s = _REGISTRY[strategy]
     top = float(lr if lr is not None else m.default_lr.get(strategy, s.default_lr))

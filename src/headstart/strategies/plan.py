@@ -8,8 +8,10 @@ One trainer runs any plan; the strategies that build plans are in builders.py.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:  # a type only: the strategies' names are read by `--help`, without torch
+    from torch import nn
 
 OBJECTIVES = ("classify", "pairs")
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .. import modalities
+from .. import threads as thread_policy
 from ..backbones import Backbone
 from ..cache import cache_dir
 from ..safeio import atomic_write
@@ -195,7 +196,7 @@ class FeatureExtractor:
         try:
             _exported(self.backbone, path)
             opts = ort.SessionOptions()
-            opts.intra_op_num_threads = self.threads
+            thread_policy.session_options(opts, self.threads)  # the policy: no spinning
             opts.log_severity_level = 3
             try:
                 session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])

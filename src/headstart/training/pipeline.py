@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from .. import modalities
+from .. import modalities, threads
 from ..backbones import get_config
 from ..data.datasets import LabelledData, require_two_per_class, stratified_split
 from ..exceptions import DataError
@@ -68,6 +68,7 @@ def fit_run(data, writer: RunWriter | None, *, labels=None, config: TrainConfig 
     """Train on `data` (see modalities.load_dataset); with `writer`, checkpoint into its run.
     `choose_backbone(cfg)` fills in `--backbone auto` (api.py ranks the candidates).
     Returns the trained model and the validation split (not written: the caller commits)."""
+    threads.apply()  # the process's thread policy, before any torch work (threads.py)
     run = Run(replace(config or TrainConfig()).validate(), log, progress)
     with dist.guard():  # under torchrun: another process's death stops this one clearly
         read(run, data, labels, choose_backbone)
@@ -253,7 +254,8 @@ def finish(run: Run, trainer: Trainer, history: list[dict], writer) -> TrainedMo
                     "val_examples": len(val_split.y), "skipped": run.ds.skipped + run.skipped,
                     "epochs_run": epochs_run, "stopped_early": trainer.stopped_early,
                     "seconds": round(time.perf_counter() - run.started, 1),
-                    "prepare_seconds": round(run.prepare_seconds, 2)})
+                    "prepare_seconds": round(run.prepare_seconds, 2),
+                    "threads": threads.record()})
     if dist.world() > 1:
         metrics["distributed"] = distributed_metrics(run, trainer)
     return TrainedModel(model, classes, cfg, metrics, history)

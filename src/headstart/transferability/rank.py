@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from .. import modalities
+from .. import modalities, threads
 from ..exceptions import ConfigError
 from ..training.features import FeatureCache
 from ..training.sizing import sample_per_class
@@ -115,6 +115,7 @@ def rank(data, *, candidates="all", labels=None, max_per_class: int | None = Non
     texts) for an MMD/Fréchet domain column instead of the source-head proxy. Logs one line
     per candidate; `RankResult.table()` is the ranked table."""
     start = time.perf_counter()
+    threads.apply()  # the process's thread policy (threads.py)
     if by not in SCORE_NAMES:
         raise ConfigError(f"cannot rank by '{by}'; choose one of {', '.join(SCORE_NAMES)}")
     if int(n_boot) < 2:
