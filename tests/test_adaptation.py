@@ -68,6 +68,17 @@ def test_choose_mix_keeps_the_smaller_mix_within_one_standard_error():
             "val_acc": right[a] / 20, "val_loss": 1.0, "right": _flags(20, right[a])},
             alphas=(0.0, 1.0))
         assert alpha == expect, (gain, rows)
+    # the pair objective prefers the tuned end: one image behind the best is kept there too
+    right = {0.0: 15, 1.0: 14}
+    alpha, _ = choose_mix(model, start, end, lambda a: {
+        "val_acc": right[a] / 20, "val_loss": 1.0, "right": _flags(20, right[a])},
+        alphas=(0.0, 1.0), prefer_end=True)
+    assert alpha == 1.0
+    right = {0.0: 18, 1.0: 14}  # four behind (2.2 SE): the pre-trained end, clearly better
+    alpha, _ = choose_mix(model, start, end, lambda a: {
+        "val_acc": right[a] / 20, "val_loss": 1.0, "right": _flags(20, right[a])},
+        alphas=(0.0, 1.0), prefer_end=True)
+    assert alpha == 0.0
 
 
 def test_a_constant_feature_is_not_blown_up_by_standardisation():

@@ -129,14 +129,14 @@ class Trainer:
             scores, logits = self._fit_head(feats[alpha][0], train.y, feats[alpha][1], val.y)
             return {**scores, "right": logits.argmax(1) == val.y}
 
-        alpha, rows = choose_mix(self.model, start, end, validate)
+        alpha, rows = choose_mix(self.model, start, end, validate, prefer_end=pairs)
         if pairs:
             self._fresh = feats.get(alpha)
         self.mix = {"alpha": alpha, "mixes": rows}
         what = "tuned encoder" if pairs else "fine-tuned weights"
         self.log(f"mix of the probe (0) and the {what} (1), on validation: "
                  + "  ".join(f"{r['alpha']:g}: {r['val_acc']:.4f}" for r in rows)
-                 + f"; kept {alpha:g}" + _mix_reason(alpha, rows))
+                 + f"; kept {alpha:g}" + _mix_reason(alpha, rows, pairs))
 
     def _cached_phase(self, pi: int, phase: Phase, train: Split, val: Split) -> None:
         t0 = time.perf_counter()
@@ -377,12 +377,13 @@ class Trainer:
         return ckpt["phase"], ckpt["epoch"]
 
 
-def _mix_reason(alpha: float, rows: list[dict]) -> str:
+def _mix_reason(alpha: float, rows: list[dict], prefer_end: bool = False) -> str:
     best = max(rows, key=lambda r: (r["val_acc"], -r["val_loss"], -r["alpha"]), default=None)
     if best is None or best["alpha"] == alpha:
         return " (the probe: adapting did not help here)" if alpha == 0 else ""
-    return (f" (within one standard error of the best, {best['alpha']:g}: the mix closer to "
-            "the pre-trained weights" + (", the probe)" if alpha == 0 else ")"))
+    closer = "the tuned end, as pair training is preferred" if prefer_end else \
+        "the mix closer to the pre-trained weights" + (", the probe" if alpha == 0 else "")
+    return f" (within one standard error of the best, {best['alpha']:g}: {closer})"
 
 
 def _scores(prefix: str, logits: np.ndarray, y: np.ndarray) -> dict:
