@@ -8,6 +8,7 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -132,3 +133,14 @@ def median(xs) -> float:
 
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
+
+
+def headstart(*args, env=None) -> str:
+    """Run `headstart ARGS` as a user does (a fresh process); its stdout, or exit with its
+    output when it fails."""
+    r = subprocess.run([sys.executable, "-m", "headstart", *map(str, args)],
+                       capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        sys.exit(f"error: headstart {' '.join(map(str, args[:2]))} failed (exit "
+                 f"{r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
+    return r.stdout

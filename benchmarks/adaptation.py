@@ -32,8 +32,6 @@ import csv
 import json
 import math
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -48,14 +46,6 @@ OPTIONS = {"probe": ["--strategy", "linear_probe", "--cut", "none"],
            "contrastive": ["--strategy", "contrastive"], "default": []}
 
 
-def headstart(*args: str) -> str:
-    out = subprocess.run([sys.executable, "-m", "headstart.cli.main", *args],
-                         capture_output=True, text=True)
-    if out.returncode:
-        raise RuntimeError(f"headstart {' '.join(args)} failed:\n{out.stderr[-2000:]}")
-    return out.stdout
-
-
 def done(results: Path) -> dict:
     if not results.is_file():
         return {}
@@ -67,11 +57,11 @@ def train_and_test(work: Path, data: Path, name: str, options: list[str], seed: 
                    extra: list[str]) -> dict:
     out = work / "runs" / name
     t0 = time.perf_counter()
-    headstart("train", str(data / "train"), "--out", str(out), "--seed", str(seed), "--quiet",
+    C.headstart("train", str(data / "train"), "--out", str(out), "--seed", str(seed), "--quiet",
               "--overwrite", *options, *extra)
     seconds = time.perf_counter() - t0
     metrics = json.loads((out / "metrics.json").read_text())
-    report = json.loads(headstart("evaluate", str(out), str(data / "test"), "--json"))
+    report = json.loads(C.headstart("evaluate", str(out), str(data / "test"), "--json"))
     with open(out / "history.csv", newline="") as f:
         losses = [float(r["train_loss"]) for r in csv.DictReader(f)
                   if r["phase"] == "fine_tune" and r.get("train_loss")]
@@ -86,7 +76,7 @@ def train_and_test(work: Path, data: Path, name: str, options: list[str], seed: 
 def run_one(args, dataset: str, n: int, seed: int, results: Path) -> None:
     have = done(results)
     data = args.work / "data" / f"{dataset}-{n or 'all'}-{seed}"
-    headstart("make-dataset", dataset, str(data), "--seed", str(seed),
+    C.headstart("make-dataset", dataset, str(data), "--seed", str(seed),
               *(["--per-class", str(n)] if n else []))
     extra = list(args.train_args)
     if dataset == "animal-mnist" and args.image_size != "auto":

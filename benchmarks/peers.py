@@ -180,22 +180,13 @@ def accuracy(model, loader) -> float:
 
 
 # -- headstart, as a user runs it ----------------------------------------------------------------
-def headstart(*args, env=None) -> str:
-    r = subprocess.run([sys.executable, "-m", "headstart", *map(str, args)],
-                       capture_output=True, text=True, env=env)
-    if r.returncode != 0:
-        sys.exit(f"error: headstart {' '.join(map(str, args[:2]))} failed (exit "
-                 f"{r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
-    return r.stdout
-
-
 def headstart_run(data: Path, *, work: Path) -> dict:
     run = work / "headstart-run"
     env = {**os.environ, "HEADSTART_CACHE": str(work / "headstart-cache")}
     t0 = time.perf_counter()
-    headstart("train", data / "train", "--out", run, "--quiet", env=env)
+    C.headstart("train", data / "train", "--out", run, "--quiet", env=env)
     wall = time.perf_counter() - t0
-    report = json.loads(headstart("evaluate", run, data / "test", "--json", env=env))
+    report = json.loads(C.headstart("evaluate", run, data / "test", "--json", env=env))
     metrics = json.loads((run / "metrics.json").read_text())
     return {"accuracy": report["accuracy"], "n_test": report["n"], "seconds": metrics["seconds"],
             "process_seconds": wall, "strategy": metrics.get("strategy"),
@@ -209,7 +200,7 @@ HEADERS = ["per class", "seed", "peer acc", "peer s", "peer s to final", "headst
 
 def one(per_class: int, seed: int, args, work: Path) -> list:
     data = work / f"animal-mnist-{per_class}-{seed}"
-    headstart("make-dataset", "animal-mnist", data, "--per-class", per_class, "--seed", seed)
+    C.headstart("make-dataset", "animal-mnist", data, "--per-class", per_class, "--seed", seed)
     sides = [lambda: headstart_run(data, work=work / f"hs-{per_class}-{seed}"),
              lambda: peer_run(data, seed=seed, args=args)]
     order = sides if seed % 2 == 0 else sides[::-1]  # alternate who runs first under load

@@ -33,7 +33,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import REPO, machine_line, table, temp_dir
+from _common import REPO, headstart, machine_line, table, temp_dir
 
 SETFIT = "setfit==1.2.0"
 TORCH = "torch==2.13.0"
@@ -103,15 +103,6 @@ def run_setfit(py: Path, data: Path, *, seed: int, work: Path) -> dict:
 
 
 # -- headstart ---------------------------------------------------------------------------------
-def headstart(*args, env=None) -> str:
-    r = subprocess.run([sys.executable, "-m", "headstart.cli.main", *map(str, args)],
-                       capture_output=True, text=True, env=env)
-    if r.returncode != 0:
-        sys.exit(f"error: headstart {' '.join(map(str, args[:2]))} failed (exit "
-                 f"{r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
-    return r.stdout
-
-
 def run_headstart(data: Path, *, seed: int, work: Path, extra: list[str]) -> dict:
     import yaml
     run = work / f"headstart-run-{seed}"
