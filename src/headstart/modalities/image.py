@@ -245,13 +245,8 @@ def extract_images(ds, extractor, pre: Preprocess | None, *, views: int = 1, cac
     use_pre = pre if extractor is not None else None
     items = ((i, ds.sources[i]) for i in todo)
     try:
-        for i, arr, err in prefetch_map(lambda it: _load(it, use_pre, views, max_pixels), items):
-            bar.update(1)
-            if err is not None:
-                if not skip_bad:
-                    raise err
-                skipped.append(str(err))
-                continue
+        for i, arr in _readable(prefetch_map(lambda it: _load(it, use_pre, views, max_pixels),
+                                             items), bar, skip_bad, skipped):
             if extractor is None:
                 found[i] = None
                 continue
@@ -334,13 +329,7 @@ class ImageInputs:
                 return i, None, e
 
         kept, skipped, arrays, chunks = [], [], [], []
-        for i, arr, err in prefetch_map(load, enumerate(sources)):
-            bar.update(1)
-            if err is not None:
-                if not skip_bad:
-                    raise err
-                skipped.append(str(err))
-                continue
+        for i, arr in _readable(prefetch_map(load, enumerate(sources)), bar, skip_bad, skipped):
             kept.append(i)
             arrays.append(arr)
             if len(arrays) == batch_size:
@@ -350,3 +339,17 @@ class ImageInputs:
             chunks.append(run(arrays))
         logits = np.concatenate(chunks) if chunks else np.zeros((0, classes), np.float32)
         return logits, kept, skipped
+
+
+def _readable(results, bar, skip_bad: bool, skipped: list):
+    """(index, array) of each decoded input of `results` ((index, array, error) triples), the
+    bar moved once per input; an unreadable one is raised, or with `skip_bad` listed in
+    `skipped` and left out."""
+    for i, arr, err in results:
+        bar.update(1)
+        if err is None:
+            yield i, arr
+        elif skip_bad:
+            skipped.append(str(err))
+        else:
+            raise err
