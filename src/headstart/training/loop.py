@@ -378,7 +378,7 @@ class Trainer:
 
 
 def _mix_reason(alpha: float, rows: list[dict], prefer_end: bool = False) -> str:
-    best = max(rows, key=lambda r: (r["val_acc"], -r["val_loss"], -r["alpha"]), default=None)
+    best = next((r for r in rows if r.get("best")), None)  # as choose_mix marked it
     if best is None or best["alpha"] == alpha:
         return " (the probe: adapting did not help here)" if alpha == 0 else ""
     closer = "the tuned end, as pair training is preferred" if prefer_end else \

@@ -69,12 +69,13 @@ def choose_mix(model, start: dict, end: dict, validate, *, alphas=MIX_ALPHAS,
         right.append(np.asarray(scores["right"], dtype=bool))
         if better(row, None if best is None else rows[best]):
             best = len(rows) - 1
-    for i, row in enumerate(rows):  # the smallest alpha within one standard error
-        se = paired_se(right[i], right[best])
+    rows[best]["best"] = True
+    ses = [paired_se(r, right[best]) for r in right]
+    for row, se in zip(rows, ses):
         row["behind_best"] = round(rows[best]["val_acc"] - row["val_acc"], 4)
         row["se"] = round(se, 4) if np.isfinite(se) else None
+    # the first alpha from the preferred end within one standard error of the best
     order = range(len(rows) - 1, -1, -1) if prefer_end else range(len(rows))
-    chosen = next(rows[i] for i in order if i == best
-                  or rows[i]["behind_best"] <= paired_se(right[i], right[best]) + 1e-9)
+    chosen = next(rows[i] for i in order if i == best or rows[i]["behind_best"] <= ses[i] + 1e-9)
     model.load_state_dict(interpolate(start, end, chosen["alpha"]))
     return chosen["alpha"], rows

@@ -23,6 +23,7 @@ from ..data.datasets import LabelledData
 from .extract import extract_features
 from .features import FeatureCache, FeatureExtractor
 from .headfit import fit_linear_head, head_logits
+from .mixing import paired_se
 
 TOLERANCE = 0.01
 CUT_EVIDENCE = 2.0  # standard errors a cut must win by (about 97.5% one-sided)
@@ -144,9 +145,8 @@ def clear_win(a: np.ndarray, b: np.ndarray) -> bool:
     TOLERANCE and by more than CUT_EVIDENCE standard errors of the paired difference."""
     if len(a) != len(b) or len(a) < 2:
         return False
-    d = a.astype(float) - b.astype(float)
-    se = float(d.std(ddof=1) / np.sqrt(len(d)))
-    return d.mean() > TOLERANCE and d.mean() > CUT_EVIDENCE * se
+    gain = float(a.mean() - b.mean())
+    return gain > TOLERANCE and gain > CUT_EVIDENCE * paired_se(b, a)
 
 
 def _measure(sub, cfg, size: int, cuts: tuple[str, ...], *, cache, progress):
