@@ -14,6 +14,7 @@ from headstart.exceptions import ConfigError
                                                  (2, 2.0, 1), (8, 3.2, 5), (4, None, 4)])
 def test_threads_are_the_cores_other_processes_leave_free(monkeypatch, cores, busy, expected):
     monkeypatch.delenv("HEADSTART_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(threads, "available_cores", lambda: cores)
     monkeypatch.setattr(threads, "busy_elsewhere", lambda: busy)
     p = threads.measure_policy()
@@ -30,6 +31,16 @@ def test_headstart_threads_fixes_the_count(monkeypatch):
         monkeypatch.setenv("HEADSTART_THREADS", bad)
         with pytest.raises(ConfigError, match=f"HEADSTART_THREADS .* got '{bad}'"):
             threads.measure_policy()
+
+
+def test_omp_num_threads_fixes_the_count_unless_headstart_threads_does(monkeypatch):
+    monkeypatch.delenv("HEADSTART_THREADS", raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setattr(threads, "busy_elsewhere", lambda: 0.0)
+    p = threads.measure_policy()
+    assert (p.torch, p.onnxruntime, p.blas, p.rule) == (1, 1, 1, "OMP_NUM_THREADS")
+    monkeypatch.setenv("HEADSTART_THREADS", "2")
+    assert threads.measure_policy().rule == "HEADSTART_THREADS"
 
 
 def test_busy_elsewhere_is_a_share_of_the_machine():

@@ -10,7 +10,9 @@ competing busy processes; benchmarks/README.md has the figures):
 - threads = the cores this process may run on that other processes are not keeping busy,
   measured once, over a tenth of a second, when the policy is first asked for (at least 1):
   on a shared machine a thread whose core is taken waits for it at every synchronisation.
-- `HEADSTART_THREADS=N` fixes N threads for all three instead.
+- `HEADSTART_THREADS=N` fixes N threads for all three instead; so does `OMP_NUM_THREADS=N`,
+  the variable torch itself honours, when HEADSTART_THREADS is not set (a count the user
+  fixed also keeps a resumed run's arithmetic that of the run it resumes).
 
 `apply()` sets it (the training, features, export and serve paths call it once), `record()`
 says what is in effect, as written into every run's metrics.json.
@@ -67,12 +69,14 @@ def busy_elsewhere(seconds: float = SAMPLE_S) -> float | None:
 
 def measure_policy() -> ThreadPolicy:
     """The policy the rule gives now (see the module's docstring)."""
-    fixed = os.environ.get("HEADSTART_THREADS", "").strip()
-    if fixed:
+    name = next((v for v in ("HEADSTART_THREADS", "OMP_NUM_THREADS")
+                 if os.environ.get(v, "").strip()), None)
+    if name is not None:
+        fixed = os.environ[name].strip()
         if not fixed.isdigit() or int(fixed) < 1:
-            raise ConfigError(f"HEADSTART_THREADS must be a whole number of threads, 1 or more, "
+            raise ConfigError(f"{name} must be a whole number of threads, 1 or more, "
                               f"got {fixed!r}; unset it to let headstart choose")
-        n, rule = int(fixed), "HEADSTART_THREADS"
+        n, rule = int(fixed), name
     else:
         cores, busy = available_cores(), busy_elsewhere()
         if busy is None:
