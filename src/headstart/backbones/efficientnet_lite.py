@@ -75,12 +75,16 @@ class EfficientNetLite(Backbone):
         x = net._bn0(net._conv_stem(x))
         if self._cut == "stem":
             return x
-        x = net._swish(x)
+        return self._from_block(net._swish(x), 0)
+
+    def _from_block(self, x: torch.Tensor, first: int) -> torch.Tensor:
+        """The map from block `first` on (after the stem's activation) to the end."""
+        net = self.net
         # drop-connect acts only in training mode; its rate depends on the whole network's
         # depth, kept after a cut
         rate, n = net._global_params.drop_connect_rate, len(self._stage_of_block)
-        for i, block in enumerate(net._blocks):
-            x = block(x, drop_connect_rate=rate * i / n if rate else None)
+        for i in range(first, len(net._blocks)):
+            x = net._blocks[i](x, drop_connect_rate=rate * i / n if rate else None)
         if self._cut is not None and self._cut != "top":
             return x
         x = net._bn1(net._conv_head(x))
@@ -88,6 +92,22 @@ class EfficientNetLite(Backbone):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.feature_map(x).mean(dim=(2, 3))
+
+    def split_at(self, group: str):
+        if group not in self.config.layer_groups or group == "stem":
+            return None
+        net = self.net
+        first = (len(net._blocks) if group == "top"
+                 else self._stage_of_block.index(_STAGES.index(group)))
+        rate, n = net._global_params.drop_connect_rate, len(self._stage_of_block)
+
+        def below(x: torch.Tensor) -> torch.Tensor:
+            x = net._swish(net._bn0(net._conv_stem(x)))
+            for i in range(first):
+                x = net._blocks[i](x, drop_connect_rate=rate * i / n if rate else None)
+            return x
+
+        return below, lambda h: self._from_block(h, first).mean(dim=(2, 3))
 
     def group_modules(self) -> dict[str, list[nn.Module]]:
         net = self.net

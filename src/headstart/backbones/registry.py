@@ -104,9 +104,36 @@ class Backbone(nn.Module):
         this backbone cannot: a cut of it is then tapped with a hook (eager PyTorch only)."""
         return False
 
+    def split_at(self, group: str):
+        """The network as two functions around layer group `group`: (below, rest), where
+        below(x) runs the groups before `group` and rest(h) the groups from `group` on, ending
+        in the pooled features, so that rest(below(x)) == forward(x). The trainer runs below
+        once on frozen groups and caches its output (training/prefix.py). None where this
+        backbone cannot split there (the default)."""
+        return None
+
     def group_parameters(self) -> dict[str, list[nn.Parameter]]:
         return {g: [p for m in mods for p in m.parameters()]
                 for g, mods in self.group_modules().items()}
+
+
+def split_sequential(backbone: Backbone, group: str):
+    """split_at for a backbone whose groups run one after another (one module each) and whose
+    features are the spatial mean of the last group's map."""
+    groups = backbone.group_modules()
+    order = list(groups)
+    if group not in order or order.index(group) == 0:
+        return None
+    at = order.index(group)
+
+    def run(x, names):
+        for g in names:
+            for m in groups[g]:
+                x = m(x)
+        return x
+
+    return (lambda x: run(x, order[:at]),
+            lambda h: run(h, order[at:]).mean(dim=(2, 3)))
 
 
 def drop_after(backbone: Backbone, group: str, *, extra: tuple[str, ...] = ()) -> bool:

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..exceptions import WeightsError
-from .registry import Backbone, BackboneConfig, drop_after, register_backbone
+from .registry import Backbone, BackboneConfig, drop_after, register_backbone, split_sequential
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -38,6 +38,9 @@ class SmallCNN(Backbone):
 
     def group_modules(self) -> dict[str, list[nn.Module]]:
         return {g: [getattr(self, g)] for g in self.config.layer_groups}
+
+    def split_at(self, group: str):
+        return split_sequential(self, group)
 
     def truncate_after(self, group: str) -> bool:
         return drop_after(self, group)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .registry import Backbone, BackboneConfig, always, drop_after, register_backbone
+from .registry import (Backbone, BackboneConfig, always, drop_after, register_backbone,
+                       split_sequential)
 
 
 def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
@@ -34,6 +35,9 @@ class TinyCNN(Backbone):
 
     def source_classifier(self) -> nn.Module | None:
         return getattr(self, "fc", None)
+
+    def split_at(self, group: str):
+        return split_sequential(self, group)
 
     def truncate_after(self, group: str) -> bool:
         return drop_after(self, group, extra=("fc",))

@@ -26,6 +26,9 @@ class Strategy:
 
 
 _REGISTRY: dict[str, Strategy] = {}
+# top_tune's groups by default: the last two (EfficientNet-Lite's last block and its head
+# convolution, about a sixth of its compute at 168 px; a text encoder's last layer and pooling)
+TOP_GROUPS = 2
 
 
 def register_strategy(name: str, *, spread: bool = True, default_lr: float = 1e-4):
@@ -110,6 +113,18 @@ def fine_tune(groups, rates, top, *, epochs, unfreeze, modality, lr) -> Plan:
     return Plan("fine_tune", True, (_head(top), Phase("fine_tune", train,
                                                       tuple(rates[g] for g in train), top,
                                                       epochs)), mix=True)
+
+
+@register_strategy("top_tune")
+def top_tune(groups, rates, top, *, epochs, unfreeze, modality, lr) -> Plan:
+    """The probe, then the top layer groups (--unfreeze N, 'all' meaning TOP_GROUPS) fine-tuned
+    on the frozen groups' output, computed once (training/prefix.py), then the mix: surgical
+    fine-tuning of the last blocks at a fraction of a fine-tune's cost."""
+    train = _top_groups(groups, min(TOP_GROUPS, len(groups)) if str(unfreeze) == "all"
+                        else unfreeze)
+    return Plan("top_tune", True, (_head(top), Phase("top_tune", train,
+                                                     tuple(rates[g] for g in train), top,
+                                                     epochs, frozen_maps=True)), mix=True)
 
 
 @register_strategy("gradual")

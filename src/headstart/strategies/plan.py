@@ -29,6 +29,9 @@ class Phase:
     # the learning-rate schedule spans this many epochs (0: `epochs`); a phase cut short by
     # --refit full follows the schedule of the full phase it replays
     schedule_epochs: int = 0
+    # the frozen groups below train_groups run once, their output maps held in memory, and
+    # the epochs run the trained groups alone on them (training/prefix.py)
+    frozen_maps: bool = False
 
     def describe(self) -> str:
         if self.cached and self.fresh:
@@ -40,6 +43,8 @@ class Phase:
         lo, hi = min(self.group_lrs), max(self.group_lrs)
         rates = f"lr {hi:.1e}" if lo == hi else f"lr {lo:.1e}..{hi:.1e}"
         what = "on pairs of examples (the head waits)" if self.objective == "pairs" else "+ head"
+        if self.frozen_maps:
+            what += " on the frozen groups' cached output"
         return (f"{self.name}: {len(self.train_groups)} group(s) "
                 f"{self.train_groups[0]}..{self.train_groups[-1]} {what}, {rates}, "
                 f"{self.epochs} epoch(s)")

@@ -26,6 +26,7 @@ from .headfit import fit_standardized_head, head_logits
 from .mixing import better, choose_mix, interpolate
 from .pairs import pair_loss, pair_order
 from .predict import predict_logits
+from .prefix import FrozenMaps, frozen_maps
 from .rundir import RunWriter
 
 
@@ -67,6 +68,8 @@ class Trainer:
         self.final_head: dict | None = None  # the closed-form head fitted after fine-tuning
         self.resumed_from: tuple[int, int] | None = None  # (phase, epoch) of a checkpoint
         self.rank_batch = cfg.batch_size  # examples per step in this process (distributed.py)
+        # a top_tune phase's frozen maps: the frozen groups' output, computed once (prefix.py)
+        self.maps: FrozenMaps | None = None
 
     # -- the plan -------------------------------------------------------------------------
     def fit(self, train: Split, val: Split, *, resume: dict | None = None) -> list[dict]:
@@ -92,6 +95,7 @@ class Trainer:
         if (self.start is not None and self.final_head is None and self.cfg.refit != "none"
                 and not self.plan.phases[-1].cached):
             self._refit_tuned_head(train, val)
+        self.maps = None  # the memory they hold
         return self.history
 
     def _finish_body(self, train: Split, val: Split) -> None:
@@ -173,6 +177,8 @@ class Trainer:
         t0 = time.perf_counter()
         if self.mix is not None and self.mix["alpha"] == 0:
             feats = (train.features, val.features)
+        elif self.maps is not None:
+            feats = (self.maps.features(self.model, "train"), self.maps.features(self.model, "val"))
         else:
             with dist.shared_tmpdir("headstart-onnx-") as tmp:
                 feats = (self._embed(train, onnx_dir=tmp), self._embed(val, onnx_dir=tmp))
@@ -222,6 +228,13 @@ class Trainer:
         model = self.model
         if self.cfg.channels_last and self.modality.channels_last:
             model.to(memory_format=torch.channels_last)
+        self.maps = None
+        if phase.frozen_maps and phase.train_groups:
+            self.maps = frozen_maps(model, phase.train_groups[0], train, val, pre=self.pre,
+                                    views=self.modality.views(self.cfg.flip),
+                                    batch_size=self.cfg.batch_size * 2,
+                                    max_pixels=self.cfg.max_pixels, progress=self.progress,
+                                    log=self.log)
         opt = torch.optim.AdamW(param_groups(model, phase,
                                              backbone_decay=0.0 if self.l2sp else None))
         shard = len(dist.EpochSampler(len(train.ds), seed=0))
@@ -266,6 +279,10 @@ class Trainer:
         if phase.objective == "pairs":  # same-class chunks: every batch holds positive pairs
             order = [i for k in range(passes)
                      for i in pair_order(list(order), train.y, seed * 31 + k)]
+        if self.maps is not None:
+            batches = self.maps.batches(order, train.y, batch_size=bs, seed=seed, epoch=epoch,
+                                        drop_last=self.modality.drop_last)
+            return batches, len(batches)
         return self.modality.train_batches(train, order, batch_size=bs,
                                            pairs=phase.objective == "pairs", pre=self.pre,
                                            augment=augment, seed=seed, epoch=epoch,
@@ -282,7 +299,10 @@ class Trainer:
             if self.cfg.channels_last and self.modality.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-                out = net(x, embed=pairs)  # embeddings under the pair objective, else logits
+                if self.maps is not None:  # the top groups on the frozen groups' output
+                    out = self.model.head(self.maps.rest(x))
+                else:  # embeddings under the pair objective, else logits
+                    out = net(x, embed=pairs)
             loss = pair_loss(out, t) if pairs else nn.functional.cross_entropy(out.float(), t)
             if self.l2sp is not None:
                 loss = loss + self.l2sp.penalty()
@@ -305,8 +325,12 @@ class Trainer:
         return {**row, "train_acc": correct / max(seen, 1)}
 
     def _validate(self, val: Split, *, right: bool = False) -> dict:
-        logits = predict_logits(self.model, val.ds, self.pre, flip=self.cfg.flip, engine="torch",
-                                batch_size=self.cfg.batch_size * 2, progress=False)
+        if self.maps is not None:
+            logits = self.maps.logits(self.model)
+        else:
+            logits = predict_logits(self.model, val.ds, self.pre, flip=self.cfg.flip,
+                                    engine="torch", batch_size=self.cfg.batch_size * 2,
+                                    progress=False)
         scores = _scores("val", logits, val.y)
         if right:  # which examples it gets right, for the paired comparison of mixes
             scores["right"] = np.asarray(logits).argmax(1) == np.asarray(val.y)
