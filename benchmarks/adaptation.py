@@ -4,11 +4,14 @@ CLI as a user runs it, judged once on the held-out test split.
     python benchmarks/adaptation.py --work benchmark-work/adaptation          # everything
     python benchmarks/adaptation.py --datasets animal-mnist --sizes 5 10 20 --seeds 0 1 2
     python benchmarks/adaptation.py --work W --report                        # tables only
+    python benchmarks/adaptation.py --dev 100 --sizes 20 --recipes probe default  # a dev set
 
 Recipes (each a `headstart train` command, then `headstart evaluate` on the test split):
 
     probe      --strategy linear_probe --cut none    frozen features of the whole network
     fine_tune  --strategy fine_tune --cut none       LP-FT, then the mix validation prefers
+    top_tune   --strategy top_tune --cut none        images: LP-FT of the top two groups on the
+                                                     frozen groups' output computed once
     contrastive --strategy contrastive               texts: pairs (SetFit-style), then a head
     best_cut   --strategy linear_probe --backbone B@G for each default cut G; the cut whose
                                                      *validation* accuracy is best is reported
@@ -16,7 +19,9 @@ Recipes (each a `headstart train` command, then `headstart evaluate` on the test
 
 Nothing is chosen on the test split: a run's settings come from its own validation split, the
 best cut from the runs' validation accuracies, and each configuration is evaluated on the test
-split once. Results go to results.jsonl under --work, one line per run, so an interrupted
+split once. To choose a default without touching the test split, --dev N judges every run on
+a dev split instead: N examples per class drawn from the rest of the training pool (the
+images or texts not sampled for training), into results-dev.jsonl. Results go to results.jsonl under --work, one line per run, so an interrupted
 benchmark resumes where it stopped and the tables can be printed at any time (--report).
 
 The table per dataset: for each size (examples per class; 0 = all), each recipe's mean and
@@ -32,17 +37,23 @@ import csv
 import json
 import math
 import os
+import random
+import shutil
 import time
 from pathlib import Path
 
 import _common as C
 
-SIZES = {"animal-mnist": [5, 10, 20, 50, 100, 0], "bbc-news": [2, 4, 8, 16, 64, 0]}
-RECIPES = {"animal-mnist": ["probe", "fine_tune", "best_cut", "default"],
-           "bbc-news": ["probe", "fine_tune", "contrastive", "best_cut", "default"]}
-BACKBONE = {"animal-mnist": "efficientnet_lite0", "bbc-news": "minilm_l6"}
+SIZES = {"animal-mnist": [5, 10, 20, 50, 100, 0], "bbc-news": [2, 4, 8, 16, 64, 0],
+         "bbc-headlines": [8]}
+RECIPES = {"animal-mnist": ["probe", "fine_tune", "top_tune", "best_cut", "default"],
+           "bbc-news": ["probe", "fine_tune", "contrastive", "best_cut", "default"],
+           "bbc-headlines": ["probe", "fine_tune", "contrastive", "best_cut", "default"]}
+BACKBONE = {"animal-mnist": "efficientnet_lite0", "bbc-news": "minilm_l6",
+            "bbc-headlines": "minilm_l6"}
 OPTIONS = {"probe": ["--strategy", "linear_probe", "--cut", "none"],
            "fine_tune": ["--strategy", "fine_tune", "--cut", "none"],
+           "top_tune": ["--strategy", "top_tune", "--cut", "none"],
            "contrastive": ["--strategy", "contrastive"], "default": []}
 
 
@@ -53,18 +64,43 @@ def done(results: Path) -> dict:
     return {(r["dataset"], r["per_class"], r["seed"], r["run"]): r for r in rows}
 
 
+def dev_split(work: Path, dataset: str, data: Path, seed: int, per_class: int) -> Path:
+    """`per_class` examples of each class from the training pool that `data/train` was not
+    sampled from (linked, not copied): a dev split that is never the test."""
+    dev = data / "dev"
+    if dev.is_dir():
+        return dev
+    pool = work / "data" / f"{dataset}-pool"
+    if not pool.is_dir():
+        C.headstart("make-dataset", dataset, str(pool))
+    rng = random.Random(f"dev-{dataset}-{seed}")
+    partial = data / "dev.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    for cls in sorted(d.name for d in (pool / "train").iterdir() if d.is_dir()):
+        used = {f.name for f in (data / "train" / cls).iterdir()}
+        rest = sorted(f for f in (pool / "train" / cls).iterdir() if f.name not in used)
+        if not rest:
+            raise SystemExit(f"--dev: no {cls} examples left in the pool beside the training "
+                             f"sample of {data}; use a smaller size than all")
+        (partial / cls).mkdir(parents=True)
+        for f in rng.sample(rest, min(per_class, len(rest))):
+            os.link(f, partial / cls / f.name)
+    partial.rename(dev)
+    return dev
+
+
 def train_and_test(work: Path, data: Path, name: str, options: list[str], seed: int,
-                   extra: list[str]) -> dict:
-    out = work / "runs" / name
+                   extra: list[str], judge: str = "test") -> dict:
+    out = work / ("runs" if judge == "test" else f"runs-{judge}") / name
     t0 = time.perf_counter()
     C.headstart("train", str(data / "train"), "--out", str(out), "--seed", str(seed), "--quiet",
               "--overwrite", *options, *extra)
     seconds = time.perf_counter() - t0
     metrics = json.loads((out / "metrics.json").read_text())
-    report = json.loads(C.headstart("evaluate", str(out), str(data / "test"), "--json"))
+    report = json.loads(C.headstart("evaluate", str(out), str(data / judge), "--json"))
     with open(out / "history.csv", newline="") as f:
         losses = [float(r["train_loss"]) for r in csv.DictReader(f)
-                  if r["phase"] == "fine_tune" and r.get("train_loss")]
+                  if r["phase"] in ("fine_tune", "top_tune") and r.get("train_loss")]
     return {"test": report["accuracy"], "n_test": report["n"], "seconds": round(seconds, 1),
             # fine-tuning epochs' mean training losses: none may rise above the first
             "ft_losses": [round(x, 4) for x in losses],
@@ -79,6 +115,8 @@ def run_one(args, dataset: str, n: int, seed: int, results: Path) -> None:
     C.headstart("make-dataset", dataset, str(data), "--seed", str(seed),
               *(["--per-class", str(n)] if n else []))
     extra = list(args.train_args)
+    if args.dev:
+        dev_split(args.work, dataset, data, seed, args.dev)
     if dataset == "animal-mnist" and args.image_size != "auto":
         extra += ["--image-size", args.image_size]
     runs = []
@@ -98,10 +136,11 @@ def run_one(args, dataset: str, n: int, seed: int, results: Path) -> None:
             continue
         row = {"dataset": dataset, "per_class": n, "seed": seed, "run": run,
                **train_and_test(args.work, data, f"{dataset}-{n}-{seed}-{run}", options, seed,
-                                extra)}
+                                extra, judge="dev" if args.dev else "test")}
         with results.open("a") as f:
             f.write(json.dumps(row) + "\n")
-        print(f"{dataset} {n or 'all'}/class seed {seed} {run:<12} test {row['test']:.4f} "
+        print(f"{dataset} {n or 'all'}/class seed {seed} {run:<12} "
+              f"{'dev' if args.dev else 'test'} {row['test']:.4f} "
               f"val {row['val'] if row['val'] is not None else float('nan'):.4f} "
               f"{row['seconds']:.0f}s  ({row['strategy']}, {row['backbone']}, mix {row['mix']})",
               flush=True)
@@ -113,7 +152,7 @@ def best_cut(rows: list[dict]) -> dict | None:
     return max(cuts, key=lambda r: (r["val"] or 0.0, r["run"])) if cuts else None
 
 
-def report(results: Path) -> str:
+def report(results: Path, judged: str = "test") -> str:
     rows = list(done(results).values())
     out = []
     for dataset in sorted({r["dataset"] for r in rows}):
@@ -141,7 +180,7 @@ def report(results: Path) -> str:
             table.append(cells)
         headers = ["per class", "seeds", *[f"{r} mean / min (time)" for r in recipes],
                    "default - probe (probe SE)"]
-        out.append(C.table(headers, table, title=f"{dataset}: test accuracy"))
+        out.append(C.table(headers, table, title=f"{dataset}: {judged} accuracy"))
         tuned = [r for r in rows if r["dataset"] == dataset and r.get("ft_losses")]
         rising = [f"{r['run']} {r['per_class'] or 'all'}/{r['seed']}" for r in tuned
                   if max(r["ft_losses"][1:], default=0) > r["ft_losses"][0]]
@@ -180,9 +219,11 @@ def main() -> None:
     p.add_argument("--image-size", default="auto", help="animal-mnist: pixels or auto")
     p.add_argument("--work", type=Path, default=Path("benchmark-work/adaptation"))
     p.add_argument("--report", action="store_true", help="print the tables of --work and stop")
+    p.add_argument("--dev", type=int, default=0, metavar="N",
+                   help="judge on N per class from the rest of the training pool, not the test")
     args, args.train_args = p.parse_known_args()
     args.work.mkdir(parents=True, exist_ok=True)
-    results = args.work / "results.jsonl"
+    results = args.work / ("results-dev.jsonl" if args.dev else "results.jsonl")
     os.environ.setdefault("HEADSTART_CACHE", str(args.work / "cache"))
     if not args.report:
         print(C.machine_line(), flush=True)
@@ -190,7 +231,7 @@ def main() -> None:
             for n in args.sizes or SIZES[dataset]:
                 for seed in args.seeds:
                     run_one(args, dataset, n, seed, results)
-    print(report(results))
+    print(report(results, "dev (the rest of the training pool)" if args.dev else "test"))
 
 
 if __name__ == "__main__":

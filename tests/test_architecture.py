@@ -33,7 +33,7 @@ def test_the_registry_names_image_and_text():
     image, text = modalities.get("image"), modalities.get("text")
     assert modalities.get(image) is image and modalities.of(create_backbone("tiny_text")) is text
     assert image.default_backbone == "efficientnet_lite0" and text.default_backbone == "minilm_l6"
-    assert image.auto_strategy == "fine_tune" and text.auto_strategy == "contrastive"
+    assert image.auto_strategy == "top_tune" and text.auto_strategy == "contrastive"
     assert image.measures_input and not text.measures_input and text.measures_layers
     with pytest.raises(ConfigError, match="unknown modality 'audio'"):
         modalities.get("audio")
@@ -207,7 +207,7 @@ def test_strategies_are_registered_plan_builders():
     from headstart.strategies import STRATEGIES, build_plan, register_strategy
     from headstart.strategies.builders import _REGISTRY
     from headstart.strategies.plan import Phase, Plan
-    assert STRATEGIES == ("auto", "linear_probe", "fine_tune", "gradual", "scratch",
+    assert STRATEGIES == ("auto", "linear_probe", "fine_tune", "top_tune", "gradual", "scratch",
                           "contrastive")
 
     @register_strategy("head_twice")

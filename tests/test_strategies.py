@@ -53,11 +53,12 @@ def test_default_image_rates_are_adam_sized():
     assert lrs[-1] == pytest.approx(1e-4) and lrs[0] == pytest.approx(1e-5)
 
 
-def test_auto_fine_tunes_images_and_tunes_texts_on_pairs_both_after_a_probe():
+def test_auto_tunes_the_top_of_images_and_texts_on_pairs_both_after_a_probe():
     image = build_plan("auto", LITE)
     assert image.mix and image.strategy == "auto"
-    assert [p.name for p in image.phases] == ["head", "fine_tune"] and image.phases[0].cached
-    assert image.phases[1].group_lrs == build_plan("fine_tune", LITE).phases[1].group_lrs
+    assert [p.name for p in image.phases] == ["head", "top_tune"] and image.phases[0].cached
+    assert image.phases[1].train_groups == LITE[-2:] and image.phases[1].frozen_maps
+    assert image.phases[1].group_lrs == build_plan("fine_tune", LITE).phases[1].group_lrs[-2:]
     text = build_plan("auto", ("embeddings", "layer1", "layer2", "pooling"), modality="text")
     assert text.mix
     assert [(p.name, p.objective, p.cached, p.fresh) for p in text.phases] == [
@@ -106,7 +107,7 @@ def test_bad_plans(kw):
 
 
 def test_unknown_strategy():
-    with pytest.raises(ConfigError, match="linear_probe, fine_tune, gradual, scratch"):
+    with pytest.raises(ConfigError, match="linear_probe, fine_tune, top_tune, gradual, scratch"):
         build_plan("finetune", GROUPS)
 
 

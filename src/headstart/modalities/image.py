@@ -29,8 +29,8 @@ from .registry import register
 # a typical pre-trained conv weight per step, which wrecks the features the head was fitted on
 # (measured on animal-mnist pool images: validation fell 7 points in the first epoch); 1e-4 at
 # the top, 10x less at the stem, adapts without losing them.
-DEFAULT_LR = {"linear_probe": 1e-3, "fine_tune": 1e-4, "gradual": 1e-4, "scratch": 3e-3,
-              "contrastive": 1e-4}
+DEFAULT_LR = {"linear_probe": 1e-3, "fine_tune": 1e-4, "top_tune": 1e-4, "gradual": 1e-4,
+              "scratch": 3e-3, "contrastive": 1e-4}
 LR_SPREAD = 10.0  # earliest group's rate = top rate / 10 (as fastai's slice(lo, hi))
 
 
@@ -39,8 +39,11 @@ class ImageModality(Modality):
     size_unit, size_name = "px", "image_size"
     default_backbone = "efficientnet_lite0"
     default_lr, lr_spread = DEFAULT_LR, LR_SPREAD
-    # `auto` fine-tunes images (LP-FT, then the mix validation prefers; a mix of 0 is the probe)
-    auto_strategy = "fine_tune"
+    # `auto` fine-tunes the top groups of images on the frozen groups' output computed once
+    # (LP-FT, then the mix validation prefers; a mix of 0 is the probe). Measured on a dev split
+    # of animal-mnist (20 and 100 per class, 3 seeds): as accurate as the probe or better, as
+    # fine_tune was on the test split, in 20-95 s where fine_tune took 150-620 s
+    auto_strategy = "top_tune"
     fallback = True  # data that does not say what it holds is read as images
     sizes_input = measures_input = flips = augments = True
     checked_on_loading = False  # a file is checked when it is decoded
