@@ -29,7 +29,9 @@ class TrainConfig:
     strategy: str = option(
         "auto", "auto (default): adapt as measured best for the data, guarded by the probe; "
         "linear_probe: frozen backbone + logistic head; fine_tune: head, then the top groups "
-        "with discriminative rates; gradual: one more group per epoch; scratch: same network, "
+        "with discriminative rates; top_tune: head, then the top 2 groups on the frozen "
+        "groups' output computed once (fast; auto on images); gradual: one more group per "
+        "epoch; scratch: same network, "
         "random init; contrastive: few-shot, the backbone learns from pairs of examples "
         "(SetFit-style), then a logistic head", commands=_MODEL,
         rule=OneOf(_STRATEGIES, message="unknown strategy {value!r}; choose one of "
@@ -43,8 +45,9 @@ class TrainConfig:
         None, "top learning rate (default: the strategy's, for the data's modality)",
         rule=Optional(Number(0, INF, closed="neither",
                              expected="a positive finite learning rate such as 1e-3")))
-    unfreeze: str = option("all", "fine_tune, contrastive: N top groups, or all", rule=AsText(),
-                           commands=_MODEL)
+    unfreeze: str = option("all", "fine_tune, contrastive: N top groups, or all; top_tune "
+                           "(auto on images): N top groups, all meaning the top 2",
+                           rule=AsText(), commands=_MODEL)
     cut: str = option(
         "auto", "images: auto (default) also measures earlier layer cuts of the backbone and "
         "keeps one where it clearly beats the whole network; none: the whole network (a "

@@ -18,37 +18,37 @@ in inference mode, and maps that fit the memory budget."""
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from .. import modalities
+from ..backbones import Backbone
 from . import distributed as dist
 from .batches import Split
 from .extract import extract_features
+from .features import FeatureExtractor
 
 # the largest cache of frozen maps held in memory (bytes); above it the phase runs on the
 # inputs (the frozen groups run forward every epoch) and says so
 BUDGET = 1 << 30
 
 
-class _Below:
-    """The frozen groups as an extractor for extract_features: a batch of pre-processed inputs
-    -> their output maps, flattened."""
+class _Below(Backbone):
+    """The frozen groups as a network of their own (inputs -> their output maps, flattened),
+    so that FeatureExtractor runs them through ONNX Runtime (eager PyTorch, 3-10x slower on a
+    CPU, is its fallback). Its name and weights' fingerprint are its own: its graph is cached
+    beside the whole network's."""
 
-    session = None  # eager PyTorch only (no ONNX graph, no feature cache)
+    def __init__(self, backbone: Backbone, below, first: str) -> None:
+        super().__init__(replace(backbone.config, name=f"{backbone.config.name}~below-{first}"),
+                         backbone.input_size)
+        self.body = backbone  # registered: its weights are this network's fingerprint
+        self._below = below
 
-    def __init__(self, below) -> None:
-        self.below = below
-
-    def key(self, pre) -> str:
-        return ""
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            h = self.below(torch.from_numpy(batch))
-        return h.contiguous().reshape(len(batch), -1).numpy()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._below(x).flatten(1)
 
 
 @dataclass
@@ -137,8 +137,9 @@ def frozen_maps(model, first: str, train: Split, val: Split, *, pre, views: int,
     was = model.training
     model.eval()
     try:
+        extractor = FeatureExtractor(_Below(model.backbone, below, first))
         maps = [torch.from_numpy(np.ascontiguousarray(
-            extract_features(s.ds, _Below(below), pre, views=views, batch_size=batch_size,
+            extract_features(s.ds, extractor, pre, views=views, batch_size=batch_size,
                              progress=progress, max_pixels=max_pixels,
                              desc=f"{name} frozen maps").features))
             for name, s in (("train", train), ("val", val)) if len(s.y)]
