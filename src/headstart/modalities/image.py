@@ -209,6 +209,36 @@ def _hashes(ds, max_pixels: int, skip_bad: bool, progress: bool, skipped: list, 
     return hashes
 
 
+class _Rows:
+    """Features of a pass, written row by row into one array allocated at the first vector (an
+    image's (views, dim)): the pass holds the features once, not once per image and once
+    stacked."""
+
+    def __init__(self, n: int, views: int) -> None:
+        self.n, self.views = n, views
+        self.done = np.zeros(n, bool)
+        self.out: np.ndarray | None = None
+
+    def __contains__(self, i: int) -> bool:
+        return bool(self.done[i])
+
+    def __len__(self) -> int:
+        return int(self.done.sum())
+
+    def put(self, i: int, vec: np.ndarray | None) -> None:
+        if vec is not None:
+            if self.out is None:
+                self.out = np.empty((self.n, *np.shape(vec)), np.float32)
+            self.out[i] = vec
+        self.done[i] = True
+
+    def kept(self) -> list[int]:
+        return np.flatnonzero(self.done).tolist()
+
+    def array(self, kept: list[int]) -> np.ndarray:
+        return self.out if len(kept) == self.n else self.out[kept]
+
+
 def extract_images(ds, extractor, pre: Preprocess | None, *, views: int = 1, cache=None,
                    skip_bad: bool = False, batch_size: int = 32, progress: bool = True,
                    max_pixels: int = DEFAULT_MAX_PIXELS, desc: str = "features") -> Extracted:
@@ -219,15 +249,15 @@ def extract_images(ds, extractor, pre: Preprocess | None, *, views: int = 1, cac
     bad: set[int] = set()
     hashes = _hashes(ds, max_pixels, skip_bad, progress, skipped, bad) if cache is not None \
         else [""] * n
-    found: dict[int, np.ndarray] = {}
+    rows = _Rows(n, views)  # one preallocated array: no per-image arrays to stack at the end
     key = extractor.key(pre) if extractor is not None else ""
     if cache is not None and extractor is not None:
         per_view = [cache.get_many(key, hashes, v) for v in range(views)]
         for i, h in enumerate(hashes):
             if i not in bad and all(h in pv for pv in per_view):
-                found[i] = np.stack([pv[h] for pv in per_view])
-    todo = [i for i in range(n) if i not in found and i not in bad]
-    from_cache = len(found)
+                rows.put(i, np.stack([pv[h] for pv in per_view]))
+    todo = [i for i in range(n) if i not in rows and i not in bad]
+    from_cache = len(rows)
     bar = tqdm(total=len(todo), desc=desc, disable=not progress or not todo, unit="img")
     batch_idx: list[int] = []
     batch_arr: list[np.ndarray] = []
@@ -238,7 +268,7 @@ def extract_images(ds, extractor, pre: Preprocess | None, *, views: int = 1, cac
         arr = np.concatenate(batch_arr).astype(np.float32, copy=False)
         feats = extractor(arr).reshape(len(batch_idx), views, -1)
         for j, i in enumerate(batch_idx):
-            found[i] = feats[j]
+            rows.put(i, feats[j])
         if cache is not None:
             cache.put_many(key, [(hashes[i], v, feats[j, v]) for j, i in enumerate(batch_idx)
                                  for v in range(views)])
@@ -251,7 +281,7 @@ def extract_images(ds, extractor, pre: Preprocess | None, *, views: int = 1, cac
         for i, arr in _readable(prefetch_map(lambda it: _load(it, use_pre, views, max_pixels),
                                              items), bar, skip_bad, skipped):
             if extractor is None:
-                found[i] = None
+                rows.put(i, None)
                 continue
             batch_idx.append(i)
             batch_arr.append(arr)
@@ -260,8 +290,8 @@ def extract_images(ds, extractor, pre: Preprocess | None, *, views: int = 1, cac
         flush()
     finally:
         bar.close()
-    kept = sorted(found)
-    features = np.stack([found[i] for i in kept]) if extractor is not None and kept else None
+    kept = rows.kept()
+    features = rows.array(kept) if extractor is not None and kept else None
     return Extracted(features, kept, skipped, from_cache)
 
 
