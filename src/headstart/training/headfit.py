@@ -24,15 +24,24 @@ def fit_linear_head(features: np.ndarray, y: np.ndarray, num_classes: int, *, C:
 
 def fit_standardized_head(features: np.ndarray, y: np.ndarray, num_classes: int, *,
                           C: float = 1.0, max_iter: int = 300, seed: int = 0):
-    """features: (n, views, dim); every view is a training sample with the same label.
+    """features: (n, views, dim), or a list of such arrays (the training and validation
+    splits), joined as one sample; every view is a training sample with the same label.
     Returns (weight, bias, mean, std): the head acts on (features - mean) / std. C is the
-    inverse regularisation strength as in scikit-learn (penalty ||W||^2 / (2 C n))."""
-    n, views, dim = features.shape
-    X = torch.from_numpy(np.ascontiguousarray(features.reshape(n * views, dim), np.float32))
+    inverse regularisation strength as in scikit-learn (penalty ||W||^2 / (2 C n)).
+    Beside the caller's features the fit holds one copy of them: the parts are joined into one
+    buffer, which is then standardised in place."""
+    parts = list(features) if isinstance(features, (list, tuple)) else [features]
+    views, dim = parts[0].shape[1:]
+    Xs = torch.empty(sum(len(p) for p in parts) * views, dim)
+    at = 0
+    for p in parts:
+        rows = torch.from_numpy(np.ascontiguousarray(p, np.float32).reshape(-1, dim))
+        Xs[at:at + len(rows)] = rows
+        at += len(rows)
     t = torch.from_numpy(np.repeat(np.asarray(y, np.int64), views))
-    mean = X.mean(0)
-    std = robust_scale(X)
-    Xs = (X - mean) / std
+    mean = Xs.mean(0)
+    std = robust_scale(Xs)
+    Xs.sub_(mean).div_(std)
     g = torch.Generator().manual_seed(seed)
     W = (torch.randn(num_classes, dim, generator=g) * 1e-3).requires_grad_(True)
     b = torch.zeros(num_classes, requires_grad=True)

@@ -161,12 +161,11 @@ class Trainer:
         scores, val_logits = self._fit_head(f_train, train.y, f_val, val.y)
         if len(val.y):
             self.holdout_logits = val_logits
-            if self.cfg.refit != "none":
-                both = np.concatenate([f_train, f_val])
+            if self.cfg.refit != "none":  # the two splits joined inside the fit (one copy)
                 self.model.head.set_fit(*fit_standardized_head(
-                    both, np.concatenate([train.y, val.y]), self.model.head.fc.out_features,
-                    C=self.cfg.C, seed=self.cfg.seed))
-                scores["refit_on"] = len(both)
+                    [f_train, f_val], np.concatenate([train.y, val.y]),
+                    self.model.head.fc.out_features, C=self.cfg.C, seed=self.cfg.seed))
+                scores["refit_on"] = len(f_train) + len(f_val)
         return scores
 
     def _refit_tuned_head(self, train: Split, val: Split) -> None:
