@@ -76,9 +76,12 @@ def test_frozen_maps_give_the_logits_and_features_of_the_whole_model(make_folder
     assert maps.train.shape[:2] == (6, 2) and maps.val.shape[:2] == (6, 2)
     want = predict_logits(model, val.ds, pre, flip=True, engine="torch", progress=False)
     np.testing.assert_allclose(maps.logits(model), want, rtol=1e-5, atol=1e-5)
-    batches = maps.batches(range(6), train.y, batch_size=4, seed=0, epoch=0, drop_last=True)
-    assert [len(t) for _, t in batches] == [4]  # the last partial batch dropped
-    again = maps.batches(range(6), train.y, batch_size=4, seed=0, epoch=0, drop_last=True)
+    drawn, count = maps.batches(range(6), train.y, batch_size=4, seed=0, epoch=0,
+                                drop_last=True)
+    batches = list(drawn)
+    assert [len(t) for _, t in batches] == [4] and count == 1  # the last partial batch dropped
+    again = list(maps.batches(range(6), train.y, batch_size=4, seed=0, epoch=0,
+                              drop_last=True)[0])
     assert torch.equal(batches[0][0], again[0][0])  # the same views after a resume
 
 

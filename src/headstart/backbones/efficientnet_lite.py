@@ -77,14 +77,20 @@ class EfficientNetLite(Backbone):
             return x
         return self._from_block(net._swish(x), 0)
 
-    def _from_block(self, x: torch.Tensor, first: int) -> torch.Tensor:
-        """The map from block `first` on (after the stem's activation) to the end."""
+    def _run_blocks(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Blocks start..stop-1 of the network."""
         net = self.net
         # drop-connect acts only in training mode; its rate depends on the whole network's
         # depth, kept after a cut
         rate, n = net._global_params.drop_connect_rate, len(self._stage_of_block)
-        for i in range(first, len(net._blocks)):
+        for i in range(start, stop):
             x = net._blocks[i](x, drop_connect_rate=rate * i / n if rate else None)
+        return x
+
+    def _from_block(self, x: torch.Tensor, first: int) -> torch.Tensor:
+        """The map from block `first` on (after the stem's activation) to the end."""
+        net = self.net
+        x = self._run_blocks(x, first, len(net._blocks))
         if self._cut is not None and self._cut != "top":
             return x
         x = net._bn1(net._conv_head(x))
@@ -99,13 +105,9 @@ class EfficientNetLite(Backbone):
         net = self.net
         first = (len(net._blocks) if group == "top"
                  else self._stage_of_block.index(_STAGES.index(group)))
-        rate, n = net._global_params.drop_connect_rate, len(self._stage_of_block)
 
         def below(x: torch.Tensor) -> torch.Tensor:
-            x = net._swish(net._bn0(net._conv_stem(x)))
-            for i in range(first):
-                x = net._blocks[i](x, drop_connect_rate=rate * i / n if rate else None)
-            return x
+            return self._run_blocks(net._swish(net._bn0(net._conv_stem(x))), 0, first)
 
         return below, lambda h: self._from_block(h, first).mean(dim=(2, 3))
 

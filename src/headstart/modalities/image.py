@@ -214,8 +214,8 @@ class _Rows:
     image's (views, dim)): the pass holds the features once, not once per image and once
     stacked."""
 
-    def __init__(self, n: int, views: int) -> None:
-        self.n, self.views = n, views
+    def __init__(self, n: int) -> None:
+        self.n = n
         self.done = np.zeros(n, bool)
         self.out: np.ndarray | None = None
 
@@ -249,7 +249,7 @@ def extract_images(ds, extractor, pre: Preprocess | None, *, views: int = 1, cac
     bad: set[int] = set()
     hashes = _hashes(ds, max_pixels, skip_bad, progress, skipped, bad) if cache is not None \
         else [""] * n
-    rows = _Rows(n, views)  # one preallocated array: no per-image arrays to stack at the end
+    rows = _Rows(n)  # one preallocated array: no per-image arrays to stack at the end
     key = extractor.key(pre) if extractor is not None else ""
     if cache is not None and extractor is not None:
         per_view = [cache.get_many(key, hashes, v) for v in range(views)]

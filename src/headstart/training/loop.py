@@ -279,9 +279,8 @@ class Trainer:
             order = [i for k in range(passes)
                      for i in pair_order(list(order), train.y, seed * 31 + k)]
         if self.maps is not None:
-            batches = self.maps.batches(order, train.y, batch_size=bs, seed=seed, epoch=epoch,
-                                        drop_last=self.modality.drop_last)
-            return batches, len(batches)
+            return self.maps.batches(order, train.y, batch_size=bs, seed=seed, epoch=epoch,
+                                     drop_last=self.modality.drop_last)
         return self.modality.train_batches(train, order, batch_size=bs,
                                            pairs=phase.objective == "pairs", pre=self.pre,
                                            augment=augment, seed=seed, epoch=epoch,

@@ -26,11 +26,16 @@ def predict_logits(model, ds: LabelledData, pre, *, flip: bool, engine: str = "a
         with torch.inference_mode():
             f = (torch.from_numpy(ex.features) if ex.features is not None  # none readable
                  else torch.zeros(0, 1, model.head.fc.in_features))
-            logits = model.head(f.flatten(0, 1).float()).view(f.shape[0], f.shape[1], -1).mean(1)
+            logits = view_averaged(model.head, f)
     finally:
         model.train(was_training)
     logits = logits.numpy()
     return (logits, ex) if return_kept else logits
+
+
+def view_averaged(head, f: torch.Tensor) -> torch.Tensor:
+    """The head's logits for (n, views, dim) features, averaged over the views."""
+    return head(f.flatten(0, 1).float()).view(f.shape[0], f.shape[1], -1).mean(1)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -17,6 +17,8 @@ images, as fine_tune does), a backbone that can split at the first tuned group, 
 in inference mode, and maps that fit the memory budget."""
 from __future__ import annotations
 
+import contextlib
+import math
 import random
 from dataclasses import dataclass, replace
 
@@ -29,6 +31,7 @@ from . import distributed as dist
 from .batches import Split
 from .extract import extract_features
 from .features import FeatureExtractor
+from .predict import view_averaged
 
 # the largest cache of frozen maps held in memory (bytes); above it the phase runs on the
 # inputs (the frozen groups run forward every epoch) and says so
@@ -56,7 +59,6 @@ class FrozenMaps:
     """The frozen groups' output maps of the training and validation splits, and the rest of
     the network as a function of them."""
 
-    first: str  # the first tuned group
     rest: object  # maps -> pooled features (Backbone.split_at)
     shape: tuple[int, ...]  # one map's (channels, height, width)
     train: torch.Tensor  # (n, views, channels * height * width)
@@ -68,49 +70,53 @@ class FrozenMaps:
 
     def batches(self, order, y: np.ndarray, *, batch_size: int, seed: int, epoch: int,
                 drop_last: bool):
-        """(maps, targets) batches of one epoch in `order`, one view per example drawn by a
-        generator seeded by (seed, epoch): the same draw after a resume."""
+        """((maps, targets) batches of one epoch in `order`, made as they are drawn; their
+        number). One view per example, drawn by a generator seeded by (seed, epoch): the same
+        draw after a resume."""
         rng = random.Random(f"{seed}-{epoch}-views")
-        views = [rng.randrange(self.train.shape[1]) for _ in order]
         order = np.asarray(list(order), np.int64)
+        views = torch.tensor([rng.randrange(self.train.shape[1]) for _ in order])
         n = len(order)
         stop = n - n % batch_size if drop_last and n > batch_size else n
         targets = torch.from_numpy(np.asarray(y, np.int64))
-        batches = []
-        for s in range(0, stop, batch_size):
-            idx = torch.from_numpy(order[s:s + batch_size])
-            v = torch.tensor(views[s:s + batch_size])
-            maps = self.train[idx, v].view(len(idx), *self.shape)
-            batches.append((maps, targets[idx]))
-        return batches
+
+        def draw():
+            for s in range(0, stop, batch_size):
+                idx = torch.from_numpy(order[s:s + batch_size])
+                yield (self.train[idx, views[s:s + batch_size]].view(len(idx), *self.shape),
+                       targets[idx])
+        return draw(), math.ceil(stop / batch_size)
 
     def logits(self, model, which: str = "val") -> np.ndarray:
         """The model's logits, averaged over the views, as predict_logits computes them."""
-        feats = self.features(model, which)
-        was = model.training
-        model.eval()
-        try:
-            with torch.inference_mode():
-                f = torch.from_numpy(feats)
-                logits = model.head(f.flatten(0, 1)).view(f.shape[0], f.shape[1], -1).mean(1)
-        finally:
-            model.train(was)
-        return logits.numpy()
+        with _evaluating(model):
+            return view_averaged(model.head, self._features(model, which)).numpy()
 
-    def features(self, model, which: str, batch_size: int = 256) -> np.ndarray:
+    def features(self, model, which: str) -> np.ndarray:
         """Pooled features (n, views, dim) of the model's top groups on the cached maps."""
+        with _evaluating(model):
+            return self._features(model, which).numpy()
+
+    def _features(self, model, which: str, batch_size: int = 256) -> torch.Tensor:
         maps = self.train if which == "train" else self.val
-        was = model.training
-        model.eval()
-        try:
-            with torch.inference_mode():
-                flat = maps.flatten(0, 1)
-                out = [self.rest(flat[s:s + batch_size].view(-1, *self.shape))
-                       for s in range(0, len(flat), batch_size)]
-                feats = (torch.cat(out) if out else torch.zeros(0, model.backbone.feature_dim))
-        finally:
-            model.train(was)
-        return feats.view(maps.shape[0], maps.shape[1], -1).numpy()
+        flat = maps.flatten(0, 1)
+        out = [self.rest(flat[s:s + batch_size].view(-1, *self.shape))
+               for s in range(0, len(flat), batch_size)]
+        feats = torch.cat(out) if out else torch.zeros(0, model.backbone.feature_dim)
+        return feats.view(maps.shape[0], maps.shape[1], -1)
+
+
+@contextlib.contextmanager
+def _evaluating(model):
+    """The model in inference mode (BatchNorm statistics, no dropout), without gradients;
+    its training mode, and so the BatchNorm policy, restored after."""
+    was = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        model.train(was)
 
 
 def frozen_maps(model, first: str, train: Split, val: Split, *, pre, views: int,
@@ -134,20 +140,16 @@ def frozen_maps(model, first: str, train: Split, val: Split, *, pre, views: int,
         log(f"top groups from {first}: trained on the inputs (their frozen maps would take "
             f"{need / 2**20:.0f} MB, over the {BUDGET / 2**20:.0f} MB held in memory)")
         return None
-    was = model.training
-    model.eval()
-    try:
+    with _evaluating(model):
         extractor = FeatureExtractor(_Below(model.backbone, below, first))
         maps = [torch.from_numpy(np.ascontiguousarray(
             extract_features(s.ds, extractor, pre, views=views, batch_size=batch_size,
                              progress=progress, max_pixels=max_pixels,
                              desc=f"{name} frozen maps").features))
             for name, s in (("train", train), ("val", val)) if len(s.y)]
-    finally:
-        model.train(was)
     if len(maps) == 1:
         maps.append(torch.zeros(0, views, maps[0].shape[2]))
-    out = FrozenMaps(first, rest, shape, *maps)
+    out = FrozenMaps(rest, shape, *maps)
     log(f"top groups from {first}: the frozen groups ran once ({views} view(s) of "
         f"{len(train.y) + len(val.y)} examples, {out.nbytes / 2**20:.0f} MB of maps held)")
     return out
