@@ -184,6 +184,28 @@ def test_interrupted_run_resumes(cli, tiny_data, tmp_path, interrupt_after):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_checkpoint_stores_each_distinct_tensor_once(tiny_data, tmp_path, interrupt_after):
+    """A checkpoint holds the current, best, start and best-tuned weights: the tensors they
+    share (frozen groups, or a best epoch that is the latest) are written once, and load back
+    equal."""
+    partial = tmp_path / ".ft.partial"
+    interrupt_after(2)
+    with pytest.raises(KeyboardInterrupt):
+        api.train(tiny_data, tmp_path / "ft", config=TrainConfig(
+            backbone="tiny_cnn", input_size=32, strategy="fine_tune", unfreeze=1, epochs=3,
+            patience=5), progress=False, log=lambda *a, **k: None)
+    ckpt = torch.load(partial / "checkpoint.pt", weights_only=False)
+    states = [ckpt["model"], ckpt["best"], ckpt["start"][0], ckpt["tuned"][0]]
+    ptrs = {t.untyped_storage().data_ptr() for s in states for t in s.values()}
+    distinct = {(k, t.numpy().tobytes()) for s in states for k, t in s.items()}
+    assert len(ptrs) == len(distinct) < sum(len(s) for s in states)
+
+
+def test_gradient_phases_use_the_fused_optimizer():
+    p = torch.nn.Parameter(torch.zeros(3))
+    assert loop.adamw([{"params": [p], "lr": 1e-3}]).defaults["fused"]
+
+
 def test_restart_discards_interrupted_run(cli, tiny_data, tmp_path, interrupt_after):
     runs = tmp_path / "runs"
     interrupt_after(3)
