@@ -16,6 +16,8 @@ Recipes (each a `headstart train` command, then `headstart evaluate` on the test
     best_cut   --strategy linear_probe --backbone B@G for each default cut G; the cut whose
                                                      *validation* accuracy is best is reported
     default    (no options)                          what a user gets: strategy auto, cut auto
+    refit_full --refit full                          the default, then trained again on train +
+                                                     val for as long as validation chose
 
 Nothing is chosen on the test split: a run's settings come from its own validation split, the
 best cut from the runs' validation accuracies, and each configuration is evaluated on the test
@@ -47,14 +49,16 @@ import _common as C
 SIZES = {"animal-mnist": [5, 10, 20, 50, 100, 0], "bbc-news": [2, 4, 8, 16, 64, 0],
          "bbc-headlines": [8]}
 RECIPES = {"animal-mnist": ["probe", "fine_tune", "top_tune", "best_cut", "default"],
-           "bbc-news": ["probe", "fine_tune", "contrastive", "best_cut", "default"],
-           "bbc-headlines": ["probe", "fine_tune", "contrastive", "best_cut", "default"]}
+           "bbc-news": ["probe", "fine_tune", "contrastive", "best_cut", "default", "refit_full"],
+           "bbc-headlines": ["probe", "fine_tune", "contrastive", "best_cut", "default",
+                             "refit_full"]}
 BACKBONE = {"animal-mnist": "efficientnet_lite0", "bbc-news": "minilm_l6",
             "bbc-headlines": "minilm_l6"}
 OPTIONS = {"probe": ["--strategy", "linear_probe", "--cut", "none"],
            "fine_tune": ["--strategy", "fine_tune", "--cut", "none"],
            "top_tune": ["--strategy", "top_tune", "--cut", "none"],
-           "contrastive": ["--strategy", "contrastive"], "default": []}
+           "contrastive": ["--strategy", "contrastive"], "default": [],
+           "refit_full": ["--refit", "full"]}
 
 
 def done(results: Path) -> dict:
