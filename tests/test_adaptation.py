@@ -251,3 +251,21 @@ def test_fine_tune_of_a_real_backbone_adapts_without_diverging(animals, cli, tmp
     n = 10 * 30
     se = (acc["probe"] * (1 - acc["probe"]) / n) ** 0.5
     assert acc["ft"] >= acc["probe"] - se, (acc, metrics["mix"])
+
+
+def test_the_head_fit_on_raw_splits_is_the_fit_on_standardised_features():
+    """The fit keeps no standardised copy: it optimises the same head through (W / std) x +
+    b - (W / std) mean, over the splits as given; the result is the head fitted on explicitly
+    standardised, joined features."""
+    from headstart.training.headfit import moments, robust_scale
+    rng = np.random.default_rng(1)
+    f = rng.standard_normal((300, 2, 16)).astype(np.float32) * 3 + 7
+    y = rng.integers(0, 3, 300)
+    f[np.arange(300), :, y] += 2.0
+    W, b, mean, std = fit_standardized_head([f[:200], f[200:]], y, 3)
+    X = torch.from_numpy(f.reshape(-1, 16))
+    m, s = moments([X[:123], X[123:]], 16, chunk=50)
+    assert torch.allclose(m, X.mean(0), atol=1e-5) and torch.allclose(s, X.std(0), atol=1e-5)
+    assert torch.equal(std, robust_scale(s))
+    W2, b2, _, _ = fit_standardized_head(((f - mean.numpy()) / std.numpy()), y, 3)
+    assert torch.allclose(W, W2, atol=1e-3) and torch.allclose(b, b2, atol=1e-3)

@@ -28,20 +28,17 @@ def fit_standardized_head(features: np.ndarray, y: np.ndarray, num_classes: int,
     splits), joined as one sample; every view is a training sample with the same label.
     Returns (weight, bias, mean, std): the head acts on (features - mean) / std. C is the
     inverse regularisation strength as in scikit-learn (penalty ||W||^2 / (2 C n)).
-    Beside the caller's features the fit holds one copy of them: the parts are joined into one
-    buffer, which is then standardised in place."""
+
+    The fit holds no copy of the features: it optimises the head on standardised features,
+    W (x - mean) / std + b, written as the same linear map of the raw features,
+    (W / std) x + (b - (W / std) mean), so that its peak memory is the caller's features plus
+    a constant."""
     parts = list(features) if isinstance(features, (list, tuple)) else [features]
     views, dim = parts[0].shape[1:]
-    Xs = torch.empty(sum(len(p) for p in parts) * views, dim)
-    at = 0
-    for p in parts:
-        rows = torch.from_numpy(np.ascontiguousarray(p, np.float32).reshape(-1, dim))
-        Xs[at:at + len(rows)] = rows
-        at += len(rows)
+    X = [torch.from_numpy(np.ascontiguousarray(p, np.float32).reshape(-1, dim)) for p in parts]
     t = torch.from_numpy(np.repeat(np.asarray(y, np.int64), views))
-    mean = Xs.mean(0)
-    std = robust_scale(Xs)
-    Xs.sub_(mean).div_(std)
+    mean, spread = moments(X, dim)
+    std = robust_scale(spread)
     g = torch.Generator().manual_seed(seed)
     W = (torch.randn(num_classes, dim, generator=g) * 1e-3).requires_grad_(True)
     b = torch.zeros(num_classes, requires_grad=True)
@@ -52,7 +49,9 @@ def fit_standardized_head(features: np.ndarray, y: np.ndarray, num_classes: int,
 
     def closure():
         opt.zero_grad()
-        loss = nn.functional.cross_entropy(Xs @ W.T + b, t) + l2 * (W * W).sum()
+        w = W / std
+        logits = torch.cat([x @ w.T for x in X]) + (b - w @ mean)
+        loss = nn.functional.cross_entropy(logits, t) + l2 * (W * W).sum()
         loss.backward()
         return loss
 
@@ -65,7 +64,24 @@ def fit_standardized_head(features: np.ndarray, y: np.ndarray, num_classes: int,
     return W.detach(), b.detach(), mean, std
 
 
-def robust_scale(X: torch.Tensor) -> torch.Tensor:
+def moments(X: list[torch.Tensor], dim: int, chunk: int = 256) -> tuple[torch.Tensor, ...]:
+    """(mean, standard deviation) per feature of the rows of several (rows, dim) tensors taken
+    as one sample, accumulated in float64 over chunks of rows (no copy of the rows)."""
+    n = sum(len(x) for x in X)
+    total = torch.zeros(dim, dtype=torch.float64)
+    for x in X:
+        for i in range(0, len(x), chunk):
+            total += x[i:i + chunk].double().sum(0)
+    mean = total / max(n, 1)
+    squares = torch.zeros(dim, dtype=torch.float64)
+    for x in X:
+        for i in range(0, len(x), chunk):
+            squares += ((x[i:i + chunk].double() - mean) ** 2).sum(0)
+    std = (squares / max(n - 1, 1)).sqrt()  # unbiased, as torch.std
+    return mean.float(), std.float()
+
+
+def robust_scale(std: torch.Tensor) -> torch.Tensor:
     """Per-feature spread for standardising, floored at STD_FLOOR x the median spread.
 
     A feature that barely varies on a small training set (a channel the target data hardly
@@ -74,7 +90,6 @@ def robust_scale(X: torch.Tensor) -> torch.Tensor:
     by orders of magnitude (measured: gradient norms of 1e4 in the first epoch). The floor is
     relative, so features of any overall scale (a random-init network's ~1e-8 included) are
     standardised alike."""
-    std = X.std(0)
     floor = float(std.median()) * STD_FLOOR
     return std.clamp_min(floor if floor > 0 else 1e-12)
 
