@@ -237,3 +237,26 @@ def test_torchrun_linear_probe_on_animal_mnist_matches_one_process(animals, tmp_
         assert abs(float(a["val_loss"]) - float(b["val_loss"])) < 1e-4
     extracted = two["distributed"]["extracted_per_process"]
     assert sum(extracted) == 100 and abs(extracted[0] - extracted[1]) <= 1  # each once
+
+
+def test_torchrun_compare_matches_one_process_and_rank_0_writes(tmp_path):
+    """`compare` under torchrun: the arms train and are scored by both processes together;
+    one summary is printed and one report written, by rank 0; the frozen probe and the classic
+    arm score as one process does, the gradient arms within a few test examples."""
+    from headstart.cli.main import main
+    data = write_folder(tmp_path / "data", ("a", "b", "c"), 16, size=32, seed=5)
+    args = ["compare", data, "--epochs", "2", "--batch-size", "8", *TINY]
+    env = {**os.environ, **ENV, "HEADSTART_CACHE": str(tmp_path / "cache")}
+    assert main([*map(str, args), "--out", str(tmp_path / "one")]) == 0
+    proc = subprocess.run(torchrun(*args, "--out", tmp_path / "two", port=free_port()),
+                          env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("verdict:") == 1, proc.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "data", "one", "two"]
+    one, two = (json.loads((tmp_path / r / "report.json").read_text()) for r in ("one", "two"))
+    assert "distributed" not in one and two["distributed"]["world"] == 2
+    n = one["test"]["n"]
+    for arm in ("probe", "classic"):
+        assert two["arms"][arm]["accuracy"] == one["arms"][arm]["accuracy"], arm
+    for arm in ("transfer", "scratch"):
+        assert abs(two["arms"][arm]["accuracy"] - one["arms"][arm]["accuracy"]) <= 2 / n, arm

@@ -2,13 +2,14 @@
 
 On one split (a given test set, or a stratified seeded hold-out no arm trains on) four arms
 learn from the same training examples: `probe` (frozen pre-trained features + linear head),
-`transfer` (the user's strategy, `headstart train`'s default unless given) and `scratch` (same architecture, random
-weights), with the same budget of gradient epochs, and `classic` (a logistic regression on
-pixels, HOG or TF-IDF, evaluation/classic.py: seconds). Each seed draws the same training /
-validation split for every arm. Each is scored on the test part; the report (built in
-compare_report.py, written by evaluation/report.py) holds the three indicators, the verdict
-against the best model without transfer, per-class drops, confusions, compute and the label
-curve.
+`transfer` (the user's strategy, `headstart train`'s default unless given) and `scratch`
+(same architecture, random weights), with the same budget of gradient epochs, and `classic`
+(a logistic regression on pixels, HOG or TF-IDF, evaluation/classic.py: seconds). Each seed
+draws the same training / validation split for every arm. Each is scored on the test part;
+the report (built in compare_report.py, written by evaluation/report.py) holds the three
+indicators, the verdict against the best model without transfer, per-class drops,
+confusions, compute and the label curve. Under torchrun the arms train and score across the
+processes, as `train` does; rank 0 alone logs and writes the report.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from .evaluation.zero_shot import zero_shot
 from .exceptions import ConfigError, DataError
 from .strategies import STRATEGIES
 from .training import FeatureCache, TrainConfig
+from .training import distributed as dist
 from .training.model import resolve_backbone
 from .training.rundir import check_out_apart, check_replaceable
 from .training.predict import predict_logits, softmax
@@ -47,7 +49,10 @@ def compare(data, out=None, *, labels=None, config: TrainConfig | None = None, t
     three on the same budget); return the report dict and, with `out`, write out/report.json
     and out/report.html (all or nothing)."""
     started = time.perf_counter()
-    log = log or (lambda *_: None)
+    dist.init_from_env()  # under torchrun every pass over data and every gradient phase is
+    # shared by the processes (as in `train`); rank 0 alone talks and writes the report
+    log = log if log and dist.is_main() else (lambda *_: None)
+    progress = progress and dist.is_main()
     cfg = _check_options(config, test=test, test_fraction=test_fraction, seeds=seeds,
                          target=target)
     out = None if out is None else Path(out)
@@ -71,9 +76,14 @@ def compare(data, out=None, *, labels=None, config: TrainConfig | None = None, t
     finally:
         cache.close()
     report["seconds"] = round(time.perf_counter() - started, 1)
+    distributed = dist.describe()
+    if distributed:
+        report["distributed"] = distributed
     if out is not None:
         report["out"] = str(out)
-        commit_report(report, out, overwrite=overwrite)
+        if dist.is_main():
+            commit_report(report, out, overwrite=overwrite)
+        dist.barrier()  # every process ends once the report is written
     return report
 
 

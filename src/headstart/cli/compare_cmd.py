@@ -54,9 +54,6 @@ def add_compare(sub) -> None:
 
 
 def run_compare(args) -> int:
-    from ..training.distributed import single_process  # deferred: it needs torch
-
-    single_process("compare")
     if args.test is not None and args.test_fraction is not None:
         raise ConfigError("--test-fraction has no effect with --test; pass one of them")
     from .. import compare  # deferred on purpose: the library loads torch, which `--help` does
@@ -74,6 +71,10 @@ def run_compare(args) -> int:
             raise
         print(f"\ninterrupted: nothing was written to {args.out}", file=sys.stderr)
         return 130
+    from ..training.distributed import is_main  # deferred: it needs torch
+
+    if not is_main():  # under torchrun rank 0 alone prints the summary
+        return 0
     for line in summary_lines(report):
         print(line)
     negative = report["verdict"]["label"] == "negative"

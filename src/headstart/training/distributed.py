@@ -22,7 +22,7 @@ import torch
 import torch.distributed as td
 from torch.utils.data import DistributedSampler
 
-from ..exceptions import ConfigError, ProcessGroupError
+from ..exceptions import ProcessGroupError
 
 LR_RULE = ("per-process batch = ceil(batch_size / world): the effective batch is batch_size "
            "(rounded up to a multiple of world), so the learning rates are those of one process")
@@ -76,15 +76,6 @@ def _lost_peer(e: RuntimeError) -> bool:
     text = str(e)
     return isinstance(e, td.DistError) or any(
         word in text for word in ("gloo", "Connection reset", "Connection closed", "NCCL"))
-
-
-def single_process(command: str) -> None:
-    """Refuse a command that has no distributed path when torchrun started several."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise ConfigError(
-            f"`headstart {command}` runs as one process, not under torchrun (WORLD_SIZE="
-            f"{os.environ['WORLD_SIZE']}): run it with plain `headstart {command} ...`; "
-            "`train`, `pretrain`, `evaluate` and `rank` shard across torchrun's processes")
 
 
 def active() -> bool:
