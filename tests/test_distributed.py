@@ -260,3 +260,50 @@ def test_torchrun_compare_matches_one_process_and_rank_0_writes(tmp_path):
         assert two["arms"][arm]["accuracy"] == one["arms"][arm]["accuracy"], arm
     for arm in ("transfer", "scratch"):
         assert abs(two["arms"][arm]["accuracy"] - one["arms"][arm]["accuracy"]) <= 2 / n, arm
+
+
+def test_torchrun_max_restarts_resumes_the_job_from_its_last_checkpoint(tmp_path):
+    """With --max-restarts 1, a worker killed mid-way makes torchrun restart the job itself:
+    both processes resume from rank 0's checkpoint and the run completes in one command."""
+    data = write_folder(tmp_path / "data", ("a", "b"), 8)
+    out = tmp_path / "runs" / "ddp"
+    env = {**os.environ, **ENV, "HEADSTART_CACHE": str(tmp_path / "cache")}
+    args = ["train", data, "--out", out, "--strategy", "fine_tune", "--epochs", "6",
+            "--batch-size", "4", "--patience", "10", *TINY]
+    cmd = torchrun(*args, port=free_port())
+    cmd[cmd.index("--nproc-per-node"):cmd.index("--nproc-per-node")] = ["--max-restarts", "1"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    killed = _kill_rank_1(proc, out.parent / ".ddp.partial" / "history.csv", rows=2)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert killed and proc.returncode == 0, stderr[-2000:]
+    assert "resuming the interrupted run" in stdout and stdout.count("done in") == 1
+    metrics = json.loads((out / "metrics.json").read_text())
+    resumed = metrics["distributed"]["resumed_from"]
+    assert resumed[0] == resumed[1] and resumed[0] is not None
+    assert [r["phase"] for r in history_rows(out)] == ["head"] + ["fine_tune"] * 6
+    assert sorted(p.name for p in out.parent.iterdir()) == ["ddp"]
+
+
+def test_torchrun_two_nodes_by_rendezvous_train_as_one_job(tmp_path):
+    """Two torchrun launchers (two 'machines', one process each) meet at a c10d rendezvous
+    endpoint, as the README's multi-machine command does: one job of world 2 over 2 nodes,
+    one run written, each image extracted once."""
+    data = write_folder(tmp_path / "data", ("a", "b"), 10)
+    out = tmp_path / "runs" / "nodes"
+    env = {**os.environ, **ENV, "HEADSTART_CACHE": str(tmp_path / "cache")}
+    port = free_port()
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
+              "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+              "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "nodes-test", "-m",
+              "headstart", "train", str(data), "--out", str(out), "--strategy", "fine_tune",
+              "--epochs", "2", "--batch-size", "4", *TINY]
+    procs = [subprocess.Popen(launch, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e[-1500:] for _, e in results]
+    assert sum(o.count("done in") for o, _ in results) == 1
+    d = json.loads((out / "metrics.json").read_text())["distributed"]
+    assert d["world"] == 2 and d["nodes"] == 2
+    assert sum(d["extracted_per_process"]) == 20 and min(d["extracted_per_process"]) > 0
+    assert sorted(p.name for p in out.parent.iterdir()) == ["nodes"]

