@@ -17,8 +17,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import modalities
-from ..backbones import count_flops, create_backbone, default_cuts, get_config
-from ..backbones.cut import CutBackbone, one_thread, truncate
+from ..backbones import create_backbone, default_cuts, get_config
+from ..backbones.cut import CutBackbone
+from ..backbones.sizes import size_of
 from ..data.datasets import LabelledData
 from .extract import extract_features
 from .features import FeatureCache, FeatureExtractor
@@ -171,12 +172,10 @@ def _measure(sub, cfg, size: int, cuts: tuple[str, ...], *, cache, progress):
 
 def _relative_compute(backbone: str, cuts: tuple[str, ...]) -> dict:
     """FLOPs of each cut (None: the whole network) relative to the whole network, at the
-    native size."""
-    full = create_backbone(backbone, pretrained=False)
-    with one_thread():
-        whole = count_flops(full)
-        out = {None: 1.0}
-        for cut in cuts:
-            out[cut] = count_flops(truncate(create_backbone(backbone, pretrained=False), cut)) \
-                / max(whole, 1)
+    native size: the counts recorded for the shipped backbones, or counted once and kept in
+    the cache (backbones/sizes.py), so that a run does not build and count every cut again."""
+    whole = size_of(get_config(backbone)).flops
+    out = {None: 1.0}
+    for cut in cuts:
+        out[cut] = size_of(get_config(_name(backbone, cut))).flops / max(whole, 1)
     return out
