@@ -3,6 +3,7 @@ the tiny text and image backbones through the API and the CLI."""
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -182,3 +183,31 @@ def test_an_early_stop_still_fits_and_refits_the_final_head(articles):
     assert trained.metrics["stopped_early"] and phases.count("contrastive") < 6
     assert phases[-1] == "head" and trained.history[-1]["refit_on"] == len(texts)
     assert trained.metrics["head_refit_on"] == len(texts)
+
+
+def test_pair_plans_fit_their_heads_on_the_embeddings_as_they_are():
+    """A plan with a pair-objective phase fits its heads on raw embeddings (scikit-learn's
+    LogisticRegression(C), SetFit's head); other plans standardise."""
+    from sklearn.linear_model import LogisticRegression
+
+    from headstart.training.headfit import fit_standardized_head
+    from headstart.training.loop import Trainer
+    from headstart.training.model import preprocess_for
+    rng = np.random.default_rng(0)
+    f = rng.standard_normal((60, 1, 8)).astype(np.float32) * 0.1 + 0.3
+    y = rng.integers(0, 3, 60)
+    f[np.arange(60), 0, y] += 0.2
+    W, b, mean, std = fit_standardized_head(f, y, 3, C=1.0, standardize=False)
+    assert torch.equal(mean, torch.zeros(8)) and torch.equal(std, torch.ones(8))
+    ref = LogisticRegression(C=1.0, tol=1e-8, max_iter=5000).fit(f[:, 0], y)
+    assert np.allclose(W.numpy(), ref.coef_, atol=2e-3)
+    assert np.allclose(b.numpy(), ref.intercept_, atol=2e-3)
+
+    cfg = TrainConfig(backbone="tiny_cnn", input_size=32)
+    groups = get_config("tiny_cnn").layer_groups
+    for strategy, standardize in (("contrastive", False), ("linear_probe", True),
+                                  ("fine_tune", True)):
+        plan = build_plan(strategy, groups)
+        model = build_model(replace(cfg, strategy=strategy), 2, pretrained=True)
+        trainer = Trainer(model, plan, pre=preprocess_for(cfg), cfg=cfg, progress=False)
+        assert trainer.standardize is standardize, strategy
