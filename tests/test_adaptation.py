@@ -258,15 +258,18 @@ def test_the_head_fit_on_raw_splits_is_the_fit_on_standardised_features():
     """The fit keeps no standardised copy: it optimises the same head through (W / std) x +
     b - (W / std) mean, over the splits as given; the result is the head fitted on explicitly
     standardised, joined features."""
-    from headstart.training.headfit import moments, robust_scale
+    from headstart.training.headfit import moments, robust_scale, row_blocks
     rng = np.random.default_rng(1)
     f = rng.standard_normal((300, 2, 16)).astype(np.float32) * 3 + 7
     y = rng.integers(0, 3, 300)
     f[np.arange(300), :, y] += 2.0
     W, b, mean, std = fit_standardized_head([f[:200], f[200:]], y, 3)
     X = torch.from_numpy(f.reshape(-1, 16))
-    m, s = moments([X[:123], X[123:]], 16, chunk=50)
+    m, s = moments(row_blocks([X[:123], X[123:]], 50), 16)
     assert torch.allclose(m, X.mean(0), atol=1e-5) and torch.allclose(s, X.std(0), atol=1e-5)
     assert torch.equal(std, robust_scale(s))
     W2, b2, _, _ = fit_standardized_head(((f - mean.numpy()) / std.numpy()), y, 3)
     assert torch.allclose(W, W2, atol=1e-3) and torch.allclose(b, b2, atol=1e-3)
+    # the same sample in other parts: the same head, bit for bit
+    again = fit_standardized_head([f[:7], f[7:260], f[260:]], y, 3)
+    assert all(torch.equal(u, v) for u, v in zip((W, b, mean, std), again))

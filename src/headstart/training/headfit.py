@@ -33,14 +33,16 @@ def fit_standardized_head(features: np.ndarray, y: np.ndarray, num_classes: int,
     The fit holds no copy of the features: it optimises the head on standardised features,
     W (x - mean) / std + b, written as the same linear map of the raw features,
     (W / std) x + (b - (W / std) mean), so that its peak memory is the caller's features plus
-    a constant.
+    a constant. The rows are taken in fixed blocks of the joined sample (row_blocks), so the
+    head is the same bit for bit however the sample is split into parts.
 
     standardize=False fits the head on the features as they are (mean 0, std 1 returned):
     scikit-learn's LogisticRegression(C) on raw features, the head SetFit fits on embeddings
     trained for cosine similarity, whose geometry standardising would change."""
     parts = list(features) if isinstance(features, (list, tuple)) else [features]
     views, dim = parts[0].shape[1:]
-    X = [torch.from_numpy(np.ascontiguousarray(p, np.float32).reshape(-1, dim)) for p in parts]
+    X = row_blocks([torch.from_numpy(np.ascontiguousarray(p, np.float32).reshape(-1, dim))
+                    for p in parts])
     t = torch.from_numpy(np.repeat(np.asarray(y, np.int64), views))
     if standardize:
         mean, spread = moments(X, dim)
@@ -72,19 +74,45 @@ def fit_standardized_head(features: np.ndarray, y: np.ndarray, num_classes: int,
     return W.detach(), b.detach(), mean, std
 
 
-def moments(X: list[torch.Tensor], dim: int, chunk: int = 256) -> tuple[torch.Tensor, ...]:
-    """(mean, standard deviation) per feature of the rows of several (rows, dim) tensors taken
-    as one sample, accumulated in float64 over chunks of rows (no copy of the rows)."""
+BLOCK = 256  # rows of the joined sample per block of the head fit
+
+
+def row_blocks(parts: list[torch.Tensor], block: int = BLOCK) -> list[torch.Tensor]:
+    """The rows of several (rows, dim) tensors, taken as one sample, cut into consecutive
+    blocks of `block` rows: views of the parts, except a block that spans two parts (copied:
+    at most block rows per boundary). The same sample gives the same blocks however it is
+    split into parts."""
+    out, carry = [], []
+    for x in parts:
+        i = 0
+        if carry:  # finish the block the previous part began
+            need = block - sum(len(c) for c in carry)
+            carry.append(x[:need])
+            i = len(carry[-1])
+            if sum(len(c) for c in carry) == block:
+                out.append(torch.cat(carry))
+                carry = []
+        while not carry and len(x) - i >= block:
+            out.append(x[i:i + block])
+            i += block
+        if i < len(x):
+            carry.append(x[i:])
+    if carry:
+        out.append(torch.cat(carry) if len(carry) > 1 else carry[0])
+    return [b for b in out if len(b)]
+
+
+def moments(X: list[torch.Tensor], dim: int) -> tuple[torch.Tensor, ...]:
+    """(mean, standard deviation) per feature of the rows of the blocks X (row_blocks) taken
+    as one sample, accumulated in float64 block by block (no copy of the rows)."""
     n = sum(len(x) for x in X)
     total = torch.zeros(dim, dtype=torch.float64)
     for x in X:
-        for i in range(0, len(x), chunk):
-            total += x[i:i + chunk].double().sum(0)
+        total += x.double().sum(0)
     mean = total / max(n, 1)
     squares = torch.zeros(dim, dtype=torch.float64)
     for x in X:
-        for i in range(0, len(x), chunk):
-            squares += ((x[i:i + chunk].double() - mean) ** 2).sum(0)
+        squares += ((x.double() - mean) ** 2).sum(0)
     std = (squares / max(n - 1, 1)).sqrt()  # unbiased, as torch.std
     return mean.float(), std.float()
 
