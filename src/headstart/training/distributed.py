@@ -50,15 +50,13 @@ def init_from_env() -> None:
 
 
 def _attempt_store(rank_: int, world_: int, timeout: timedelta):
-    """The job's key-value store (torchrun's agent store, or rank 0's own outside torchrun),
-    its keys prefixed by torchrun's restart count. After a `--max-restarts` restart the new
-    processes otherwise read the addresses the dead ones published under the same keys, and
-    gloo's connection to them is refused (seen in 4 of 6 restarts of a two-process job; none
-    with the prefix)."""
-    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == str(True)
-    store = td.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_,
-                        is_master=not agent and rank_ == 0, timeout=timeout,
-                        multi_tenant=not agent)
+    """The store torch's env:// rendezvous gives (torchrun's agent store, or rank 0's own
+    outside torchrun), its keys prefixed by torchrun's restart count. After a `--max-restarts`
+    restart the new processes otherwise read the addresses the dead ones published under the
+    same keys, and gloo's connection to them is refused (seen in 4 of 6 restarts of a
+    two-process job; none with the prefix)."""
+    store, _, _ = next(td.rendezvous("env://", rank_, world_, timeout=timeout))
+    store.set_timeout(timeout)
     attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
     return td.PrefixStore(f"headstart/attempt_{attempt}", store)
 

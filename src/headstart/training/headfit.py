@@ -82,24 +82,14 @@ def row_blocks(parts: list[torch.Tensor], block: int = BLOCK) -> list[torch.Tens
     blocks of `block` rows: views of the parts, except a block that spans two parts (copied:
     at most block rows per boundary). The same sample gives the same blocks however it is
     split into parts."""
-    out, carry = [], []
-    for x in parts:
-        i = 0
-        if carry:  # finish the block the previous part began
-            need = block - sum(len(c) for c in carry)
-            carry.append(x[:need])
-            i = len(carry[-1])
-            if sum(len(c) for c in carry) == block:
-                out.append(torch.cat(carry))
-                carry = []
-        while not carry and len(x) - i >= block:
-            out.append(x[i:i + block])
-            i += block
-        if i < len(x):
-            carry.append(x[i:])
-    if carry:
-        out.append(torch.cat(carry) if len(carry) > 1 else carry[0])
-    return [b for b in out if len(b)]
+    bounds = np.cumsum([0, *map(len, parts)]).tolist()
+    out = []
+    for s in range(0, bounds[-1], block):
+        e = min(s + block, bounds[-1])
+        pieces = [x[max(s - a, 0):e - a] for x, a, z in zip(parts, bounds, bounds[1:])
+                  if a < e and z > s]
+        out.append(pieces[0] if len(pieces) == 1 else torch.cat(pieces))
+    return out
 
 
 def moments(X: list[torch.Tensor], dim: int) -> tuple[torch.Tensor, ...]:

@@ -27,7 +27,7 @@ from .mixing import better, choose_mix, interpolate
 from .pairs import pair_loss, pair_order
 from .predict import predict_logits
 from .prefix import FrozenMaps, frozen_maps
-from .rundir import RunWriter
+from .rundir import RunWriter, shared_tensors
 
 
 class Trainer:
@@ -166,7 +166,7 @@ class Trainer:
         scores, val_logits = self._fit_head(f_train, train.y, f_val, val.y)
         if len(val.y):
             self.holdout_logits = val_logits
-            if self.cfg.refit != "none":  # the two splits joined inside the fit (one copy)
+            if self.cfg.refit != "none":  # the two splits joined inside the fit, no copy
                 self.model.head.set_fit(*fit_standardized_head(
                     [f_train, f_val], np.concatenate([train.y, val.y]),
                     self.model.head.fc.out_features, C=self.cfg.C, seed=self.cfg.seed,
@@ -407,29 +407,6 @@ class Trainer:
         self.start, self.tuned = ckpt.get("start"), ckpt.get("tuned")
         self.mix = ckpt.get("mix")
         return ckpt["phase"], ckpt["epoch"]
-
-
-def shared_tensors(*states: dict | None) -> list[dict | None]:
-    """The state dicts with every tensor equal to one at the same key in an earlier dict
-    replaced by that tensor, so that a checkpoint stores it once (torch.save writes a shared
-    tensor once, and loads it shared). The current, best, start and best-tuned weights of a run
-    are mostly the same tensors: the frozen groups always, and often all of them. Never changed
-    in place once saved, so sharing on load is safe."""
-    kept: dict[str, list[torch.Tensor]] = {}
-    out = []
-    for state in states:
-        if state is None:
-            out.append(None)
-            continue
-        d = {}
-        for k, t in state.items():
-            same = kept.setdefault(k, [])
-            d[k] = next((u for u in same if u.dtype == t.dtype and u.shape == t.shape
-                         and torch.equal(u, t)), t)
-            if d[k] is t:
-                same.append(t)
-        out.append(d)
-    return out
 
 
 def adamw(groups: list[dict]) -> torch.optim.AdamW:

@@ -317,3 +317,26 @@ def _no_run(run: Path) -> str:
             "same settings to finish it.") if partial.exists() else ""
     return (f"{run}: no such run directory; train one with `headstart train DATA --out {run}`."
             + hint)
+
+
+def shared_tensors(*states: dict | None) -> list[dict | None]:
+    """The state dicts with every tensor equal to one at the same key in an earlier dict
+    replaced by that tensor, so that a checkpoint stores it once (torch.save writes a shared
+    tensor once, and loads it shared). The current, best, start and best-tuned weights of a run
+    are mostly the same tensors: the frozen groups always, and often all of them. Never changed
+    in place once saved, so sharing on load is safe."""
+    kept: dict[str, list[torch.Tensor]] = {}
+    out = []
+    for state in states:
+        if state is None:
+            out.append(None)
+            continue
+        d = {}
+        for k, t in state.items():
+            same = kept.setdefault(k, [])
+            d[k] = next((u for u in same if u.dtype == t.dtype and u.shape == t.shape
+                         and torch.equal(u, t)), t)
+            if d[k] is t:
+                same.append(t)
+        out.append(d)
+    return out
