@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .. import devices
 from ..data import shipped
 from ..data.images import IMAGE_EXTENSIONS, is_image_path, is_regular_file
 from ..data.texts import (TABLE_EXTENSIONS, TEXT_COLUMNS, TextDataset, TextOptions,
@@ -273,11 +274,13 @@ def embed_texts(backbone, pre: TextPreprocess, texts: list[str], *, batch_size: 
     order = sorted(range(len(texts)), key=lambda i: -sum(len(w) for w in windows[i]))
     was_training = backbone.training
     backbone.eval()
+    device = devices.of(backbone)
     bar = tqdm(total=len(texts), desc=desc, disable=not progress, unit="text")
     try:
         with torch.inference_mode():
             for idx in doc_batches(windows, order, batch_size):
-                out[idx] = backbone(pre.collate([windows[i] for i in idx])).float().numpy()
+                batch = devices.to(pre.collate([windows[i] for i in idx]), device)
+                out[idx] = backbone(batch).float().cpu().numpy()
                 bar.update(len(idx))
     finally:
         bar.close()
@@ -316,8 +319,8 @@ def pool_tokens(hidden: torch.Tensor, batch: dict, *, normalize: bool) -> torch.
     m = mask.unsqueeze(-1).to(hidden.dtype)
     sums = (hidden * m).sum(1).float()
     n_docs = int(batch.get("n_docs", int(doc.max()) + 1 if len(doc) else 0))
-    out = torch.zeros(n_docs, sums.shape[1], dtype=sums.dtype).index_add_(0, doc, sums)
-    counts = torch.zeros(n_docs, 1, dtype=sums.dtype).index_add_(0, doc, m.sum(1).float())
+    out = sums.new_zeros(n_docs, sums.shape[1]).index_add_(0, doc, sums)
+    counts = sums.new_zeros(n_docs, 1).index_add_(0, doc, m.sum(1).float())
     emb = out / counts.clamp_min(1.0)
     return torch.nn.functional.normalize(emb, dim=-1) if normalize else emb
 

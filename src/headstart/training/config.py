@@ -2,13 +2,14 @@
 field declares its schema entry (options.py): type, default, constraint, help, flags."""
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, fields
 
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.texts import TextOptions
 from ..strategies import strategy_names
-from .options import (COMPARE, PRETRAIN, TRAIN, AsText, AutoOr, Number, OneOf, Optional,
-                      option, options)
+from .options import (COMPARE, PRETRAIN, TRAIN, AsText, AutoOr, Matches, Number, OneOf,
+                      Optional, option, options)
 
 REFIT_MODES = ("head", "full", "none")
 INF = float("inf")
@@ -86,9 +87,14 @@ class TrainConfig:
                           rule=Number(0, integer=True,
                                       expected="0 (load in this process) or more"),
                           commands={TRAIN, PRETRAIN})
-    precision: str = option("auto", "auto (bf16 where the CPU has it, for large inputs), fp32 "
-                            "or bf16", rule=OneOf(("auto", "fp32", "bf16")),
+    precision: str = option("auto", "auto (on the CPU: bf16 where it has it, for large inputs; "
+                            "on a GPU: bf16, or fp16 with loss scaling where it lacks bf16), "
+                            "fp32 or bf16", rule=OneOf(("auto", "fp32", "bf16")),
                             commands={TRAIN, PRETRAIN})
+    device: str = option("auto", "where to train: auto (a CUDA GPU when PyTorch sees one, else "
+                         "the CPU; under torchrun the local rank's GPU), cpu, cuda or cuda:N",
+                         rule=Matches(re.compile(r"auto|cpu|cuda(:\d+)?"),
+                                      "auto, cpu, cuda or cuda:N (such as cuda:0)"))
     channels_last: bool = option(True, "image batches in channels-last memory layout",
                                  flags=())
     bn_stats: str = option("auto", "BatchNorm running statistics while fine-tuning (auto: keep "

@@ -222,4 +222,6 @@ def wrap(model: torch.nn.Module) -> torch.nn.Module:
     """DistributedDataParallel over the model (frozen parameters need no gradient)."""
     if not active():
         return model
-    return torch.nn.parallel.DistributedDataParallel(model)
+    device = next(model.parameters()).device
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import modalities
+from .. import devices, modalities
 from .. import threads as thread_policy
 from ..backbones import Backbone
 from ..cache import cache_dir
@@ -151,9 +151,12 @@ class FeatureExtractor:
         self.threads = threads or torch.get_num_threads()
         self.requested = engine
         self._session = None
-        # ONNX Runtime is set up on first use only, for the modalities that allow it
+        self.device = devices.of(backbone)
+        # ONNX Runtime (CPU) is set up on first use only, for the modalities that allow it; a
+        # backbone on a GPU runs there in PyTorch
         self.modality = modalities.of(backbone)
-        self._ready = engine == "torch" or not self.modality.onnx_features
+        self._ready = (engine == "torch" or not self.modality.onnx_features
+                       or (self.device.type != "cpu" and engine == "auto"))
 
     @functools.cached_property
     def fingerprint(self) -> str:
@@ -181,7 +184,8 @@ class FeatureExtractor:
         if self.session is not None:
             return self.session.run(None, {self.modality.onnx_inputs()[0][0]: batch})[0]
         with torch.inference_mode():
-            return self.backbone(torch.from_numpy(batch)).numpy()
+            x = devices.to(torch.from_numpy(batch), self.device)
+            return self.backbone(x).float().cpu().numpy()
 
     def _onnx_session(self, *, strict: bool):
         try:

@@ -28,7 +28,7 @@ class L2SP:
         self.pairs = [(p, p.detach().clone()) for p in backbone.parameters()]
 
     def penalty(self) -> torch.Tensor:
-        total = torch.zeros(())
+        total = torch.zeros((), device=self.pairs[0][0].device if self.pairs else None)
         for p, p0 in self.pairs:
             if p.requires_grad:
                 total = total + (p - p0).pow(2).sum()

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import modalities
+from .. import devices, modalities
 from ..strategies import Phase, Plan, apply_phase, param_groups
 from . import distributed as dist
 from .batches import CLIP_NORM, CROP_SCALE, JITTER, Split, epoch_shape, use_bf16, warmup_cosine
@@ -42,7 +42,12 @@ class Trainer:
         self.log = log if dist.is_main() else (lambda *_: None)
         self.modality = modalities.of(model.backbone)  # its batches, views and augmentation
         self.l2sp = L2SP(model.backbone, cfg.l2sp) if cfg.l2sp > 0 and plan.pretrained else None
-        self.bf16 = use_bf16(cfg.precision, pre.size)
+        # the model is on the run's device (pipeline.py): batches go there; gradient steps run
+        # under autocast at the precision devices.py chooses, fp16 with loss scaling
+        self.device = devices.of(model)
+        self.autocast = devices.autocast_dtype(self.device, cfg.precision,
+                                               use_bf16(cfg.precision, pre.size))
+        self.scaler = devices.scaler(self.device, self.autocast)
         # heads are fitted on standardised features, except in a plan that trains under the
         # pair objective: its embeddings are trained for cosine similarity, and every head of
         # the plan is fitted on them as they are, as SetFit's logistic head is (measured on a
@@ -205,7 +210,7 @@ class Trainer:
         self.model.head.set_fit(*fit_standardized_head(f_train, y_train, k, C=self.cfg.C,
                                                         seed=self.cfg.seed,
                                                         standardize=self.standardize))
-        W, b = self.model.head.raw_weights()
+        W, b = (t.cpu() for t in self.model.head.raw_weights())
         row = _scores("train", head_logits(f_train, W, b), y_train)
         if not len(y_val):
             return row, None
@@ -300,9 +305,10 @@ class Trainer:
         bar = tqdm(batches, desc=f"{phase.name} {epoch + 1}/{phase.epochs}", unit="batch",
                    total=n_batches, disable=not self.progress, leave=False)
         for x, t in bar:
+            x, t = devices.to(x, self.device), devices.to(t, self.device)
             if self.cfg.channels_last and self.modality.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            with devices.autocast(self.device, self.autocast):
                 if self.maps is not None:  # the top groups on the frozen groups' output
                     out = self.model.head(self.maps.rest(x))
                 else:  # embeddings under the pair objective, else logits
@@ -311,11 +317,13 @@ class Trainer:
             if self.l2sp is not None:
                 loss = loss + self.l2sp.penalty()
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            self.scaler.scale(loss).backward()  # the scaler passes through but for fp16
+            self.scaler.unscale_(opt)
             # one unlucky batch (an augmented view the head has never seen) must not throw the
             # pre-trained weights far: clip the global gradient norm
             torch.nn.utils.clip_grad_norm_(self._trained, CLIP_NORM)
-            opt.step()
+            self.scaler.step(opt)
+            self.scaler.update()
             sched.step()
             loss_sum += float(loss.detach()) * len(t)
             correct += 0 if pairs else int((out.argmax(1) == t).sum())

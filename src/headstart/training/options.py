@@ -123,6 +123,19 @@ class Optional(Rule):
         return None if value is None else self.rule.normalise(value)
 
 
+@dataclass(frozen=True)
+class Matches(Rule):
+    """A text that `pattern` matches whole (lower-cased)."""
+    pattern: object  # a compiled regular expression
+    expected: str
+
+    def accepts(self, value) -> bool:
+        return isinstance(value, str) and self.pattern.fullmatch(value.strip().lower()) is not None
+
+    def normalise(self, value):
+        return value.strip().lower()
+
+
 class AsText(Rule):
     """Anything, kept as its text (e.g. --unfreeze 2 or 'all'; the plan checks the range)."""
 

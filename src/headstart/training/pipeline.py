@@ -16,8 +16,9 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
+import torch
 
-from .. import modalities, threads
+from .. import devices, modalities, threads
 from ..backbones import get_config
 from ..data.datasets import LabelledData, require_two_per_class, stratified_split
 from ..exceptions import DataError
@@ -58,6 +59,7 @@ class Run:
     extracted: list = field(default_factory=list)  # under torchrun: inputs each process extracted
     prepare_seconds: float = 0.0
     monitor: ForgettingMonitor | None = None  # drift and retention, when fine-tuning
+    device: object = None  # the torch.device the model computes on (devices.py)
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -86,6 +88,9 @@ def read(run: Run, data, labels, choose_backbone) -> None:
         run.choice = choose_backbone(cfg)
     bcfg = resolve_backbone(cfg, run.modality)
     dist.init_from_env()
+    run.device = devices.resolve(cfg.device, local_rank=dist.local_rank())
+    if run.device.type == "cuda":
+        torch.cuda.set_device(run.device)  # NCCL's collectives run on the current device
     if not dist.is_main():  # under torchrun only rank 0 talks and writes
         run.log, run.progress = (lambda *_: None), False
     run.ds = modalities.load_dataset(data, labels, skip_bad=cfg.skip_bad, modality=run.modality,
@@ -150,7 +155,7 @@ def split(run: Run):
     _choose_layers(run, ds.subset(tr_idx))
     for phase in run.plan.phases:
         run.log(f"phase {phase.describe()}")
-    model = seeded_model(cfg, len(ds.classes), run.plan)
+    model = seeded_model(cfg, len(ds.classes), run.plan).to(run.device)
     pre = preprocess_for(cfg)
     t_prep = time.perf_counter()
     run.splits = prepare_splits(run, y_all, (tr_idx, va_idx), model, pre)
@@ -235,9 +240,9 @@ def finish(run: Run, trainer: Trainer, history: list[dict], writer) -> TrainedMo
         metrics["head_refit_on"] = len(train_split.y) + len(val_split.y)
     epochs_run = len(history)
     if cfg.refit == "full":  # the validation figures above stay those of the selected model
-        refit = refit_full(lambda: seeded_model(cfg, len(classes), run.plan), run.plan, trainer,
-                           train_split, val_split, pre=pre, cfg=cfg, writer=writer,
-                           progress=run.progress, log=run.log)
+        refit = refit_full(lambda: seeded_model(cfg, len(classes), run.plan).to(run.device),
+                           run.plan, trainer, train_split, val_split, pre=pre, cfg=cfg,
+                           writer=writer, progress=run.progress, log=run.log)
         if refit is not None:
             model, rows, metrics["refit_full"] = refit
             history = history + rows
@@ -255,10 +260,12 @@ def finish(run: Run, trainer: Trainer, history: list[dict], writer) -> TrainedMo
                     "epochs_run": epochs_run, "stopped_early": trainer.stopped_early,
                     "seconds": round(time.perf_counter() - run.started, 1),
                     "prepare_seconds": round(run.prepare_seconds, 2),
-                    "threads": threads.record()})
+                    "threads": threads.record(),
+                    "compute": devices.describe(run.device, trainer.autocast)})
     if dist.world() > 1:
         metrics["distributed"] = distributed_metrics(run, trainer)
-    return TrainedModel(model, classes, cfg, metrics, history)
+    # the saved model, and what the caller does with it (predict, export), is on the CPU
+    return TrainedModel(model.cpu(), classes, cfg, metrics, history)
 
 
 def distributed_metrics(run: Run, trainer: Trainer) -> dict:

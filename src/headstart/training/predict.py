@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .. import modalities
+from .. import devices, modalities
 from ..data.datasets import LabelledData
 from ..data.images import DEFAULT_MAX_PIXELS
 from .extract import extract_features
@@ -35,7 +35,8 @@ def predict_logits(model, ds: LabelledData, pre, *, flip: bool, engine: str = "a
 
 def view_averaged(head, f: torch.Tensor) -> torch.Tensor:
     """The head's logits for (n, views, dim) features, averaged over the views."""
-    return head(f.flatten(0, 1).float()).view(f.shape[0], f.shape[1], -1).mean(1)
+    logits = head(devices.to(f.flatten(0, 1).float(), devices.of(head))).cpu()
+    return logits.view(f.shape[0], f.shape[1], -1).mean(1)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

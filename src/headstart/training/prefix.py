@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from .. import modalities
+from .. import devices, modalities
 from ..backbones import Backbone
 from . import distributed as dist
 from .batches import Split
@@ -99,8 +99,9 @@ class FrozenMaps:
 
     def _features(self, model, which: str, batch_size: int = 256) -> torch.Tensor:
         maps = self.train if which == "train" else self.val
-        flat = maps.flatten(0, 1)
-        out = [self.rest(flat[s:s + batch_size].view(-1, *self.shape))
+        flat = maps.flatten(0, 1)  # held on the CPU; each batch runs where the model is
+        device = devices.of(model)
+        out = [self.rest(devices.to(flat[s:s + batch_size].view(-1, *self.shape), device)).cpu()
                for s in range(0, len(flat), batch_size)]
         feats = torch.cat(out) if out else torch.zeros(0, model.backbone.feature_dim)
         return feats.view(maps.shape[0], maps.shape[1], -1)
@@ -133,7 +134,8 @@ def frozen_maps(model, first: str, train: Split, val: Split, *, pre, views: int,
     below, rest = split
     size = int(pre.size)
     with torch.inference_mode():
-        shape = tuple(below(modalities.of(model.backbone).dummy_input(size, 1)).shape[1:])
+        dummy = modalities.of(model.backbone).dummy_input(size, 1)
+        shape = tuple(below(devices.to(dummy, devices.of(model))).shape[1:])
     n = (len(train.y) + len(val.y)) * views
     need = n * int(np.prod(shape)) * 4
     if need > BUDGET:
