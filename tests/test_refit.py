@@ -190,6 +190,7 @@ def test_an_interrupted_refit_resumes_where_it_stopped(cli, tiny_data, tmp_path,
     args = ["--strategy", "scratch", "--epochs", "3", "--patience", "10", "--refit", "full",
             *TINY]
     original = loop.Trainer._end_epoch
+    monkeypatch.setattr(loop, "CHECKPOINT_EVERY", 0)  # every epoch checkpointed
 
     def end_epoch(self, pi, *a, **kw):  # stop after the refit's second epoch is checkpointed
         stop = original(self, pi, *a, **kw)

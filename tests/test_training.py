@@ -132,6 +132,8 @@ FT3 = ["--strategy", "fine_tune", "--epochs", "3", "--patience", "5", *TINY]
 def interrupt_after(monkeypatch):
     """interrupt_after(n): the next training raises KeyboardInterrupt once n history rows
     are recorded (after the checkpoint of that epoch is written)."""
+    monkeypatch.setattr(loop, "CHECKPOINT_EVERY", 0)  # every epoch checkpointed
+
     def arm(n: int) -> None:
         original = loop.Trainer._end_epoch
 
@@ -182,6 +184,33 @@ def test_interrupted_run_resumes(cli, tiny_data, tmp_path, interrupt_after):
     a = load_file(str(out / "model.safetensors"))
     b = load_file(str(runs / "straight" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_short_epochs_are_checkpointed_at_phase_ends_and_resume_to_the_same_model(
+        cli, tiny_data, tmp_path, interrupt_after, monkeypatch):
+    """Where writing a checkpoint takes longer than a tenth of the work since the last one
+    (here: always), only phase ends are checkpointed; a run interrupted in mid-phase goes on
+    from the last phase end, to the model of the run never interrupted."""
+    runs = tmp_path / "runs"
+    interrupt_after(3)  # the head phase and fine_tune epochs 1 and 2 of 3
+    monkeypatch.setattr(loop, "CHECKPOINT_EVERY", 1e9)
+    saved = []
+    original = loop.RunWriter.save_checkpoint
+    monkeypatch.setattr(loop.RunWriter, "save_checkpoint",
+                        lambda self, state, *a: saved.append((state["phase"], state["epoch"]))
+                        or original(self, state, *a))
+    assert cli("train", tiny_data, "--out", runs / "ft", *FT3).rc == 130
+    assert saved == [(1, 0)] and len(history_rows(runs / ".ft.partial")) == 3
+    r = cli("train", tiny_data, "--out", runs / "ft", *FT3)
+    assert r.rc == 0 and "1 epoch(s) done" in r.out, r
+    # the first epoch a trainer ends is checkpointed (it has no write time yet), then the end
+    # of fine_tune
+    assert saved == [(1, 0), (1, 1), (2, 0)]
+    assert cli("train", tiny_data, "--out", runs / "straight", *FT3).rc == 0
+    assert _rows(runs / "ft") == _rows(runs / "straight")
+    a = load_file(str(runs / "ft" / "model.safetensors"))
+    b = load_file(str(runs / "straight" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_checkpoint_stores_each_distinct_tensor_once(tiny_data, tmp_path, interrupt_after):

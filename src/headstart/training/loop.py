@@ -29,6 +29,13 @@ from .predict import predict_logits
 from .prefix import FrozenMaps, frozen_maps
 from .rundir import RunWriter, shared_tensors
 
+# A checkpoint is written at the end of every phase, and at the end of an epoch once the work
+# since the last one has taken CHECKPOINT_EVERY times as long as that one took to write: a
+# killed run then redoes at most that much work, and checkpoints take at most about
+# 1/CHECKPOINT_EVERY of a run. Epochs of long runs are each checkpointed; a few-shot text run
+# (2.6 s epochs, 0.9 s to write 22M weights, their start and Adam's moments) skips some.
+CHECKPOINT_EVERY = 10
+
 
 class Trainer:
     def __init__(self, model: nn.Module, plan: Plan, *, pre, cfg, writer: RunWriter |
@@ -80,6 +87,8 @@ class Trainer:
         self.rank_batch = cfg.batch_size  # examples per step in this process (distributed.py)
         # a top_tune phase's frozen maps: the frozen groups' output, computed once (prefix.py)
         self.maps: FrozenMaps | None = None
+        self._saved_at, self._save_seconds = time.perf_counter(), 0.0  # the last checkpoint
+        self.checkpoints = 0  # written by this trainer
 
     # -- the plan -------------------------------------------------------------------------
     def fit(self, train: Split, val: Split, *, resume: dict | None = None) -> list[dict]:
@@ -384,23 +393,36 @@ class Trainer:
         if self.writer is not None:
             done_phase = phase.cached or epoch >= phase.epochs or stop
             self.writer.write_history(self.history)
-            model, best, start, tuned = shared_tensors(
-                self.model.state_dict(), self.best_state, self.start and self.start[0],
-                self.tuned and self.tuned[0])
-            self.writer.save_checkpoint({
-                "phase": pi + 1 if done_phase else pi, "epoch": 0 if done_phase else epoch,
-                "model": model, "best": best,
-                "best_score": self.best_score, "best_loss": self.best_loss,
-                "since_best": self.since_best, "best_at": self.best_at,
-                "holdout": (None if self.holdout_logits is None
-                            else torch.from_numpy(np.ascontiguousarray(self.holdout_logits))),
-                "history": self.history, "stopped_early": self.stopped_early,
-                "start": self.start and (start, self.start[1]),
-                "tuned": self.tuned and (tuned, self.tuned[1]), "mix": self.mix,
-                "optimizer": None if optimizer is None or done_phase else optimizer[0].state_dict(),
-                "scheduler": None if optimizer is None or done_phase else optimizer[1].state_dict(),
-            })
+            if done_phase or self._checkpoint_due():
+                self._checkpoint(pi, epoch, done_phase, optimizer)
         return stop
+
+    def _checkpoint_due(self) -> bool:
+        return time.perf_counter() - self._saved_at >= CHECKPOINT_EVERY * self._save_seconds
+
+    def _checkpoint(self, pi: int, epoch: int, done_phase: bool, optimizer) -> None:
+        """Everything a resumed run needs to go on from the end of this epoch."""
+        t0 = time.perf_counter()
+        model, best, start, tuned = shared_tensors(
+            self.model.state_dict(), self.best_state, self.start and self.start[0],
+            self.tuned and self.tuned[0])
+        mid_phase = optimizer is not None and not done_phase
+        self.writer.save_checkpoint({
+            "phase": pi + 1 if done_phase else pi, "epoch": 0 if done_phase else epoch,
+            "model": model, "best": best,
+            "best_score": self.best_score, "best_loss": self.best_loss,
+            "since_best": self.since_best, "best_at": self.best_at,
+            "holdout": (None if self.holdout_logits is None
+                        else torch.from_numpy(np.ascontiguousarray(self.holdout_logits))),
+            "history": self.history, "stopped_early": self.stopped_early,
+            "start": self.start and (start, self.start[1]),
+            "tuned": self.tuned and (tuned, self.tuned[1]), "mix": self.mix,
+            "optimizer": optimizer[0].state_dict() if mid_phase else None,
+            "scheduler": optimizer[1].state_dict() if mid_phase else None,
+        })
+        self._saved_at = time.perf_counter()
+        self._save_seconds = self._saved_at - t0
+        self.checkpoints += 1
 
     def _restore(self, ckpt: dict) -> tuple[int, int]:
         self.resumed_from = (ckpt["phase"], ckpt["epoch"])
