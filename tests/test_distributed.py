@@ -3,6 +3,7 @@ sharded and gathered (each example once, one ONNX export, the cache written by r
 same metrics as one process, a killed job that resumes on both ranks, one run directory."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -33,6 +34,50 @@ def free_port() -> str:
 def torchrun(*args, port: str, **kw) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
             "--master-port", port, "-m", "headstart", *map(str, args)]
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (torchrun's agent and its workers)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        out += kids
+        todo += kids
+    return out
+
+
+def finish(*procs: subprocess.Popen, timeout: float) -> list[tuple[str, str]]:
+    """(stdout, stderr) of each job; a job still running after `timeout` seconds fails the
+    test with where each of its processes was (SIGUSR1: headstart's faulthandler stacks)."""
+    deadline = time.monotonic() + timeout
+    try:
+        return [p.communicate(timeout=max(1.0, deadline - time.monotonic())) for p in procs]
+    except subprocess.TimeoutExpired:
+        stuck = [pid for p in procs for pid in _descendants(p.pid)]
+        for pid in stuck:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGUSR1)
+        time.sleep(3)
+        for pid in [*stuck, *(p.pid for p in procs)]:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        errs = [p.communicate()[1] for p in procs]
+        pytest.fail(f"the torchrun job ran past {timeout}s; the stacks of its processes:\n"
+                    + "\n".join(e[-8000:] for e in errs))
+
+
+def run_job(cmd: list[str], *, env: dict, timeout: float) -> subprocess.CompletedProcess:
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    (out, err), = finish(proc, timeout=timeout)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
 # -- the epoch sampler ---------------------------------------------------------------------------
@@ -197,15 +242,14 @@ def test_torchrun_job_killed_mid_way_stops_clearly_and_resumes_on_both_ranks(tmp
     proc = subprocess.Popen(torchrun(*args, port=free_port()), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     killed = _kill_rank_1(proc, out.parent / ".ddp.partial" / "history.csv", rows=2)
-    _, err = proc.communicate(timeout=240)
+    (_, err), = finish(proc, timeout=240)
     assert killed and proc.returncode != 0
     lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "process 0 of the torchrun job" in lines[0], err[-2000:]
     assert "run the same command again to resume" in lines[0]
     assert not out.exists()
 
-    again = subprocess.run(torchrun(*args, port=free_port()), env=env,
-                           capture_output=True, text=True, timeout=240)
+    again = run_job(torchrun(*args, port=free_port()), env=env, timeout=240)
     assert again.returncode == 0, (  # each process's own error line, then torchrun's summary
         [ln for ln in again.stderr.splitlines() if "error" in ln.lower()][:8],
         again.stderr[-1500:])
@@ -229,8 +273,8 @@ def test_torchrun_linear_probe_on_animal_mnist_matches_one_process(animals, tmp_
             "--quiet"]
     assert main([*map(str, args), "--out", str(tmp_path / "one")]) == 0
     env = {**os.environ, **ENV, "HEADSTART_CACHE": str(tmp_path / "cache")}
-    proc = subprocess.run(torchrun(*args, "--out", tmp_path / "two", port=free_port()),
-                          env=env, capture_output=True, text=True, timeout=400)
+    proc = run_job(torchrun(*args, "--out", tmp_path / "two", port=free_port()), env=env,
+                   timeout=400)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "ONNX Runtime unavailable" not in proc.stderr  # one export, loaded by both ranks
     one, two = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in ("one", "two"))
@@ -250,8 +294,8 @@ def test_torchrun_compare_matches_one_process_and_rank_0_writes(tmp_path):
     args = ["compare", data, "--epochs", "2", "--batch-size", "8", *TINY]
     env = {**os.environ, **ENV, "HEADSTART_CACHE": str(tmp_path / "cache")}
     assert main([*map(str, args), "--out", str(tmp_path / "one")]) == 0
-    proc = subprocess.run(torchrun(*args, "--out", tmp_path / "two", port=free_port()),
-                          env=env, capture_output=True, text=True, timeout=400)
+    proc = run_job(torchrun(*args, "--out", tmp_path / "two", port=free_port()), env=env,
+                   timeout=400)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("verdict:") == 1, proc.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "data", "one", "two"]
@@ -277,7 +321,7 @@ def test_torchrun_max_restarts_resumes_the_job_from_its_last_checkpoint(tmp_path
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     killed = _kill_rank_1(proc, out.parent / ".ddp.partial" / "history.csv", rows=2)
-    stdout, stderr = proc.communicate(timeout=300)
+    (stdout, stderr), = finish(proc, timeout=300)
     assert killed and proc.returncode == 0, stderr[-2000:]
     assert "resuming the interrupted run" in stdout and stdout.count("done in") == 1
     metrics = json.loads((out / "metrics.json").read_text())
@@ -302,7 +346,7 @@ def test_torchrun_two_nodes_by_rendezvous_train_as_one_job(tmp_path):
               "--epochs", "2", "--batch-size", "4", *TINY]
     procs = [subprocess.Popen(launch, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(2)]
-    results = [p.communicate(timeout=300) for p in procs]
+    results = finish(*procs, timeout=300)
     assert all(p.returncode == 0 for p in procs), [e[-1500:] for _, e in results]
     assert sum(o.count("done in") for o, _ in results) == 1
     d = json.loads((out / "metrics.json").read_text())["distributed"]

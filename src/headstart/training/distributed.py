@@ -9,6 +9,7 @@ directory and the feature cache. Outside torchrun (no WORLD_SIZE) everything is 
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import math
 import os
 import shutil
@@ -47,6 +48,9 @@ def init_from_env() -> None:
     td.init_process_group(backend, store=_attempt_store(rank_, world_, timeout), rank=rank_,
                           world_size=world_, timeout=timeout)
     signal.signal(signal.SIGTERM, _stopped)
+    # `kill -USR1 PID` prints where each thread of a process is (a job that seems stuck
+    # waits in some collective: the stacks say which, and on which process)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 def _attempt_store(rank_: int, world_: int, timeout: timedelta):
