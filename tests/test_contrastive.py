@@ -175,10 +175,19 @@ def test_epoch_shape_passes_small_sets_several_times():
     assert epoch_shape("classify", 100, 32, drop_last=True) == (32, 1, 3)  # images drop the last
 
 
-def test_an_early_stop_still_fits_and_refits_the_final_head(articles):
+def test_an_early_stop_still_fits_and_refits_the_final_head(articles, monkeypatch):
+    from headstart.training import loop
+    original = loop.Trainer._fit_head
+
+    def worse_after_the_first_epoch(self, *a, **kw):  # validation says: stop after epoch 2
+        scores, logits = original(self, *a, **kw)
+        if any(r["phase"] == "contrastive" for r in self.history) and "val_acc" in scores:
+            scores = {**scores, "val_acc": 0.0}
+        return scores, logits
+    monkeypatch.setattr(loop.Trainer, "_fit_head", worse_after_the_first_epoch)
     texts, labels = articles
     trained = api.train(texts, labels=labels, config=TrainConfig(
-        backbone="tiny_text", strategy="contrastive", epochs=6, lr=1e-3, patience=1), **QUIET)
+        backbone="tiny_text", strategy="contrastive", epochs=6, patience=1), **QUIET)
     phases = [r["phase"] for r in trained.history]
     assert trained.metrics["stopped_early"] and phases.count("contrastive") < 6
     assert phases[-1] == "head" and trained.history[-1]["refit_on"] == len(texts)
@@ -211,3 +220,32 @@ def test_pair_plans_fit_their_heads_on_the_embeddings_as_they_are():
         model = build_model(replace(cfg, strategy=strategy), 2, pretrained=True)
         trainer = Trainer(model, plan, pre=preprocess_for(cfg), cfg=cfg, progress=False)
         assert trainer.standardize is standardize, strategy
+
+
+def test_pair_steps_run_without_attention_dropout_and_restore_it(articles, monkeypatch):
+    """Pair steps drop no attention probabilities (hidden-state dropout stays), which spares
+    CPUs materialising every attention matrix; the encoder's own rate is back after."""
+    from headstart.training import loop
+    b = create_backbone("tiny_text")
+    attn = [m.dropout for m in b.encoder.modules() if "SelfAttention" in type(m).__name__]
+    others = [m for m in b.encoder.modules() if isinstance(m, torch.nn.Dropout)
+              and not any(m is d for d in attn)]
+    assert attn and others and {d.p for d in attn} == {0.1}
+    with b.attention_dropout(0.0):
+        assert {d.p for d in attn} == {0.0} and {d.p for d in others} == {0.1}
+    assert {d.p for d in attn} == {0.1}
+
+    seen = []
+    original = loop.Trainer._train_epoch
+
+    def spy(self, *a, **kw):
+        seen.append({m.dropout.p for m in self.model.backbone.encoder.modules()
+                     if "SelfAttention" in type(m).__name__})
+        return original(self, *a, **kw)
+    monkeypatch.setattr(loop.Trainer, "_train_epoch", spy)
+    texts, labels = articles
+    result = api.train(texts, labels=labels, progress=False, log=lambda *_: None,
+                       config=TrainConfig(backbone="tiny_text", strategy="contrastive", epochs=2))
+    assert seen == [{0.0}, {0.0}]
+    assert {m.dropout.p for m in result.model.backbone.encoder.modules()
+            if "SelfAttention" in type(m).__name__} == {0.1}

@@ -4,6 +4,8 @@ PyTorch sees a CUDA GPU, the same runs on the GPU (skipped elsewhere)."""
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -30,12 +32,16 @@ def test_cpu_and_auto_without_a_gpu_are_the_cpu(monkeypatch):
 def test_cuda_is_the_local_ranks_gpu_and_an_absent_index_is_named(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    assert devices.resolve("auto", local_rank=1) == torch.device("cuda", 1)
-    assert devices.resolve("cuda", local_rank=3) == torch.device("cuda", 1)
-    assert devices.resolve("cuda:0", local_rank=1) == torch.device("cuda", 0)
+    assert devices.resolve("auto", local_rank=1, processes=2) == torch.device("cuda", 1)
+    assert devices.resolve("cuda:1") == torch.device("cuda", 1)
     with pytest.raises(ConfigError, match=r"--device cuda:2: this machine has 2 CUDA GPU\(s\), "
                                           r"numbered 0 to 1"):
         devices.resolve("cuda:2")
+    # under torchrun: one GPU per process, never two processes on one
+    with pytest.raises(ConfigError, match=r"process 2 of this machine has no GPU of its own"):
+        devices.resolve("cuda", local_rank=2, processes=3)
+    with pytest.raises(ConfigError, match=r"2 processes of this machine would share one GPU"):
+        devices.resolve("cuda:0", local_rank=1, processes=2)
 
 
 @pytest.mark.parametrize("bad", ["gpu", "cuda:", "cuda:x", "mps", 3])
@@ -87,6 +93,8 @@ def test_metrics_record_where_the_run_computed(cli, tiny_data, tmp_path):
 
 # -- on a GPU (skipped without one) ------------------------------------------------------------
 def _train(data, device: str, strategy: str, **kw):
+    """A run with a feature cache of its own: the CPU run never reads the GPU run's features."""
+    os.environ["HEADSTART_CACHE"] = tempfile.mkdtemp(prefix="headstart-device-test-")
     cfg = TrainConfig(backbone="tiny_cnn", input_size=32, strategy=strategy, epochs=2,
                       patience=10, device=device, precision="fp32", **kw)
     return api.train(data, config=cfg, progress=False, log=lambda *_: None)
@@ -94,10 +102,12 @@ def _train(data, device: str, strategy: str, **kw):
 
 @needs_cuda
 @pytest.mark.parametrize("strategy", ["linear_probe", "fine_tune", "top_tune", "contrastive"])
-def test_a_run_on_the_gpu_learns_as_on_the_cpu_and_is_saved_on_the_cpu(tiny_data, strategy):
+def test_a_run_on_the_gpu_learns_as_on_the_cpu_and_is_saved_on_the_cpu(tiny_data, strategy,
+                                                                        monkeypatch):
     """fp32 on both. The probe's head is the same to within the GPU's arithmetic (cuDNN's
     TF32 convolutions); a gradient run may take another discrete turn (an epoch kept, a mix),
     so it is held to the CPU run's accuracy."""
+    monkeypatch.setenv("HEADSTART_CACHE", os.environ["HEADSTART_CACHE"])  # restored after
     gpu, cpu = _train(tiny_data, "cuda", strategy), _train(tiny_data, "cpu", strategy)
     assert gpu.metrics["compute"]["device"].startswith("cuda")
     assert gpu.metrics["compute"]["autocast"] is None

@@ -17,10 +17,11 @@ import torch
 from .exceptions import ConfigError
 
 
-def resolve(name: str = "auto", *, local_rank: int = 0) -> torch.device:
+def resolve(name: str = "auto", *, local_rank: int = 0, processes: int = 1) -> torch.device:
     """The device `--device NAME` means on this machine (auto, cpu, cuda or cuda:N, as
     TrainConfig checked it); a ConfigError naming the fix where it is not here. `cuda` without
-    an index is the local rank's GPU (one per process)."""
+    an index is the local rank's GPU (one per process); `processes` is how many processes of
+    the job run on this machine."""
     name = str(name or "auto").strip().lower()
     if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
@@ -29,7 +30,15 @@ def resolve(name: str = "auto", *, local_rank: int = 0) -> torch.device:
         raise ConfigError(f"--device {name}: PyTorch sees no CUDA GPU on this machine (torch "
                           f"{torch.__version__}, {build}); use --device cpu or --device auto")
     count = torch.cuda.device_count()
-    index = int(name.split(":")[1]) if ":" in name else local_rank % count
+    index = int(name.split(":")[1]) if ":" in name else local_rank
+    if processes > 1 and ":" in name:
+        raise ConfigError(f"--device {name}: {processes} processes of this machine would share "
+                          "one GPU; use --device cuda (each process takes the GPU of its local "
+                          "rank)")
+    if index >= count and ":" not in name:
+        raise ConfigError(f"--device {name}: process {local_rank} of this machine has no GPU "
+                          f"of its own (the machine has {count}); start at most {count} "
+                          "processes per machine (torchrun --nproc-per-node), or use --device cpu")
     if index >= count:
         raise ConfigError(f"--device {name}: this machine has {count} CUDA GPU(s), numbered "
                           f"0 to {count - 1}; use one of them, or --device auto")
@@ -61,7 +70,8 @@ def autocast_dtype(device: torch.device, precision: str, cpu_bf16: bool) -> torc
     if precision == "fp32":
         return None
     if device.type == "cuda":
-        if precision == "bf16" or torch.cuda.is_bf16_supported():
+        # native bf16 only (Ampere and later): emulated bf16 is slow, fp16 is native
+        if precision == "bf16" or torch.cuda.is_bf16_supported(including_emulation=False):
             return torch.bfloat16
         return torch.float16
     return torch.bfloat16 if cpu_bf16 else None

@@ -4,6 +4,7 @@ package), and the Backbone interface every one implements. Names are resolved in
 and modules by zoo.py (registered names, model directories, layer cuts)."""
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -115,6 +116,11 @@ class Backbone(nn.Module):
     def group_parameters(self) -> dict[str, list[nn.Parameter]]:
         return {g: [p for m in mods for p in m.parameters()]
                 for g, mods in self.group_modules().items()}
+
+    def attention_dropout(self, p: float):
+        """A context in which dropout on attention probabilities is `p` (transformers; a
+        network without attention: nothing to set)."""
+        return contextlib.nullcontext()
 
 
 def split_sequential(backbone: Backbone, group: str):

@@ -12,6 +12,7 @@ sentence-transformers model directory can be used as `--backbone DIR`.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from pathlib import Path
@@ -120,6 +121,22 @@ class TextBackbone(Backbone):
             if hasattr(self.encoder.config, key):
                 setattr(self.encoder.config, key, k)
         return True
+
+    @contextlib.contextmanager
+    def attention_dropout(self, p: float):
+        """Dropout on the attention probabilities of every self-attention layer set to `p`
+        (their `dropout`, which transformers' SDPA attention passes as dropout_p), restored
+        after. The hidden states' dropout is untouched."""
+        drops = [m.dropout for m in self.encoder.modules() if "SelfAttention" in type(m).__name__
+                 and isinstance(getattr(m, "dropout", None), nn.Dropout)]
+        before = [d.p for d in drops]
+        for d in drops:
+            d.p = p
+        try:
+            yield
+        finally:
+            for d, q in zip(drops, before):
+                d.p = q
 
     def group_modules(self) -> dict[str, list[nn.Module]]:
         groups = {"embeddings": [self.encoder.embeddings]}

@@ -115,6 +115,11 @@ def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0")) if active() else 0
 
 
+def local_world() -> int:
+    """How many processes of the job run on this machine."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if active() else 1
+
+
 def is_main() -> bool:
     return rank() == 0
 

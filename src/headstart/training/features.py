@@ -19,6 +19,7 @@ from .. import devices, modalities
 from .. import threads as thread_policy
 from ..backbones import Backbone
 from ..cache import cache_dir
+from ..exceptions import ConfigError
 from ..safeio import atomic_write
 from . import distributed as dist
 
@@ -155,8 +156,11 @@ class FeatureExtractor:
         # ONNX Runtime (CPU) is set up on first use only, for the modalities that allow it; a
         # backbone on a GPU runs there in PyTorch
         self.modality = modalities.of(backbone)
+        if engine == "onnxruntime" and self.device.type != "cpu":
+            raise ConfigError(f"ONNX Runtime features run on the CPU; {backbone.config.name} is "
+                              f"on {self.device}: use engine auto or torch")
         self._ready = (engine == "torch" or not self.modality.onnx_features
-                       or (self.device.type != "cpu" and engine == "auto"))
+                       or self.device.type != "cpu")
 
     @functools.cached_property
     def fingerprint(self) -> str:
@@ -177,8 +181,10 @@ class FeatureExtractor:
 
     def key(self, pre) -> str:
         layers = self.backbone.feature_layers
+        # features computed on a GPU (TF32 convolutions, other kernels) are kept apart
         return (f"{self.backbone.config.name}|{self.fingerprint}|{pre.signature()}"
-                + (f"|layers{layers}" if layers > 1 else ""))
+                + (f"|layers{layers}" if layers > 1 else "")
+                + ("" if self.device.type == "cpu" else f"|{self.device.type}"))
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         if self.session is not None:

@@ -88,7 +88,8 @@ def read(run: Run, data, labels, choose_backbone) -> None:
         run.choice = choose_backbone(cfg)
     bcfg = resolve_backbone(cfg, run.modality)
     dist.init_from_env()
-    run.device = devices.resolve(cfg.device, local_rank=dist.local_rank())
+    run.device = devices.resolve(cfg.device, local_rank=dist.local_rank(),
+                                 processes=dist.local_world())
     if run.device.type == "cuda":
         torch.cuda.set_device(run.device)  # NCCL's collectives run on the current device
     if not dist.is_main():  # under torchrun only rank 0 talks and writes

@@ -335,7 +335,7 @@ def shared_tensors(*states: dict | None) -> list[dict | None]:
         for k, t in state.items():
             same = kept.setdefault(k, [])
             d[k] = next((u for u in same if u.dtype == t.dtype and u.shape == t.shape
-                         and torch.equal(u, t)), t)
+                         and u.device == t.device and torch.equal(u, t)), t)
             if d[k] is t:
                 same.append(t)
         out.append(d)
