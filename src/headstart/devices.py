@@ -53,9 +53,10 @@ def of(module: torch.nn.Module) -> torch.device:
 
 def to(obj, device: torch.device):
     """Tensors in `obj` (a tensor, or dicts, lists and tuples of them, such as a text
-    batch) on `device`; everything else as it is. The same object on the same device."""
+    batch) on `device`; everything else as it is. The same object on the same device. Copies
+    are blocking: a non-blocking copy to the CPU could be read before it lands."""
     if isinstance(obj, torch.Tensor):
-        return obj if obj.device == device else obj.to(device, non_blocking=True)
+        return obj if obj.device == device else obj.to(device)
     if isinstance(obj, dict):
         return {k: to(v, device) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

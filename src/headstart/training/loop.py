@@ -90,7 +90,6 @@ class Trainer:
         # a top_tune phase's frozen maps: the frozen groups' output, computed once (prefix.py)
         self.maps: FrozenMaps | None = None
         self._saved_at, self._save_seconds = time.perf_counter(), 0.0  # the last checkpoint
-        self.checkpoints = 0  # written by this trainer
 
     # -- the plan -------------------------------------------------------------------------
     def fit(self, train: Split, val: Split, *, resume: dict | None = None) -> list[dict]:
@@ -437,7 +436,6 @@ class Trainer:
         })
         self._saved_at = time.perf_counter()
         self._save_seconds = self._saved_at - t0
-        self.checkpoints += 1
 
     def _restore(self, ckpt: dict) -> tuple[int, int]:
         self.resumed_from = (ckpt["phase"], ckpt["epoch"])

@@ -31,7 +31,7 @@ def interpolate(start: dict, end: dict, alpha: float) -> dict:
     `end`."""
     out = {}
     for k, e in end.items():
-        s = start[k].to(e.device)  # a resumed start was read onto the CPU
+        s = start[k]
         out[k] = torch.lerp(s, e, float(alpha)) if e.is_floating_point() else e.clone()
     return out
 
