@@ -2,6 +2,7 @@
 
     python benchmarks/memory.py            # 2,000 and 20,000 images at 224 px (~9 min)
     python benchmarks/memory.py --quick    # 2,000 and 20,000 images at 64 px (~3 min)
+    python benchmarks/memory.py --texts    # compare and rank on BBC articles, 8/class and all
 
 Each run is a fresh `headstart train DATA --strategy linear_probe --image-size S --out RUN
 --quiet` process with its own empty HEADSTART_CACHE (so every image is decoded and run through
@@ -10,6 +11,12 @@ os.wait4 on that process alone. The data: real animal-mnist images as PNG files;
 10,000 images written twice, the second copy with one pixel changed so every file hashes
 differently. A bare `import headstart.api, onnxruntime` process is measured as the floor. The
 runs go small, large, small, large (with --repeats 2) so a drift in the machine shows up.
+
+--texts measures the text commands instead: `headstart compare` (every arm: probe, the default
+transfer, scratch, classic; the 700 held-out articles as --test) and `headstart rank` on the
+BBC News training pool at --text-sizes per class (0 = all 1,427 articles), each a fresh process
+with its own empty cache. The compare runs at --epochs (default 1 for all, 5 at 8 per class):
+memory is set by the batch and the data held, not by the number of epochs.
 
 Full mode uses the native 224 px (about 9 minutes on 2 cores shared with a training job);
 --quick uses 64 px to save time: the backbone's activations per batch (what the size changes)
@@ -37,6 +44,11 @@ def parse_args():
     p.add_argument("--size", type=int, default=None, help="image size (default 224, quick 64)")
     p.add_argument("--counts", type=int, nargs="+", default=[2000, 20000])
     p.add_argument("--repeats", type=int, default=1, help="measure each count this many times")
+    p.add_argument("--texts", action="store_true", help="compare and rank on BBC articles")
+    p.add_argument("--text-sizes", type=int, nargs="+", default=[8, 0],
+                   help="articles per class (0: all)")
+    p.add_argument("--small-epochs", type=int, default=5, help="compare epochs below all data")
+    p.add_argument("--all-epochs", type=int, default=1, help="compare epochs on all data")
     a = p.parse_args()
     a.size = a.size or (64 if a.quick else 224)
     return a
@@ -63,6 +75,8 @@ def train_cmd(data: Path, out: Path, size: int) -> list[str]:
 def main() -> None:
     args = parse_args()
     print(f"machine: {C.machine_line()}")
+    if args.texts:
+        return texts(args)
     with C.temp_dir() as tmp:
         t = time.perf_counter()
         data = {n: C.write_animal_folder(tmp / f"data{n}", n) for n in args.counts}
@@ -111,6 +125,48 @@ def report(args, floor: float, peaks) -> None:
           f"{C.verdict(p_hi / p_lo < 1.5)}")
     print("(a cached feature vector is 1280 float32 x 2 views = 10 KB per image; they are kept "
           "in memory for the head fit)")
+
+
+def texts(args) -> None:
+    """Peak RSS of `compare` and `rank` on BBC articles at each size, cold cache each."""
+    with C.temp_dir() as tmp:
+        base_env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(C.REPO / "src"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+        floor, _, _ = measure([sys.executable, "-c", "import headstart.api, onnxruntime"],
+                              {**base_env, "HEADSTART_CACHE": str(tmp / "c0")})
+        rows, peaks = [], {}
+        for n in args.text_sizes:
+            data = tmp / f"bbc{n}"
+            C.headstart("make-dataset", "bbc-news", data, *(["--per-class", n] if n else []))
+            count = sum(1 for f in (data / "train").rglob("*") if f.is_file())
+            epochs = args.small_epochs if n else args.all_epochs
+            cmds = {
+                "compare": [sys.executable, "-m", "headstart.cli.main", "compare",
+                            str(data / "train"), "--test", str(data / "test"), "--epochs",
+                            str(epochs), "--out", str(tmp / f"cmp{n}"), "--quiet"],
+                "rank": [sys.executable, "-m", "headstart.cli.main", "rank",
+                         str(data / "train"), "--quiet"]}
+            for name, cmd in cmds.items():
+                cache = tmp / f"cache-{name}-{n}"
+                peak, wall, out = measure(cmd, {**base_env, "HEADSTART_CACHE": str(cache)})
+                shutil.rmtree(cache, ignore_errors=True)
+                peaks[name, count] = peak
+                what = f"{name}, {count} articles" + (f", {epochs} epochs" if name == "compare"
+                                                      else "")
+                rows.append([what, count, f"{peak:.0f}", f"{wall:.0f}"])
+                print(f"  {what}: peak RSS {peak:.0f} MB, {wall:.0f}s", flush=True)
+    print()
+    print(C.table(["run", "training texts", "peak RSS MB", "wall s"],
+                  [["import headstart.api + onnxruntime (floor)", "", f"{floor:.0f}", ""]]
+                  + rows, title="peak resident memory, text commands (700 test articles)"))
+    counts = sorted({c for _, c in peaks})
+    feat = 384 * 4  # one minilm_l6 embedding, float32
+    for name in ("compare", "rank"):
+        lo, hi = counts[0], counts[-1]
+        extra = (peaks[name, hi] - peaks[name, lo]) * MB / max(hi - lo, 1)
+        print(f"{name}: {hi} vs {lo} texts: {peaks[name, hi]:.0f} vs {peaks[name, lo]:.0f} MB; "
+              f"{extra / 1024:.1f} KB per extra text (its embedding: {feat / 1024:.1f} KB); "
+              f"under 2 GB at every size: {C.verdict(max(peaks[name, c] for c in counts) < 2048)}")
 
 
 if __name__ == "__main__":
