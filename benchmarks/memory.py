@@ -15,8 +15,9 @@ runs go small, large, small, large (with --repeats 2) so a drift in the machine 
 --texts measures the text commands instead: `headstart compare` (every arm: probe, the default
 transfer, scratch, classic; the 700 held-out articles as --test) and `headstart rank` on the
 BBC News training pool at --text-sizes per class (0 = all 1,427 articles), each a fresh process
-with its own empty cache. The compare runs at --epochs (default 1 for all, 5 at 8 per class):
-memory is set by the batch and the data held, not by the number of epochs.
+with its own empty cache. compare runs --small-epochs (default 5) below all the data and
+--all-epochs (default 1) on all of it: memory is set by the batch and the data held, not by
+the number of epochs.
 
 Full mode uses the native 224 px (about 9 minutes on 2 cores shared with a training job);
 --quick uses 64 px to save time: the backbone's activations per batch (what the size changes)
@@ -34,6 +35,8 @@ import time
 from pathlib import Path
 
 import _common as C
+
+from headstart.backbones import get_config
 
 MB = 1024 * 1024
 
@@ -67,6 +70,16 @@ def measure(cmd: list[str], env: dict) -> tuple[float, float, subprocess.Complet
     return usage.ru_maxrss * 1024 / MB, time.perf_counter() - t, out  # ru_maxrss: KiB on Linux
 
 
+def env_and_floor(tmp: Path) -> tuple[dict, float]:
+    """(the environment every measured process runs in, with this checkout's src/ first; the
+    peak RSS in MB of a bare `import headstart.api, onnxruntime` process in it)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(C.REPO / "src"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    floor, _, _ = measure([sys.executable, "-c", "import headstart.api, onnxruntime"],
+                          {**env, "HEADSTART_CACHE": str(tmp / "c0")})
+    return env, floor
+
+
 def train_cmd(data: Path, out: Path, size: int) -> list[str]:
     return [sys.executable, "-m", "headstart.cli.main", "train", str(data), "--strategy",
             "linear_probe", "--image-size", str(size), "--out", str(out), "--quiet"]
@@ -83,10 +96,7 @@ def main() -> None:
         print(f"wrote {', '.join(str(n) for n in args.counts)} animal-mnist PNGs in "
               f"{time.perf_counter() - t:.0f}s; linear_probe at {args.size}px, flip views on, "
               f"batch 32, cold cache per run")
-        base_env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            [str(C.REPO / "src"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-        floor, _, _ = measure([sys.executable, "-c", "import headstart.api, onnxruntime"],
-                              {**base_env, "HEADSTART_CACHE": str(tmp / "c0")})
+        base_env, floor = env_and_floor(tmp)
         peaks: dict[int, list[tuple[float, float, str]]] = {n: [] for n in args.counts}
         for r in range(args.repeats):
             for n in args.counts:
@@ -130,10 +140,7 @@ def report(args, floor: float, peaks) -> None:
 def texts(args) -> None:
     """Peak RSS of `compare` and `rank` on BBC articles at each size, cold cache each."""
     with C.temp_dir() as tmp:
-        base_env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            [str(C.REPO / "src"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-        floor, _, _ = measure([sys.executable, "-c", "import headstart.api, onnxruntime"],
-                              {**base_env, "HEADSTART_CACHE": str(tmp / "c0")})
+        base_env, floor = env_and_floor(tmp)
         rows, peaks = [], {}
         for n in args.text_sizes:
             data = tmp / f"bbc{n}"
@@ -160,13 +167,17 @@ def texts(args) -> None:
                   [["import headstart.api + onnxruntime (floor)", "", f"{floor:.0f}", ""]]
                   + rows, title="peak resident memory, text commands (700 test articles)"))
     counts = sorted({c for _, c in peaks})
-    feat = 384 * 4  # one minilm_l6 embedding, float32
+    feat = get_config("minilm_l6").feature_dim * 4  # one text's embedding, float32
     for name in ("compare", "rank"):
         lo, hi = counts[0], counts[-1]
-        extra = (peaks[name, hi] - peaks[name, lo]) * MB / max(hi - lo, 1)
-        print(f"{name}: {hi} vs {lo} texts: {peaks[name, hi]:.0f} vs {peaks[name, lo]:.0f} MB; "
-              f"{extra / 1024:.1f} KB per extra text (its embedding: {feat / 1024:.1f} KB); "
-              f"under 2 GB at every size: {C.verdict(max(peaks[name, c] for c in counts) < 2048)}")
+        growth = ""
+        if hi > lo:  # what one more text costs, against its embedding's own size
+            extra = (peaks[name, hi] - peaks[name, lo]) * MB / (hi - lo)
+            growth = (f"{hi} vs {lo} texts: {peaks[name, hi]:.0f} vs {peaks[name, lo]:.0f} MB, "
+                      f"{extra / 1024:.1f} KB per extra text (its embedding: "
+                      f"{feat / 1024:.1f} KB); ")
+        print(f"{name}: {growth}under 2 GB at every size: "
+              f"{C.verdict(max(peaks[name, c] for c in counts) < 2048)}")
 
 
 if __name__ == "__main__":
