@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import warnings
 
@@ -37,8 +38,20 @@ def main(argv: list[str] | None = None) -> int:
     if not args.debug:  # a library's warning is one line too, without its source line
         warnings.showwarning = lambda message, category, *_a, **_k: print(
             f"warning: {one_line(message)}", file=sys.stderr)
+    code = _run(args)
+    if os.environ.get("WORLD_SIZE", "1") != "1":  # a process of a torchrun job
+        from ..training import distributed
+        distributed.exit_job(code)
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
-        return args.func(args) or 0
+        code = args.func(args) or 0
+        if code == 0 and os.environ.get("WORLD_SIZE", "1") != "1":
+            from ..training import distributed
+            distributed.finish_job()  # no process leaves while rank 0 writes
+        return code
     except KeyboardInterrupt:
         if args.debug:
             raise
