@@ -192,6 +192,21 @@ def loose_files_in_root(e):
                                                   "2 item(s)")
 
 
+@case("error", "split folders", "data/train as the data", "data/test to test")
+def split_root_passed_as_the_data(e):
+    # what `headstart make-dataset` writes: read as classes, 'train' vs 'test' is learnt
+    e.folder("data/train")
+    e.folder("data/test")
+    return e.train(e.tmp / "data")
+
+
+@case("ok")
+def classes_named_train_and_test_holding_images(e):
+    # images directly in folders called train/test: those are classes, read as such
+    d = e.folder(classes=("train", "test"))
+    return e.train(d), lambda r, e: _counts_add_up(r, e, 8)
+
+
 @case("ok")
 def hidden_subfolder_inside_class(e):
     d = e.folder()

@@ -103,6 +103,14 @@ def text_folder_with_hidden_class_and_loose_file(e):
             lambda r, e: _counts_add_up_texts(r, 8, ".trash", "notes.txt"))
 
 
+@case("error", "split folders", "texts/train as the data")
+def text_split_root_passed_as_the_data(e):
+    for split in ("train", "test"):
+        for i, (t, y) in enumerate(H.words_rows()):
+            H.write(e.tmp / "texts" / split / y / f"{i}.txt", t)
+    return _text_train(e, e.tmp / "texts")
+
+
 def _counts_add_up_texts(r, n, *notes):
     assert f"{n} texts in" in r.out, r.out
     for x in notes:

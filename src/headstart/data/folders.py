@@ -19,6 +19,9 @@ from ..exceptions import DataError
 from .images import is_system_file
 
 COUNT_CAP = 10_000  # files counted in an ignored hidden folder before "10,000+"
+# names of split folders: a root whose only "classes" are these, each holding sub-folders, is
+# the parent of a train/test split (what `headstart make-dataset` writes), not a dataset
+SPLIT_NAMES = ("train", "training", "test", "testing", "val", "valid", "validation", "dev")
 
 
 def _stat(p: Path) -> os.stat_result | None:
@@ -58,7 +61,8 @@ def _hidden_folder(p: Path) -> str:
 
 
 def scan_root(root: Path, ds) -> list[Path]:
-    """The class folders of `root`; what else it holds goes to ds.ignored / ds.ignored_system_files."""
+    """The class folders of `root`; what else it holds goes to ds.ignored and
+    ds.ignored_system_files. The parent of a train/test split is refused."""
     class_dirs = []
     for p in _list(root):
         st = _stat(p)
@@ -71,7 +75,30 @@ def scan_root(root: Path, ds) -> list[Path]:
             ds.ignored_system_files += 1
         else:
             ds.ignored.append(f"{p} (a file in the data root, outside any class folder)")
+    _check_not_split_root(root, class_dirs)
     return class_dirs
+
+
+class SplitRootError(DataError):
+    """The data is the parent of a train/test split: an error whatever reads the folder."""
+
+
+def _check_not_split_root(root: Path, class_dirs: list[Path]) -> None:
+    """Refuse a split's parent folder: read as a dataset its classes would be 'train' and
+    'test', and a classifier would learn which split a file came from."""
+    names = [d.name.lower() for d in class_dirs]
+    if (len(names) < 2 or not set(names) <= set(SPLIT_NAMES)
+            or not {"train", "training"} & set(names)):
+        return
+    if not all(any(is_folder(q) and not q.name.startswith(".") for q in _list(d))
+               for d in class_dirs):
+        return  # class folders that happen to be called train/test hold the examples
+    train = next(d for d in class_dirs if d.name.lower() in ("train", "training"))
+    others = [d for d in class_dirs if d is not train]
+    splits = ", ".join(d.name for d in class_dirs)
+    raise SplitRootError(f"{root}: holds the split folders {splits}, each of class sub-folders, "
+                         f"not classes; pass {train} as the data and keep {others[0]} to test "
+                         "the trained run on")
 
 
 def class_files(class_dirs: list[Path], ds):
@@ -114,6 +141,8 @@ def first_files(root: Path, limit: int = 50) -> list[Path]:
             out.append(p)
             if len(out) >= limit:
                 break
+    except SplitRootError:
+        raise
     except DataError:
         pass
     return out
