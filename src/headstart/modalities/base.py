@@ -135,6 +135,11 @@ class Modality:
         """((batch, targets) of one epoch in `order`, their number)."""
         raise NotImplementedError
 
+    def step_pieces(self, x, t) -> list[tuple]:
+        """One training batch as the pieces a gradient step runs one after another (the step's
+        gradient is the whole batch's: training/steps.py). One piece: the batch itself."""
+        return [(x, t)]
+
     def extract(self, ds, extractor, pre, *, views: int = 1, cache=None, skip_bad: bool = False,
                 batch_size: int = 32, progress: bool = True, max_pixels: int | None = None,
                 desc: str = "features") -> Extracted:

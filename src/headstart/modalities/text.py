@@ -37,6 +37,10 @@ DEFAULT_LR = {"linear_probe": 1e-3, "fine_tune": 1e-4, "gradual": 1e-4, "scratch
 # CNN-style 100x spread leaves a transformer's lower layers practically frozen.
 LR_SPREAD = 5.0
 PROBE_TOKENS = 8  # the window a layer cut is probed with to learn its feature size
+# the tokens (windows x padded length) of one piece of a gradient step: a batch of long
+# documents is run in pieces of whole documents of at most this many, its activations' memory
+# bounded whatever the texts' length (training/steps.py). Chosen by measurement, README
+STEP_TOKENS = 1024
 PATH_SUFFIXES = (".txt", ".csv", ".tsv", ".jsonl", ".ndjson", ".json", ".md")
 
 
@@ -133,6 +137,11 @@ class TextModality(Modality):
         return ((pre.collate(windows[s:s + batch_size]),
                  torch.from_numpy(np.asarray(split.y[order[s:s + batch_size]], np.int64)))
                 for s in starts), len(starts)
+
+    def step_pieces(self, x, t) -> list[tuple]:
+        """The batch's documents in consecutive groups of at most STEP_TOKENS tokens of windows
+        (a longer document alone), each a batch of its own with its padding trimmed."""
+        return split_documents(x, t, STEP_TOKENS)
 
     def extract(self, ds, extractor, pre, *, views: int = 1, cache=None, skip_bad: bool = False,
                 batch_size: int = 32, progress: bool = True, max_pixels: int | None = None,
@@ -323,6 +332,31 @@ def pool_tokens(hidden: torch.Tensor, batch: dict, *, normalize: bool) -> torch.
     counts = sums.new_zeros(n_docs, 1).index_add_(0, doc, m.sum(1).float())
     emb = out / counts.clamp_min(1.0)
     return torch.nn.functional.normalize(emb, dim=-1) if normalize else emb
+
+
+def split_documents(batch: dict, targets: torch.Tensor, max_tokens: int) -> list[tuple]:
+    """(batch, targets) pieces of a collated batch (TextPreprocess.collate: every document's
+    windows are consecutive rows), cut between documents so a piece's windows x padded length
+    stays within `max_tokens` (a document over it is a piece alone); the batch itself when it
+    fits."""
+    doc, mask = batch["doc"], batch["attention_mask"]
+    n_docs = int(batch.get("n_docs", int(doc.max()) + 1 if len(doc) else 0))
+    if doc.numel() * mask.shape[1] <= max_tokens or n_docs < 2:
+        return [(batch, targets)]
+    counts = torch.bincount(doc, minlength=n_docs).tolist()
+    lengths = mask.sum(1).tolist()
+    bounds, first, row, width, r = [], 0, 0, 1, 0  # the open piece: documents first.., rows row..
+    for d, c in enumerate(counts):
+        w = max(lengths[r:r + c], default=1)
+        if d > first and (r + c - row) * max(width, w) > max_tokens:
+            bounds.append((first, d, row, r, width))
+            first, row, width = d, r, 1
+        width = max(width, w)
+        r += c
+    bounds.append((first, n_docs, row, r, width))
+    return [({"input_ids": batch["input_ids"][r0:r1, :w], "attention_mask": mask[r0:r1, :w],
+              "doc": doc[r0:r1] - d0, "n_docs": d1 - d0}, targets[d0:d1])
+            for d0, d1, r0, r1, w in bounds]
 
 
 def long_texts(pre, *, count: int = 2) -> list[str]:

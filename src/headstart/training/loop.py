@@ -25,10 +25,11 @@ from .features import FeatureExtractor
 from .forgetting import L2SP
 from .headfit import fit_standardized_head, head_logits
 from .mixing import better, choose_mix, interpolate
-from .pairs import pair_loss, pair_order
+from .pairs import pair_order
 from .predict import predict_logits
 from .prefix import FrozenMaps, frozen_maps
 from .rundir import RunWriter, shared_tensors
+from .steps import backward_pieces
 
 # A checkpoint is written at the end of every phase, and at the end of an epoch once the work
 # since the last one has taken CHECKPOINT_EVERY times as long as that one took to write: a
@@ -324,19 +325,14 @@ class Trainer:
         bar = tqdm(batches, desc=f"{phase.name} {epoch + 1}/{phase.epochs}", unit="batch",
                    total=n_batches, disable=not self.progress, leave=False)
         for x, t in bar:
-            x, t = devices.to(x, self.device), devices.to(t, self.device)
-            if self.cfg.channels_last and self.modality.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with devices.autocast(self.device, self.autocast):
-                if self.maps is not None:  # the top groups on the frozen groups' output
-                    out = self.model.head(self.maps.rest(x))
-                else:  # embeddings under the pair objective, else logits
-                    out = net(x, embed=pairs)
-            loss = pair_loss(out, t) if pairs else nn.functional.cross_entropy(out.float(), t)
-            if self.l2sp is not None:
-                loss = loss + self.l2sp.penalty()
+            # a batch of long texts goes in pieces of bounded size, the same step (steps.py)
+            pieces = [(x, t)] if self.maps is not None else self.modality.step_pieces(x, t)
+            pieces = [(self._to_device(px), devices.to(pt, self.device)) for px, pt in pieces]
+            t = torch.cat([pt for _, pt in pieces])
             opt.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()  # the scaler passes through but for fp16
+            value, out = backward_pieces(
+                net, lambda px: self._forward(net, px, pairs), pieces, pairs=pairs,
+                scaler=self.scaler, extra=self.l2sp.penalty if self.l2sp is not None else None)
             self.scaler.unscale_(opt)
             # one unlucky batch (an augmented view the head has never seen) must not throw the
             # pre-trained weights far: clip the global gradient norm
@@ -344,7 +340,6 @@ class Trainer:
             self.scaler.step(opt)
             self.scaler.update()
             sched.step()
-            value = float(loss.detach())
             if not math.isfinite(value):  # an fp16 step that overflowed: skipped, not counted
                 continue
             loss_sum += value * len(t)
@@ -357,6 +352,18 @@ class Trainer:
         if pairs:  # the pair loss; train_acc comes from the head fitted after the epoch
             return {"pair_loss": row.pop("train_loss"), **row}
         return {**row, "train_acc": correct / max(seen, 1)}
+
+    def _to_device(self, x):
+        x = devices.to(x, self.device)
+        if self.cfg.channels_last and self.modality.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _forward(self, net, x, pairs: bool) -> torch.Tensor:
+        with devices.autocast(self.device, self.autocast):
+            if self.maps is not None:  # the top groups on the frozen groups' output
+                return self.model.head(self.maps.rest(x))
+            return net(x, embed=pairs)  # embeddings under the pair objective, else logits
 
     def _validate(self, val: Split, *, right: bool = False) -> dict:
         if self.maps is not None:

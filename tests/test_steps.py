@@ -1,0 +1,139 @@
+"""A gradient step over a batch in pieces (training/steps.py, TextModality.step_pieces): long
+texts' batches are cut between documents, and the step's gradient is the whole batch's, for
+the cross-entropy and for the pair loss (whose pieces are re-run with the same dropout)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from headstart.backbones import create_backbone, get_config
+from headstart.data.tokenize import TextPreprocess
+from headstart.heads import LinearHead
+from headstart.heads.model import TransferModel
+from headstart.modalities.text import split_documents
+from headstart.training.pairs import pair_loss
+from headstart.training.steps import backward_pieces
+
+WINDOW = 32
+
+
+class Passthrough:  # the GradScaler of an fp32 step
+    def scale(self, x):
+        return x
+
+
+@pytest.fixture
+def batch(articles):
+    """Ten real articles of 1 to ~30 windows of 32 tokens, some short: uneven documents."""
+    texts, labels = articles
+    texts = [texts[0][:80], *texts[1:5], texts[6][:200], *texts[7:10], texts[12][:40]]
+    pre = TextPreprocess(get_config("tiny_text").tokenizer, WINDOW)
+    x = pre.collate(pre.windows(texts))
+    return x, torch.tensor([i % 3 for i in range(len(texts))])
+
+
+def model() -> TransferModel:
+    torch.manual_seed(0)
+    backbone = create_backbone("tiny_text", input_size=WINDOW)
+    return TransferModel(backbone, LinearHead(backbone.feature_dim, 3))
+
+
+def grads(m) -> list[torch.Tensor]:
+    return [p.grad.clone() for p in m.parameters() if p.grad is not None]
+
+
+def test_pieces_hold_every_document_once_in_order_within_the_budget(batch):
+    x, t = batch
+    budget = 4 * WINDOW
+    pieces = split_documents(x, t, budget)
+    assert len(pieces) > 3
+    assert torch.equal(torch.cat([pt for _, pt in pieces]), t)
+    docs = torch.bincount(x["doc"]).tolist()
+    seen = 0
+    for px, pt in pieces:
+        n = px["n_docs"]
+        assert n == len(pt) and px["doc"].tolist() == sorted(px["doc"].tolist())
+        assert set(px["doc"].tolist()) == set(range(n))
+        # within the budget, or one document that alone is over it
+        assert px["input_ids"].numel() <= budget or n == 1
+        assert px["attention_mask"][:, -1].any()  # padding beyond the longest row trimmed
+        assert len(px["doc"]) == sum(docs[seen:seen + n])
+        seen += n
+    assert seen == len(t)
+    assert split_documents(x, t, x["input_ids"].numel()) == [(x, t)]  # it fits: as it is
+
+
+def test_pieces_embed_exactly_as_the_whole_batch(batch):
+    x, t = batch
+    m = model().eval()
+    with torch.no_grad():
+        whole = m(x, embed=True)
+        parts = torch.cat([m(px, embed=True) for px, _ in split_documents(x, t, 4 * WINDOW)])
+    torch.testing.assert_close(parts, whole, rtol=1e-4, atol=1e-5)
+
+
+def test_cross_entropy_in_pieces_is_the_whole_batch_gradient(batch):
+    x, t = batch
+    m = model().eval()  # no dropout: the two steps see the same network
+    nn.functional.cross_entropy(m(x), t).backward()
+    want = grads(m)
+    m.zero_grad()
+    value, logits = backward_pieces(m, m, split_documents(x, t, 4 * WINDOW), pairs=False,
+                                    scaler=Passthrough())
+    for g, w in zip(grads(m), want):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
+    assert value == pytest.approx(float(nn.functional.cross_entropy(m(x), t).detach()), rel=1e-5)
+    assert logits.shape == (len(t), 3)
+
+
+def test_pair_loss_in_pieces_is_the_whole_batch_gradient(batch):
+    x, t = batch
+    m = model().eval()
+    pair_loss(m(x, embed=True), t).backward()
+    want = grads(m)
+    m.zero_grad()
+    embed = lambda px: m(px, embed=True)  # noqa: E731
+    value, _ = backward_pieces(m, embed, split_documents(x, t, 4 * WINDOW), pairs=True,
+                               scaler=Passthrough())
+    for g, w in zip(grads(m), want):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
+    assert value == pytest.approx(float(pair_loss(m(x, embed=True), t).detach()), rel=1e-5)
+
+
+def test_pair_pieces_are_re_run_with_the_dropout_masks_the_loss_saw(batch):
+    """In training mode the second pass must draw the first pass's dropout masks: the result
+    equals one graph over the pieces embedded in turn from the same random state."""
+    x, t = batch
+    pieces = split_documents(x, t, 4 * WINDOW)
+    m = model().train()
+    torch.manual_seed(5)
+    pair_loss(torch.cat([m(px, embed=True) for px, _ in pieces]), t).backward()
+    want = grads(m)
+    m.zero_grad()
+    torch.manual_seed(5)
+    backward_pieces(m, lambda px: m(px, embed=True), pieces, pairs=True, scaler=Passthrough())
+    for g, w in zip(grads(m), want):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
+    m.zero_grad()
+    torch.manual_seed(6)  # other masks: another gradient (the test can tell them apart)
+    backward_pieces(m, lambda px: m(px, embed=True), pieces, pairs=True, scaler=Passthrough())
+    assert not all(torch.allclose(g, w, rtol=1e-4, atol=1e-6) for g, w in zip(grads(m), want))
+
+
+def test_a_regulariser_is_added_once_whatever_the_pieces(batch):
+    x, t = batch
+    m = model().eval()
+    first = next(m.parameters())
+    extra = lambda: first.pow(2).sum()  # noqa: E731
+    for pairs in (False, True):
+        f = (lambda px: m(px, embed=True)) if pairs else m
+        m.zero_grad()
+        one, _ = backward_pieces(m, f, [(x, t)], pairs=pairs, scaler=Passthrough(), extra=extra)
+        want = grads(m)
+        m.zero_grad()
+        split, _ = backward_pieces(m, f, split_documents(x, t, 4 * WINDOW), pairs=pairs,
+                                   scaler=Passthrough(), extra=extra)
+        assert split == pytest.approx(one, rel=1e-5)
+        for g, w in zip(grads(m), want):
+            torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
