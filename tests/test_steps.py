@@ -137,3 +137,60 @@ def test_a_regulariser_is_added_once_whatever_the_pieces(batch):
         assert split == pytest.approx(one, rel=1e-5)
         for g, w in zip(grads(m), want):
             torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
+
+
+# -- under DistributedDataParallel: ranks with different numbers of pieces ---------------------
+def _ddp_worker(r: int, port: str, tmp: str) -> None:
+    import json
+    import os
+    from pathlib import Path
+
+    from headstart.data.shipped import bbc_split, load_bbc_news
+    from headstart.training import distributed as dist
+    os.environ.update(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=port, OMP_NUM_THREADS="1")
+    torch.set_num_threads(1)
+    dist.init_from_env()
+    texts, labels, _ = load_bbc_news()
+    pool, _ = bbc_split(texts, labels)
+    mine = pool[:4] if r == 0 else pool[4:11]  # 4 and 7 articles: different piece counts
+    pre = TextPreprocess(get_config("tiny_text").tokenizer, WINDOW)
+    x = pre.collate(pre.windows([texts[i] for i in mine]))
+    t = torch.tensor([i % 3 for i in range(len(mine))])
+    out = {}
+    for pairs in (False, True):
+        m = model().eval()
+        m.head.requires_grad_(not pairs)  # the pair phase's head waits (DDP needs every
+        # trained parameter to get a gradient)
+        f = (lambda px, net: net(px, embed=True)) if pairs else (lambda px, net: net(px))
+        loss = pair_loss(m(x, embed=True), t) if pairs else nn.functional.cross_entropy(m(x), t)
+        loss.backward()  # this rank's whole batch, no DDP
+        alone = [g.tolist() for g in grads(m)]
+        m.zero_grad()
+        net = dist.wrap(m)
+        pieces = split_documents(x, t, 4 * WINDOW)
+        backward_pieces(net, lambda px: f(px, net), pieces, pairs=pairs, scaler=Passthrough())
+        out[str(pairs)] = {"pieces": len(pieces), "alone": alone,
+                           "ddp": [g.tolist() for g in grads(m)]}
+    (Path(tmp) / f"rank{r}.json").write_text(json.dumps(out))
+
+
+def test_pieces_under_ddp_average_the_ranks_whole_batch_gradients(tmp_path):
+    """Only the last piece synchronises: with 4 articles on one rank and 7 on the other (other
+    numbers of pieces), both end with the mean of the two ranks' whole-batch gradients."""
+    import json
+    import socket
+
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    mp.spawn(_ddp_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    for pairs in ("False", "True"):
+        a, b = ranks[0][pairs], ranks[1][pairs]
+        assert a["pieces"] != b["pieces"] and min(a["pieces"], b["pieces"]) > 1
+        for ga, gb, da, db in zip(a["alone"], b["alone"], a["ddp"], b["ddp"]):
+            mean = (torch.tensor(ga) + torch.tensor(gb)) / 2
+            torch.testing.assert_close(torch.tensor(da), mean, rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(torch.tensor(db), mean, rtol=1e-4, atol=1e-6)
