@@ -21,6 +21,7 @@ untimed step. Ratios are against budget 0 in the same run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import subprocess
@@ -52,6 +53,7 @@ def rss_mb() -> float:
 def child(kind: str, budget: int, steps: int, batch_size: int) -> dict:
     import torch
 
+    from headstart import devices
     from headstart.backbones import create_backbone, get_config
     from headstart.data.shipped import bbc_split, load_bbc_news
     from headstart.data.tokenize import TextPreprocess
@@ -74,18 +76,15 @@ def child(kind: str, budget: int, steps: int, batch_size: int) -> dict:
     model = TransferModel(backbone, LinearHead(backbone.feature_dim, len(classes))).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     pieces = split_documents(x, t, budget) if budget else [(x, t)]
-
-    class Passthrough:
-        def scale(self, v):
-            return v
+    scaler = devices.scaler(torch.device("cpu"), None)  # fp32: passes through
 
     def forward(px):
         return model(px, embed=pairs)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        with backbone.attention_dropout(0.0) if pairs else _nothing():
-            backward_pieces(model, forward, pieces, pairs=pairs, scaler=Passthrough())
+        with backbone.attention_dropout(0.0) if pairs else contextlib.nullcontext():
+            backward_pieces(model, forward, pieces, pairs=pairs, scaler=scaler)
         opt.step()
 
     with torch.no_grad():  # Adam's moments exist before the baseline is read
@@ -102,11 +101,6 @@ def child(kind: str, budget: int, steps: int, batch_size: int) -> dict:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"windows": int(x["input_ids"].shape[0]), "pieces": len(pieces), "base": base,
             "peak": peak, "step_mb": peak - base, "seconds": C.median(times)}
-
-
-def _nothing():
-    import contextlib
-    return contextlib.nullcontext()
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from headstart import devices
 from headstart.backbones import create_backbone, get_config
 from headstart.data.tokenize import TextPreprocess
 from headstart.heads import LinearHead
@@ -18,9 +19,8 @@ from headstart.training.steps import backward_pieces
 WINDOW = 32
 
 
-class Passthrough:  # the GradScaler of an fp32 step
-    def scale(self, x):
-        return x
+def fp32_scaler():  # the scaler of an fp32 step (devices.scaler: disabled, it passes through)
+    return devices.scaler(torch.device("cpu"), None)
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ def test_cross_entropy_in_pieces_is_the_whole_batch_gradient(batch):
     want = grads(m)
     m.zero_grad()
     value, logits = backward_pieces(m, m, split_documents(x, t, 4 * WINDOW), pairs=False,
-                                    scaler=Passthrough())
+                                    scaler=fp32_scaler())
     for g, w in zip(grads(m), want):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
     assert value == pytest.approx(float(nn.functional.cross_entropy(m(x), t).detach()), rel=1e-5)
@@ -95,7 +95,7 @@ def test_pair_loss_in_pieces_is_the_whole_batch_gradient(batch):
     m.zero_grad()
     embed = lambda px: m(px, embed=True)  # noqa: E731
     value, _ = backward_pieces(m, embed, split_documents(x, t, 4 * WINDOW), pairs=True,
-                               scaler=Passthrough())
+                               scaler=fp32_scaler())
     for g, w in zip(grads(m), want):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
     assert value == pytest.approx(float(pair_loss(m(x, embed=True), t).detach()), rel=1e-5)
@@ -112,12 +112,12 @@ def test_pair_pieces_are_re_run_with_the_dropout_masks_the_loss_saw(batch):
     want = grads(m)
     m.zero_grad()
     torch.manual_seed(5)
-    backward_pieces(m, lambda px: m(px, embed=True), pieces, pairs=True, scaler=Passthrough())
+    backward_pieces(m, lambda px: m(px, embed=True), pieces, pairs=True, scaler=fp32_scaler())
     for g, w in zip(grads(m), want):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
     m.zero_grad()
     torch.manual_seed(6)  # other masks: another gradient (the test can tell them apart)
-    backward_pieces(m, lambda px: m(px, embed=True), pieces, pairs=True, scaler=Passthrough())
+    backward_pieces(m, lambda px: m(px, embed=True), pieces, pairs=True, scaler=fp32_scaler())
     assert not all(torch.allclose(g, w, rtol=1e-4, atol=1e-6) for g, w in zip(grads(m), want))
 
 
@@ -129,11 +129,11 @@ def test_a_regulariser_is_added_once_whatever_the_pieces(batch):
     for pairs in (False, True):
         f = (lambda px: m(px, embed=True)) if pairs else m
         m.zero_grad()
-        one, _ = backward_pieces(m, f, [(x, t)], pairs=pairs, scaler=Passthrough(), extra=extra)
+        one, _ = backward_pieces(m, f, [(x, t)], pairs=pairs, scaler=fp32_scaler(), extra=extra)
         want = grads(m)
         m.zero_grad()
         split, _ = backward_pieces(m, f, split_documents(x, t, 4 * WINDOW), pairs=pairs,
-                                   scaler=Passthrough(), extra=extra)
+                                   scaler=fp32_scaler(), extra=extra)
         assert split == pytest.approx(one, rel=1e-5)
         for g, w in zip(grads(m), want):
             torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
@@ -169,7 +169,7 @@ def _ddp_worker(r: int, port: str, tmp: str) -> None:
         m.zero_grad()
         net = dist.wrap(m)
         pieces = split_documents(x, t, 4 * WINDOW)
-        backward_pieces(net, lambda px: f(px, net), pieces, pairs=pairs, scaler=Passthrough())
+        backward_pieces(net, lambda px: f(px, net), pieces, pairs=pairs, scaler=fp32_scaler())
         out[str(pairs)] = {"pieces": len(pieces), "alone": alone,
                            "ddp": [g.tolist() for g in grads(m)]}
     (Path(tmp) / f"rank{r}.json").write_text(json.dumps(out))

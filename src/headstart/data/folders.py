@@ -21,7 +21,8 @@ from .images import is_system_file
 COUNT_CAP = 10_000  # files counted in an ignored hidden folder before "10,000+"
 # names of split folders: a root whose only "classes" are these, each holding sub-folders, is
 # the parent of a train/test split (what `headstart make-dataset` writes), not a dataset
-SPLIT_NAMES = ("train", "training", "test", "testing", "val", "valid", "validation", "dev")
+TRAIN_NAMES = ("train", "training")
+SPLIT_NAMES = (*TRAIN_NAMES, "test", "testing", "val", "valid", "validation", "dev")
 
 
 def _stat(p: Path) -> os.stat_result | None:
@@ -88,12 +89,12 @@ def _check_not_split_root(root: Path, class_dirs: list[Path]) -> None:
     'test', and a classifier would learn which split a file came from."""
     names = [d.name.lower() for d in class_dirs]
     if (len(names) < 2 or not set(names) <= set(SPLIT_NAMES)
-            or not {"train", "training"} & set(names)):
+            or not set(TRAIN_NAMES) & set(names)):
         return
     if not all(any(is_folder(q) and not q.name.startswith(".") for q in _list(d))
                for d in class_dirs):
         return  # class folders that happen to be called train/test hold the examples
-    train = next(d for d in class_dirs if d.name.lower() in ("train", "training"))
+    train = next(d for d in class_dirs if d.name.lower() in TRAIN_NAMES)
     others = [d for d in class_dirs if d is not train]
     splits = ", ".join(d.name for d in class_dirs)
     raise SplitRootError(f"{root}: holds the split folders {splits}, each of class sub-folders, "
