@@ -1,6 +1,7 @@
 """A gradient step over a batch in pieces (training/steps.py, TextModality.step_pieces): long
-texts' batches are cut between documents, and the step's gradient is the whole batch's, for
-the cross-entropy and for the pair loss (whose pieces are re-run with the same dropout)."""
+texts' batches are cut between documents (or between windows, for a document over the
+budget), and the step's gradient is the whole batch's, for the cross-entropy and for the pair
+loss (whose pieces are re-run with the same dropout)."""
 from __future__ import annotations
 
 import pytest
@@ -17,6 +18,7 @@ from headstart.training.pairs import pair_loss
 from headstart.training.steps import backward_pieces
 
 WINDOW = 32
+DOC_BUDGET = 20 * WINDOW  # over the fixture's longest document (19 windows)
 
 
 def fp32_scaler():  # the scaler of an fp32 step (devices.scaler: disabled, it passes through)
@@ -45,7 +47,7 @@ def grads(m) -> list[torch.Tensor]:
 
 def test_pieces_hold_every_document_once_in_order_within_the_budget(batch):
     x, t = batch
-    budget = 4 * WINDOW
+    budget = DOC_BUDGET
     pieces = split_documents(x, t, budget)
     assert len(pieces) > 3
     assert torch.equal(torch.cat([pt for _, pt in pieces]), t)
@@ -55,8 +57,7 @@ def test_pieces_hold_every_document_once_in_order_within_the_budget(batch):
         n = px["n_docs"]
         assert n == len(pt) and px["doc"].tolist() == sorted(px["doc"].tolist())
         assert set(px["doc"].tolist()) == set(range(n))
-        # within the budget, or one document that alone is over it
-        assert px["input_ids"].numel() <= budget or n == 1
+        assert px["input_ids"].numel() <= budget
         assert px["attention_mask"][:, -1].any()  # padding beyond the longest row trimmed
         assert len(px["doc"]) == sum(docs[seen:seen + n])
         seen += n
@@ -69,7 +70,7 @@ def test_pieces_embed_exactly_as_the_whole_batch(batch):
     m = model().eval()
     with torch.no_grad():
         whole = m(x, embed=True)
-        parts = torch.cat([m(px, embed=True) for px, _ in split_documents(x, t, 4 * WINDOW)])
+        parts = torch.cat([m(px, embed=True) for px, _ in split_documents(x, t, DOC_BUDGET)])
     torch.testing.assert_close(parts, whole, rtol=1e-4, atol=1e-5)
 
 
@@ -79,7 +80,7 @@ def test_cross_entropy_in_pieces_is_the_whole_batch_gradient(batch):
     nn.functional.cross_entropy(m(x), t).backward()
     want = grads(m)
     m.zero_grad()
-    value, logits = backward_pieces(m, m, split_documents(x, t, 4 * WINDOW), pairs=False,
+    value, logits = backward_pieces(m, m, split_documents(x, t, DOC_BUDGET), pairs=False,
                                     scaler=fp32_scaler())
     for g, w in zip(grads(m), want):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
@@ -94,7 +95,7 @@ def test_pair_loss_in_pieces_is_the_whole_batch_gradient(batch):
     want = grads(m)
     m.zero_grad()
     embed = lambda px: m(px, embed=True)  # noqa: E731
-    value, _ = backward_pieces(m, embed, split_documents(x, t, 4 * WINDOW), pairs=True,
+    value, _ = backward_pieces(m, embed, split_documents(x, t, DOC_BUDGET), pairs=True,
                                scaler=fp32_scaler())
     for g, w in zip(grads(m), want):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
@@ -105,7 +106,7 @@ def test_pair_pieces_are_re_run_with_the_dropout_masks_the_loss_saw(batch):
     """In training mode the second pass must draw the first pass's dropout masks: the result
     equals one graph over the pieces embedded in turn from the same random state."""
     x, t = batch
-    pieces = split_documents(x, t, 4 * WINDOW)
+    pieces = split_documents(x, t, DOC_BUDGET)
     m = model().train()
     torch.manual_seed(5)
     pair_loss(torch.cat([m(px, embed=True) for px, _ in pieces]), t).backward()
@@ -132,7 +133,7 @@ def test_a_regulariser_is_added_once_whatever_the_pieces(batch):
         one, _ = backward_pieces(m, f, [(x, t)], pairs=pairs, scaler=fp32_scaler(), extra=extra)
         want = grads(m)
         m.zero_grad()
-        split, _ = backward_pieces(m, f, split_documents(x, t, 4 * WINDOW), pairs=pairs,
+        split, _ = backward_pieces(m, f, split_documents(x, t, DOC_BUDGET), pairs=pairs,
                                    scaler=fp32_scaler(), extra=extra)
         assert split == pytest.approx(one, rel=1e-5)
         for g, w in zip(grads(m), want):
@@ -156,28 +157,39 @@ def _ddp_worker(r: int, port: str, tmp: str) -> None:
     mine = pool[:4] if r == 0 else pool[4:11]  # 4 and 7 articles: different piece counts
     pre = TextPreprocess(get_config("tiny_text").tokenizer, WINDOW)
     x = pre.collate(pre.windows([texts[i] for i in mine]))
+    # every other article cut to a window: short documents after the long ones' windows
+    mixed = pre.collate(pre.windows([texts[i][:60] if k % 2 else texts[i]
+                                     for k, i in enumerate(mine)]))
     t = torch.tensor([i % 3 for i in range(len(mine))])
+    # a budget over every one of the 11 articles (cut between documents), and one under some
+    # (cut between windows: cross-entropy only, pair steps read first windows)
+    whole = max(len(w) for w in pre.windows([texts[i] for i in pool[:11]])) * WINDOW
     out = {}
-    for pairs in (False, True):
+    for case, pairs, budget, xb in (("docs", False, whole, x), ("pairs", True, whole, x),
+                                    ("windows", False, 4 * WINDOW, x),
+                                    ("mixed", False, 4 * WINDOW, mixed)):
         m = model().eval()
         m.head.requires_grad_(not pairs)  # the pair phase's head waits (DDP needs every
         # trained parameter to get a gradient)
         f = (lambda px, net: net(px, embed=True)) if pairs else (lambda px, net: net(px))
-        loss = pair_loss(m(x, embed=True), t) if pairs else nn.functional.cross_entropy(m(x), t)
+        loss = pair_loss(m(xb, embed=True), t) if pairs else nn.functional.cross_entropy(m(xb), t)
         loss.backward()  # this rank's whole batch, no DDP
         alone = [g.tolist() for g in grads(m)]
         m.zero_grad()
         net = dist.wrap(m)
-        pieces = split_documents(x, t, 4 * WINDOW)
+        pieces = split_documents(xb, t, budget)
+        kinds = [bool(px.get("windows_of_batch")) for px, _ in pieces]
+        assert kinds[0] == (case in ("windows", "mixed")) and kinds[-1] == (case == "windows")
         backward_pieces(net, lambda px: f(px, net), pieces, pairs=pairs, scaler=fp32_scaler())
-        out[str(pairs)] = {"pieces": len(pieces), "alone": alone,
-                           "ddp": [g.tolist() for g in grads(m)]}
+        out[case] = {"pieces": len(pieces), "alone": alone,
+                     "ddp": [g.tolist() for g in grads(m)]}
     (Path(tmp) / f"rank{r}.json").write_text(json.dumps(out))
 
 
 def test_pieces_under_ddp_average_the_ranks_whole_batch_gradients(tmp_path):
     """Only the last piece synchronises: with 4 articles on one rank and 7 on the other (other
-    numbers of pieces), both end with the mean of the two ranks' whole-batch gradients."""
+    numbers of pieces), cut between documents, between windows, or long documents' windows
+    then short documents, both end with the mean of the two ranks' whole-batch gradients."""
     import json
     import socket
 
@@ -187,10 +199,94 @@ def test_pieces_under_ddp_average_the_ranks_whole_batch_gradients(tmp_path):
         port = str(s.getsockname()[1])
     mp.spawn(_ddp_worker, args=(port, str(tmp_path)), nprocs=2, join=True)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
-    for pairs in ("False", "True"):
-        a, b = ranks[0][pairs], ranks[1][pairs]
+    for case in ("docs", "pairs", "windows", "mixed"):
+        a, b = ranks[0][case], ranks[1][case]
         assert a["pieces"] != b["pieces"] and min(a["pieces"], b["pieces"]) > 1
         for ga, gb, da, db in zip(a["alone"], b["alone"], a["ddp"], b["ddp"]):
             mean = (torch.tensor(ga) + torch.tensor(gb)) / 2
             torch.testing.assert_close(torch.tensor(da), mean, rtol=1e-4, atol=1e-6)
             torch.testing.assert_close(torch.tensor(db), mean, rtol=1e-4, atol=1e-6)
+
+
+# -- a document longer than the budget: cut between its windows ---------------------------------
+CUT = 3 * WINDOW  # the longest articles hold many more windows; three of the ten fewer
+
+
+@pytest.fixture
+def long_batch(articles):
+    """Four whole articles, every one over CUT: nothing but windows pieces."""
+    texts, _ = articles
+    pre = TextPreprocess(get_config("tiny_text").tokenizer, WINDOW)
+    return pre.collate(pre.windows(texts[1:5])), torch.tensor([0, 1, 2, 0])
+
+
+def in_turn(m, pieces) -> torch.Tensor:
+    """The batch's cross-entropy as one graph over the pieces run in turn: the long
+    documents' summed windows, then the others."""
+    cut = [px for px, _ in pieces if px.get("windows_of_batch")]
+    sums = sum(m({**px, "partial_sums": True}) for px in cut)
+    logits = [m.logits_of_sums(sums), *(m(px) for px, _ in pieces[len(cut):])]
+    return nn.functional.cross_entropy(torch.cat(logits), torch.cat([pt for _, pt in pieces]))
+
+
+def test_a_document_over_the_budget_is_cut_between_its_windows(batch):
+    x, t = batch
+    pieces = split_documents(x, t, CUT)
+    cut = [px for px, _ in pieces if px.get("windows_of_batch")]
+    assert 1 < len(cut) < len(pieces)
+    assert all(px.get("windows_of_batch") for px, _ in pieces[:len(cut)])  # they come first
+    assert all(px["input_ids"].numel() <= CUT for px, _ in pieces)
+    assert sum(len(px["doc"]) for px, _ in pieces) == len(x["doc"])  # every window once
+    order = pieces[0][0]["batch_order"]
+    assert sorted(order.tolist()) == list(range(len(t)))
+    assert torch.equal(torch.cat([pt for _, pt in pieces]), t[order])  # the targets, once
+    windows = torch.bincount(x["doc"]).tolist()
+    widths = [int(x["attention_mask"][x["doc"] == d].sum(1).max()) for d in range(len(t))]
+    over = [d for d in range(len(t)) if windows[d] > 1 and windows[d] * widths[d] > CUT]
+    assert order[:len(over)].tolist() == over  # the documents over the budget, those alone
+    m = model().eval()
+    with torch.no_grad():  # the long documents' sums pool to their embeddings, in the order
+        sums = sum(m({**px, "partial_sums": True}) for px in cut)
+        parts = [m.backbone.pool_sums(sums), *(m(px, embed=True) for px, _ in pieces[len(cut):])]
+        torch.testing.assert_close(torch.cat(parts)[torch.argsort(order)], m(x, embed=True),
+                                   rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("which", ["batch", "long_batch"])
+def test_cross_entropy_cut_between_windows_is_the_whole_batch_gradient(which, request):
+    """With short documents after the long ones (the window pieces' backward runs unsynced)
+    and with long documents alone (the head's backward last)."""
+    x, t = request.getfixturevalue(which)
+    pieces = split_documents(x, t, CUT)
+    assert bool(pieces[-1][0].get("windows_of_batch")) == (which == "long_batch")
+    m = model().eval()
+    first = next(m.parameters())
+    extra = lambda: first.pow(2).sum()  # noqa: E731
+    (nn.functional.cross_entropy(m(x), t) + extra()).backward()
+    want = grads(m)
+    m.zero_grad()
+    value, logits = backward_pieces(m, m, pieces, pairs=False, scaler=fp32_scaler(), extra=extra)
+    assert len(grads(m)) == len(want)  # the head's too
+    for g, w in zip(grads(m), want):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-6)
+    assert value == pytest.approx(float((nn.functional.cross_entropy(m(x), t) + extra()).detach()),
+                                  rel=1e-5)
+    torch.testing.assert_close(logits, m(x).detach(), rtol=1e-4, atol=1e-5)  # the batch's order
+
+
+@pytest.mark.parametrize("which", ["batch", "long_batch"])
+def test_window_pieces_are_re_run_with_the_dropout_masks_the_loss_saw(which, request):
+    """In training mode: the same gradient as one graph over the pieces drawn in turn from the
+    same random state; another seed gives another one."""
+    x, t = request.getfixturevalue(which)
+    pieces = split_documents(x, t, CUT)
+    m = model().train()
+    torch.manual_seed(5)
+    in_turn(m, pieces).backward()
+    want = grads(m)
+    for seed, same in ((5, True), (6, False)):
+        m.zero_grad()
+        torch.manual_seed(seed)
+        backward_pieces(m, m, pieces, pairs=False, scaler=fp32_scaler())
+        close = all(torch.allclose(g, w, rtol=1e-4, atol=1e-6) for g, w in zip(grads(m), want))
+        assert close == same

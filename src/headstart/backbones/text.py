@@ -83,6 +83,11 @@ class TextBackbone(Backbone):
         self.feature_layers = int(k)
 
     def forward(self, batch: dict) -> torch.Tensor:
+        """(docs, features) embeddings of the batch's documents. For a gradient step cut
+        between the windows of long documents (training/steps.py): with `partial_sums` the
+        unpooled sums of this piece's windows, (docs, layers x D + 1), the token counts last;
+        with `others` (those sums of the rest of the batch, constants) the embeddings of
+        every document pooled over all its windows."""
         ids, mask, doc = batch["input_ids"], batch["attention_mask"], batch["doc"]
         k = self.feature_layers
         out = self.encoder(input_ids=ids, attention_mask=mask, output_hidden_states=k > 1)
@@ -91,18 +96,32 @@ class TextBackbone(Backbone):
         n_docs = batch.get("n_docs")  # an int, or a traced size under ONNX export: no int()
         if n_docs is None:
             n_docs = int(doc.max()) + 1 if len(doc) else 0
-        return torch.cat([self._pool(h, mask, doc, n_docs) for h in states], dim=-1)
+        sums = self._sums(states, mask, doc, n_docs)
+        if batch.get("partial_sums"):
+            return sums
+        if batch.get("others") is not None:
+            sums = sums + batch["others"]
+        return self.pool_sums(sums)
 
-    def _pool(self, hidden, mask, doc, n_docs) -> torch.Tensor:
-        """Mean over every token of a document's windows, then L2-normalised. Windows are
-        summed into their documents by a one-hot product, which exports to ONNX (index_add_
-        does not export correctly)."""
-        m = mask.unsqueeze(-1).to(hidden.dtype)
-        sums = (hidden * m).sum(1).float()
+    def _sums(self, states, mask, doc, n_docs) -> torch.Tensor:
+        """Each document's sums of hidden states over every token of its windows, layer by
+        layer, and its token count: (docs, layers x D + 1). Windows are summed into their
+        documents by a one-hot product, which exports to ONNX (index_add_ does not export
+        correctly)."""
+        m = mask.unsqueeze(-1).to(states[0].dtype)
         onehot = (torch.arange(n_docs, device=doc.device).unsqueeze(1) == doc.unsqueeze(0))
-        onehot = onehot.to(sums.dtype)
-        emb = (onehot @ sums) / (onehot @ m.sum(1).float()).clamp_min(1.0)
-        return nn.functional.normalize(emb, dim=-1) if self.normalize else emb
+        onehot = onehot.to(torch.float32)
+        return torch.cat([onehot @ (h * m).sum(1).float() for h in states]
+                         + [onehot @ m.sum(1).float()], dim=-1)
+
+    def pool_sums(self, sums: torch.Tensor) -> torch.Tensor:
+        """Documents' sums (`_sums`) -> the mean over their tokens, each layer L2-normalised
+        (as sentence-transformers pools), the layers concatenated, the last first."""
+        counts = sums[:, -1:].clamp_min(1.0)
+        d = (sums.shape[1] - 1) // self.feature_layers
+        embs = [sums[:, j * d:(j + 1) * d] / counts for j in range(self.feature_layers)]
+        return torch.cat([nn.functional.normalize(e, dim=-1) if self.normalize else e
+                          for e in embs], dim=-1)
 
     def truncate_after(self, group: str) -> bool:
         """Keep the embeddings and the transformer layers up to `group` (layerK); features

@@ -30,7 +30,14 @@ class TransferModel(nn.Module):
         """Logits; with embed=True the backbone's features (the pair objective trains on them,
         through the same module so that DistributedDataParallel sees the call)."""
         features = self.backbone(x)
-        return features if embed else self.head(features)
+        # a piece of a step cut between long documents' windows asks for its unpooled sums
+        # (training/steps.py): the head waits for the whole documents
+        partial = isinstance(x, dict) and bool(x.get("partial_sums"))
+        return features if embed or partial else self.head(features)
+
+    def logits_of_sums(self, sums: torch.Tensor) -> torch.Tensor:
+        """The logits of documents given their windows' sums (TextBackbone.forward)."""
+        return self.head(self.backbone.pool_sums(sums))
 
     def train(self, mode: bool = True) -> "TransferModel":
         super().train(mode)
