@@ -1,7 +1,7 @@
 """Peak memory and time of one text gradient step, whole and in pieces of a token budget.
 
     python benchmarks/step_memory.py                       # MiniLM, budgets 0 16384 4096 2048 1024
-    python benchmarks/step_memory.py --budgets 0 2048 --steps 3
+    python benchmarks/step_memory.py --budgets 0 2048 --steps 3 --kinds long
 
 A step is what `Trainer._train_epoch` runs (training/steps.py `backward_pieces` on the pieces
 of `TextModality.step_pieces`, that is `split_documents` at the budget), in training mode
@@ -10,6 +10,12 @@ real BBC News articles of the training pool at the 256-token window:
 
 - classify: a `--batch-size` (32) batch of whole articles, every window of each (the
   fine_tune and scratch steps);
+- one_long: the classify batch with its last article swapped for the pool's first over
+  1,024 tokens (5 or more windows; a random batch of 32 of all 1,427 training articles holds
+  one or more in 58% of an epoch's batches): that one is cut between its windows, the
+  others between documents;
+- long: the same over the pool's `--batch-size` longest articles (up to 16 windows, 4,096
+  tokens, each): a document over the budget is cut between its windows;
 - pairs: a 16-article batch of first windows under the pair loss (the contrastive steps;
   the attention-probability dropout off, as the loop runs them).
 
@@ -30,7 +36,7 @@ import time
 
 import _common as C
 
-KINDS = ("classify", "pairs")
+KINDS = ("classify", "one_long", "long", "pairs")
 
 
 def parse_args():
@@ -38,6 +44,7 @@ def parse_args():
     p.add_argument("--budgets", type=int, nargs="+", default=[0, 16384, 4096, 2048, 1024])
     p.add_argument("--steps", type=int, default=2, help="timed steps per measurement")
     p.add_argument("--batch-size", type=int, default=32, help="articles of a classify step")
+    p.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS))
     p.add_argument("--child", nargs=2, metavar=("KIND", "BUDGET"), help=argparse.SUPPRESS)
     return p.parse_args()
 
@@ -68,8 +75,10 @@ def child(kind: str, budget: int, steps: int, batch_size: int) -> dict:
     classes = sorted(set(labels))
     pairs = kind == "pairs"
     n = 16 if pairs else batch_size
-    pick = pool[:n]
     pre = TextPreprocess(get_config("minilm_l6").tokenizer, 256, truncate=pairs)
+    pick = list(sorted(pool, key=lambda i: -len(texts[i]))[:n] if kind == "long" else pool[:n])
+    if kind == "one_long":
+        pick[-1] = next(i for i in pool if len(pre.windows([texts[i]])[0]) > 4)
     x = pre.collate(pre.windows([texts[i] for i in pick]))
     t = torch.tensor([classes.index(labels[i]) for i in pick])
     backbone = create_backbone("minilm_l6", input_size=256)
@@ -100,6 +109,7 @@ def child(kind: str, budget: int, steps: int, batch_size: int) -> dict:
         times.append(time.perf_counter() - t0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"windows": int(x["input_ids"].shape[0]), "pieces": len(pieces), "base": base,
+            "longest": int(torch.bincount(x["doc"]).max()),
             "peak": peak, "step_mb": peak - base, "seconds": C.median(times)}
 
 
@@ -111,7 +121,7 @@ def main() -> None:
         return
     print(C.machine_line())
     rows = []
-    for kind in KINDS:
+    for kind in args.kinds:
         first = None
         for b in args.budgets:
             out = subprocess.run([sys.executable, __file__, "--child", kind, str(b), "--steps",
@@ -123,7 +133,8 @@ def main() -> None:
                          f"{r['step_mb']:.0f}", f"{r['step_mb'] / max(first['step_mb'], 1):.2f}",
                          f"{r['seconds']:.2f}", f"{r['seconds'] / first['seconds']:.2f}"])
             print(f"  {kind} budget {b or 'whole'}: step +{r['step_mb']:.0f} MB "
-                  f"(peak {r['peak']:.0f}), {r['seconds']:.2f} s", flush=True)
+                  f"(peak {r['peak']:.0f}), {r['seconds']:.2f} s; {r['windows']} windows, the "
+                  f"longest article {r['longest']}, {r['pieces']} pieces", flush=True)
     print()
     print(C.table(["step", "budget tokens", "windows", "pieces", "peak RSS MB", "step MB",
                    "x whole", "s/step", "x whole"], rows,
