@@ -302,6 +302,27 @@ def test_interrupted_compare_leaves_no_out(animals, tmp_path, cli, monkeypatch, 
     assert leftovers(tmp_path) == []
 
 
+def test_each_arm_trains_with_no_earlier_arms_model_held(animals, tmp_path, cli, monkeypatch):
+    """An arm's trained model is freed before the next arm trains: on all 1,427 BBC articles
+    the transfer arm's model, still held, put the scratch arm's peak 0.25 GB higher."""
+    import gc
+    import weakref
+    import headstart.api
+    real, models, alive = headstart.api.train, [], []
+
+    def train(*a, **k):
+        gc.collect()
+        alive.append(sum(m() is not None for m in models))
+        trained = real(*a, **k)
+        models.append(weakref.ref(trained.model))
+        return trained
+    monkeypatch.setattr(headstart.api, "train", train)
+    r = cli("compare", animals["train12"], "--test", animals["test20"], "--out", tmp_path / "o",
+            "--epochs", "1", *TINY)
+    assert r.rc == 0, r
+    assert alive == [0, 0, 0]  # probe, transfer, scratch: none starts with another's model
+
+
 def test_compare_says_which_arm_and_seed_it_is_on(animals, tmp_path, cli):
     """Each arm of each seed is announced on stderr as it starts, in the order it runs, with
     the training's own progress bars between; stdout keeps the summary only."""

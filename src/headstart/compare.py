@@ -13,6 +13,7 @@ processes, as `train` does; rank 0 alone logs and writes the report.
 """
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import time
@@ -186,6 +187,9 @@ def _train_arms(pool, test_ds, y, cfg, seeds, cache, progress, log):
             if arm == "probe" and s == 0:
                 zero = zero_shot(run["trained"], run["features"], y, pool.classes)
             runs[arm].append({k: v for k, v in run.items() if k not in ("trained", "features")})
+            # the next arm trains without this one's model held
+            del run
+            gc.collect()
     return runs, zero
 
 
