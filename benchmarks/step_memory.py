@@ -66,7 +66,7 @@ def child(kind: str, budget: int, steps: int, batch_size: int) -> dict:
     from headstart.data.tokenize import TextPreprocess
     from headstart.heads import LinearHead
     from headstart.heads.model import TransferModel
-    from headstart.modalities.text import split_documents
+    from headstart.modalities.pieces import split_documents
     from headstart.training.steps import backward_pieces
 
     torch.manual_seed(0)

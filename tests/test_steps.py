@@ -13,7 +13,7 @@ from headstart.backbones import create_backbone, get_config
 from headstart.data.tokenize import TextPreprocess
 from headstart.heads import LinearHead
 from headstart.heads.model import TransferModel
-from headstart.modalities.text import split_documents
+from headstart.modalities.pieces import split_documents
 from headstart.training.pairs import pair_loss
 from headstart.training.steps import backward_pieces
 

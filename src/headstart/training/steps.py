@@ -44,12 +44,12 @@ def backward_pieces(net, forward: Callable, pieces: list[tuple], *, pairs: bool,
     """Backpropagate the batch's loss (the mean over its examples, plus `extra()`) through
     `forward(x)` for every (x, targets) piece. Returns the loss's value and, for a per-example
     loss, the batch's logits (detached, in the batch's order) for its accuracy."""
-    first = pieces[0][0]
+    first, n = pieces[0][0], sum(len(t) for _, t in pieces)
     cut = [x for x, _ in pieces if isinstance(x, dict) and x.get("windows_of_batch")]
     if cut:
         if pairs:
             raise ValueError("pair steps embed whole documents: cut them between documents")
-        n, rest = sum(len(t) for _, t in pieces), pieces[len(cut):]
+        rest = pieces[len(cut):]
         value, out = _cached_windows(net, forward, pieces[:len(cut)], n=n, last=not rest,
                                      scaler=scaler, extra=None if rest else extra)
         if rest:
@@ -66,8 +66,7 @@ def backward_pieces(net, forward: Callable, pieces: list[tuple], *, pairs: bool,
                 loss = loss + extra()
             scaler.scale(loss).backward()  # the scaler passes through but for fp16
         return float(loss.detach()), None
-    return _accumulated(net, forward, pieces, n=sum(len(t) for _, t in pieces), scaler=scaler,
-                        extra=extra)
+    return _accumulated(net, forward, pieces, n=n, scaler=scaler, extra=extra)
 
 
 def _accumulated(net, forward, pieces, *, n, scaler, extra) -> tuple[float, torch.Tensor]:
