@@ -145,8 +145,10 @@ def main() -> None:
                   title=f"{args.images} animal-mnist images, {BACKBONE} at {args.size} px, "
                         f"batch {args.batch_size} ({steps} steps an epoch), 1 thread each"))
     if base["n"] == 1 and len(results) > 1:
-        per_rank = [r["dist"]["per_process_batch"] for r in results[1:]]
-        print(f"per-process batch: {per_rank} (effective batch {args.batch_size} throughout)")
+        per_rank = ", ".join(f"{r['dist']['per_process_batch']} at {r['n']} processes"
+                             for r in results[1:])
+        print(f"per-process batch: {args.batch_size} at 1 process, {per_rank} (effective "
+              f"batch {args.batch_size} throughout)")
     n_params, nbytes = trained_bytes(args.size)
     print(f"all-reduce per step: {n_params:,} trained parameters = {nbytes / 2**20:.1f} MiB "
           "of fp32 gradients")
