@@ -200,6 +200,10 @@ def test_auto_is_the_default_and_guards_texts_with_a_probe(articles):
     r = api.train([t[:200] for t in texts], labels=labels, config=cfg, **QUIET)
     assert r.config.strategy == "auto"
     assert [h["phase"] for h in r.history] == ["head", "contrastive", "head"]
+    plan = r.metrics["plan"]  # what auto adapted with is named, phase by phase
+    assert plan["strategy"] == "auto" and plan["mix"] is True
+    assert [p.split(":")[0] for p in plan["phases"]] == ["head", "contrastive", "head"]
+    assert "on pairs of examples" in plan["phases"][1]
     assert r.metrics["mix"]["mixes"][0]["val_acc"] == pytest.approx(  # 0 = the probe
         r.history[0]["val_acc"], abs=1e-6)
 

@@ -255,7 +255,8 @@ def finish(run: Run, trainer: Trainer, history: list[dict], writer) -> TrainedMo
         metrics["forgetting"] = run.monitor.report(model.backbone)
         for line in describe_forgetting(metrics["forgetting"]):
             run.log(line)
-    metrics.update({"strategy": cfg.strategy, "backbone": cfg.backbone,
+    metrics.update({"strategy": cfg.strategy, "plan": describe_plan(run.plan),
+                    "backbone": cfg.backbone,
                     "input_size": cfg.input_size, "train_examples": len(train_split.y),
                     "val_examples": len(val_split.y), "skipped": run.ds.skipped + run.skipped,
                     "epochs_run": epochs_run, "stopped_early": trainer.stopped_early,
@@ -267,6 +268,12 @@ def finish(run: Run, trainer: Trainer, history: list[dict], writer) -> TrainedMo
         metrics["distributed"] = distributed_metrics(run, trainer)
     # the saved model, and what the caller does with it (predict, export), is on the CPU
     return TrainedModel(model.cpu(), classes, cfg, metrics, history)
+
+
+def describe_plan(plan) -> dict:
+    """What the strategy planned (for `auto`, what it adapts with), for metrics.json."""
+    return {"strategy": plan.strategy, "phases": [p.describe() for p in plan.phases],
+            "mix": plan.mix}
 
 
 def distributed_metrics(run: Run, trainer: Trainer) -> dict:
