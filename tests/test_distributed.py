@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 import torch.multiprocessing as mp
 from conftest import TINY, history_rows, write_folder
 
@@ -336,6 +337,11 @@ def test_torchrun_linear_probe_on_animal_mnist_matches_one_process(animals, tmp_
         assert abs(float(a["val_loss"]) - float(b["val_loss"])) < 1e-4
     extracted = two["distributed"]["extracted_per_process"]
     assert sum(extracted) == 100 and abs(extracted[0] - extracted[1]) <= 1  # each once
+    settings = [yaml.safe_load((tmp_path / r / "config.yaml").read_text()) for r in ("one", "two")]
+    assert "distributed" not in settings[0]  # config.yaml says how the job ran, and its rule
+    job = settings[1]["distributed"]
+    assert (job["world"], job["per_process_batch"], job["effective_batch"]) == (2, 16, 32)
+    assert "learning rates are those of one process" in job["lr_rule"] and job["batchnorm"]
 
 
 def test_torchrun_compare_matches_one_process_and_rank_0_writes(tmp_path):
@@ -406,3 +412,20 @@ def test_torchrun_two_nodes_by_rendezvous_train_as_one_job(tmp_path):
     assert d["world"] == 2 and d["nodes"] == 2
     assert sum(d["extracted_per_process"]) == 20 and min(d["extracted_per_process"]) > 0
     assert sorted(p.name for p in out.parent.iterdir()) == ["nodes"]
+
+
+def test_a_run_records_its_job_and_resumes_with_another_world(tmp_path):
+    """config.yaml says how a torchrun job ran; that record is no setting: a partial run
+    holding it resumes from its checkpoint (torchrun may restart with another world size)."""
+    from headstart.training.rundir import RunWriter
+    first = RunWriter(tmp_path / "run")
+    first.open({"strategy": "fine_tune", "batch_size": 32})
+    ckpt = {"phase": 0, "epoch": 1, "model": {}, "history": []}
+    first.save_checkpoint(ckpt)
+    first.record_job({"distributed": {"world": 2, "effective_batch": 32}})
+    first.close()
+    stored = yaml.safe_load((first.partial / "config.yaml").read_text())
+    assert stored == {"strategy": "fine_tune", "batch_size": 32,
+                      "distributed": {"world": 2, "effective_batch": 32}}
+    again = RunWriter(tmp_path / "run")
+    assert again.open({"strategy": "fine_tune", "batch_size": 32}) == ckpt

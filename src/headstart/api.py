@@ -63,6 +63,11 @@ def save_run(result: TrainedModel, writer: RunWriter, *, overwrite: bool = False
     if not writer.partial.exists():
         writer.open({"headstart_version": __version__, **result.config.to_dict(),
                      **(extra or {})}, restart=True)
+    job = result.metrics.get("distributed")
+    if job:  # the job's shape and its batch and rate rule, beside the settings
+        writer.record_job({"distributed": {k: job[k] for k in (
+            "world", "nodes", "backend", "per_process_batch", "effective_batch", "lr_rule",
+            "batchnorm") if k in job}})
     writer.write_json("labels.json", result.label_values or result.classes)
     writer.write_model(result.model.state_dict())
     writer.write_json("metrics.json", result.metrics)

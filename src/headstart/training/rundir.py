@@ -33,6 +33,9 @@ RUN_FILES = ("config.yaml", "labels.json", "model.safetensors", "metrics.json", 
 # what a checkpoint of the trainer holds at the least (anything else is not one of ours)
 CHECKPOINT_KEYS = {"model": dict, "history": list, "phase": int, "epoch": int}
 RESTART = "pass --restart to discard the interrupted run and start again"
+# config.yaml keys that say how the job ran (under torchrun: its processes, the batch each
+# took, the learning-rate rule), written at the end; a resume does not compare them
+JOB_KEYS = ("distributed",)
 
 
 def run_kind(path: Path) -> str | None:
@@ -154,7 +157,9 @@ class RunWriter:
         if self.partial.is_dir() and not restart and (self.partial / "config.yaml").exists():
             old = read_yaml(self.partial / "config.yaml", what="the interrupted run's settings",
                             fix=RESTART, error=RunDirError, expect=dict)
-            old = upgrade(old)
+            # what the job looked like (torchrun's world) is recorded, not a setting: a job
+            # restarted with another number of processes resumes the same run
+            old = {k: v for k, v in upgrade(old).items() if k not in JOB_KEYS}
             if old == config and (self.partial / CHECKPOINT).is_file():
                 return self.load_checkpoint(CHECKPOINT)
             if old != config:
@@ -178,6 +183,12 @@ class RunWriter:
 
     def write_yaml(self, name: str, data: dict) -> None:
         _atomic_text(self.partial / name, yaml.safe_dump(data, sort_keys=False))
+
+    def record_job(self, job: dict) -> None:
+        """Add what the job was (JOB_KEYS) to the run's config.yaml before the commit."""
+        config = read_yaml(self.partial / "config.yaml", what="the run's settings",
+                           fix=RESTART, error=RunDirError, expect=dict)
+        self.write_yaml("config.yaml", {**config, **job})
 
     def write_json(self, name: str, data) -> None:
         _atomic_text(self.partial / name, json.dumps(data, indent=2) + "\n")
