@@ -159,7 +159,8 @@ def run_task(name: str, train, test, candidates: str, args, **rank_kw) -> dict:
 
 def recipe_accuracies(rec, train, test, image_size, *, truncate: bool) -> dict[str, float]:
     """Test accuracy (%) of `headstart train` with what rank recommends, with fine_tune of the
-    default backbone, and with no options (the default), each on the task's training data."""
+    default backbone, with no options (the default), and for texts with contrastive, each on
+    the task's training data."""
     from headstart import api
     from headstart.training.config import TrainConfig
 
@@ -167,6 +168,8 @@ def recipe_accuracies(rec, train, test, image_size, *, truncate: bool) -> dict[s
     recipes = {f"recommended ({rec.backbone}, {rec.strategy})":
                dict(backbone=rec.backbone, weights=rec.weights, strategy=rec.strategy),
                "fine_tune": dict(strategy="fine_tune", cut="none"), "default": {}}
+    if train.modality == "text":  # pair training, SetFit's recipe, is a text recipe
+        recipes["contrastive"] = dict(strategy="contrastive")
     out = {}
     for name, options in recipes.items():
         cfg = TrainConfig(truncate=truncate, **size, **options)
