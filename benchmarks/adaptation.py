@@ -186,7 +186,8 @@ def report(results: Path, judged: str = "test") -> str:
                    "default - probe (probe SE)"]
         out.append(C.table(headers, table, title=f"{dataset}: {judged} accuracy"))
         tuned = [r for r in rows if r["dataset"] == dataset and r.get("ft_losses")]
-        rising = [f"{r['run']} {r['per_class'] or 'all'}/{r['seed']}" for r in tuned
+        rising = [f"{r['run']} {r['per_class'] or 'all'}/{r['seed']} "
+                  f"{r['ft_losses'][0]:.4f} -> {max(r['ft_losses'][1:]):.4f}" for r in tuned
                   if max(r["ft_losses"][1:], default=0) > r["ft_losses"][0]]
         out.append(f"fine-tuning runs whose mean training loss of an epoch rose above the "
                    f"first epoch's: {len(rising)} of {len(tuned)}"

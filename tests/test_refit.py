@@ -13,7 +13,7 @@ from conftest import TINY, history_rows, leftovers
 from headstart import TrainConfig, api
 from headstart.exceptions import ConfigError
 from headstart.strategies import build_plan, selected_plan
-from headstart.training import loop
+from headstart.training import checkpoints, loop
 from headstart.training.refit import REFIT_CHECKPOINT
 
 QUIET = dict(progress=False, log=lambda *_: None)
@@ -190,7 +190,7 @@ def test_an_interrupted_refit_resumes_where_it_stopped(cli, tiny_data, tmp_path,
     args = ["--strategy", "scratch", "--epochs", "3", "--patience", "10", "--refit", "full",
             *TINY]
     original = loop.Trainer._end_epoch
-    monkeypatch.setattr(loop, "CHECKPOINT_EVERY", 0)  # every epoch checkpointed
+    monkeypatch.setattr(checkpoints, "CHECKPOINT_EVERY", 0)  # every epoch checkpointed
 
     def end_epoch(self, pi, *a, **kw):  # stop after the refit's second epoch is checkpointed
         stop = original(self, pi, *a, **kw)

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from conftest import TINY, history_rows, leftovers
 from headstart import RunDirError, TrainConfig, api, create_backbone
-from headstart.training import loop
+from headstart.training import checkpoints, loop
 from headstart.training.rundir import RUN_FILES
 
 # history rows per strategy for the epochs the session fixture trains with
@@ -132,7 +132,7 @@ FT3 = ["--strategy", "fine_tune", "--epochs", "3", "--patience", "5", *TINY]
 def interrupt_after(monkeypatch):
     """interrupt_after(n): the next training raises KeyboardInterrupt once n history rows
     are recorded (after the checkpoint of that epoch is written)."""
-    monkeypatch.setattr(loop, "CHECKPOINT_EVERY", 0)  # every epoch checkpointed
+    monkeypatch.setattr(checkpoints, "CHECKPOINT_EVERY", 0)  # every epoch checkpointed
 
     def arm(n: int) -> None:
         original = loop.Trainer._end_epoch
@@ -193,7 +193,7 @@ def test_short_epochs_are_checkpointed_at_phase_ends_and_resume_to_the_same_mode
     from the last phase end, to the model of the run never interrupted."""
     runs = tmp_path / "runs"
     interrupt_after(3)  # the head phase and fine_tune epochs 1 and 2 of 3
-    monkeypatch.setattr(loop, "CHECKPOINT_EVERY", 1e9)
+    monkeypatch.setattr(checkpoints, "CHECKPOINT_EVERY", 1e9)
     saved = []
     original = loop.RunWriter.save_checkpoint
     monkeypatch.setattr(loop.RunWriter, "save_checkpoint",

@@ -20,23 +20,18 @@ from .. import devices, modalities
 from ..strategies import Phase, Plan, apply_phase, param_groups
 from . import distributed as dist
 from .batches import CLIP_NORM, CROP_SCALE, JITTER, Split, epoch_shape, use_bf16, warmup_cosine
+from .checkpoints import Checkpoints, restore
 from .extract import extract_features
 from .features import FeatureExtractor
 from .forgetting import L2SP
 from .headfit import fit_standardized_head, head_logits
-from .mixing import better, choose_mix, interpolate
+from .mixing import better, choose_mix, interpolate, mix_reason
 from .pairs import pair_order
 from .predict import predict_logits
 from .prefix import FrozenMaps, frozen_maps
-from .rundir import RunWriter, shared_tensors
+from .rundir import RunWriter
 from .steps import backward_pieces
 
-# A checkpoint is written at the end of every phase, and at the end of an epoch once the work
-# since the last one has taken CHECKPOINT_EVERY times as long as that one took to write: a
-# killed run then redoes at most that much work, and checkpoints take at most about
-# 1/CHECKPOINT_EVERY of a run. Epochs of long runs are each checkpointed; a few-shot text run
-# (2.6 s epochs, 0.9 s to write 22M weights, their start and Adam's moments) skips some.
-CHECKPOINT_EVERY = 10
 PAIR_ATTENTION_DROPOUT = 0.0
 
 
@@ -90,13 +85,13 @@ class Trainer:
         self.rank_batch = cfg.batch_size  # examples per step in this process (distributed.py)
         # a top_tune phase's frozen maps: the frozen groups' output, computed once (prefix.py)
         self.maps: FrozenMaps | None = None
-        self._saved_at, self._save_seconds = time.perf_counter(), 0.0  # the last checkpoint
+        self.checkpoints = Checkpoints(self.writer) if self.writer is not None else None
 
     # -- the plan -------------------------------------------------------------------------
     def fit(self, train: Split, val: Split, *, resume: dict | None = None) -> list[dict]:
         start_phase, start_epoch = 0, 0
         if resume:
-            start_phase, start_epoch = self._restore(resume)
+            start_phase, start_epoch = restore(self, resume)
         for pi, phase in enumerate(self.plan.phases):
             # after an early stop only a fresh head phase runs: it finishes the best body
             if pi < start_phase or (self.stopped_early and not phase.fresh):
@@ -168,7 +163,7 @@ class Trainer:
         what = "tuned encoder" if pairs else "fine-tuned weights"
         self.log(f"mix of the probe (0) and the {what} (1), on validation: "
                  + "  ".join(f"{r['alpha']:g}: {r['val_acc']:.4f}" for r in rows)
-                 + f"; kept {alpha:g}" + _mix_reason(alpha, rows, pairs))
+                 + f"; kept {alpha:g}" + mix_reason(alpha, rows, pairs))
 
     def _cached_phase(self, pi: int, phase: Phase, train: Split, val: Split) -> None:
         t0 = time.perf_counter()
@@ -413,53 +408,9 @@ class Trainer:
         if self.writer is not None:
             done_phase = phase.cached or epoch >= phase.epochs or stop
             self.writer.write_history(self.history)
-            if done_phase or self._checkpoint_due():
-                self._checkpoint(pi, epoch, done_phase, optimizer)
+            if done_phase or self.checkpoints.due():
+                self.checkpoints.save(self, pi, epoch, done_phase, optimizer)
         return stop
-
-    def _checkpoint_due(self) -> bool:
-        return time.perf_counter() - self._saved_at >= CHECKPOINT_EVERY * self._save_seconds
-
-    def _checkpoint(self, pi: int, epoch: int, done_phase: bool, optimizer) -> None:
-        """Everything a resumed run needs to go on from the end of this epoch."""
-        t0 = time.perf_counter()
-        model, best, start, tuned = shared_tensors(
-            self.model.state_dict(), self.best_state, self.start and self.start[0],
-            self.tuned and self.tuned[0])
-        mid_phase = optimizer is not None and not done_phase
-        self.writer.save_checkpoint({
-            "phase": pi + 1 if done_phase else pi, "epoch": 0 if done_phase else epoch,
-            "model": model, "best": best,
-            "best_score": self.best_score, "best_loss": self.best_loss,
-            "since_best": self.since_best, "best_at": self.best_at,
-            "holdout": (None if self.holdout_logits is None
-                        else torch.from_numpy(np.ascontiguousarray(self.holdout_logits))),
-            "history": self.history, "stopped_early": self.stopped_early,
-            "start": self.start and (start, self.start[1]),
-            "tuned": self.tuned and (tuned, self.tuned[1]), "mix": self.mix,
-            "optimizer": optimizer[0].state_dict() if mid_phase else None,
-            "scheduler": optimizer[1].state_dict() if mid_phase else None,
-            "scaler": self.scaler.state_dict() if mid_phase and self.scaler.is_enabled() else None,
-        })
-        self._saved_at = time.perf_counter()
-        self._save_seconds = self._saved_at - t0
-
-    def _restore(self, ckpt: dict) -> tuple[int, int]:
-        self.resumed_from = (ckpt["phase"], ckpt["epoch"])
-        self.model.load_state_dict(ckpt["model"])
-        self.best_state, self.best_score = ckpt["best"], ckpt["best_score"]
-        self.best_loss = ckpt.get("best_loss", math.inf)
-        self.since_best, self.history = ckpt["since_best"], list(ckpt["history"])
-        self.best_at = tuple(ckpt["best_at"]) if ckpt.get("best_at") else None
-        if ckpt.get("holdout") is not None:  # the final head's validation logits before its refit
-            self.holdout_logits = ckpt["holdout"].numpy()
-        self.stopped_early = ckpt["stopped_early"]
-        self.start, self.tuned = ckpt.get("start"), ckpt.get("tuned")
-        # the checkpoint was read onto the CPU: the kept states go where the model is
-        self.best_state, self.start, self.tuned = devices.to(
-            (self.best_state, self.start, self.tuned), self.device)
-        self.mix = ckpt.get("mix")
-        return ckpt["phase"], ckpt["epoch"]
 
 
 def adamw(groups: list[dict]) -> torch.optim.AdamW:
@@ -471,15 +422,6 @@ def adamw(groups: list[dict]) -> torch.optim.AdamW:
     fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda")
                                  for p in params)
     return torch.optim.AdamW(groups, fused=fused or None)
-
-
-def _mix_reason(alpha: float, rows: list[dict], prefer_end: bool = False) -> str:
-    best = next((r for r in rows if r.get("best")), None)  # as choose_mix marked it
-    if best is None or best["alpha"] == alpha:
-        return " (the probe: adapting did not help here)" if alpha == 0 else ""
-    closer = "the tuned end, as pair training is preferred" if prefer_end else \
-        "the mix closer to the pre-trained weights" + (", the probe" if alpha == 0 else "")
-    return f" (within one standard error of the best, {best['alpha']:g}: {closer})"
 
 
 def _scores(prefix: str, logits: np.ndarray, y: np.ndarray) -> dict:

@@ -79,3 +79,13 @@ def choose_mix(model, start: dict, end: dict, validate, *, alphas=MIX_ALPHAS,
     chosen = next(rows[i] for i in order if i == best or rows[i]["behind_best"] <= ses[i] + 1e-9)
     model.load_state_dict(interpolate(start, end, chosen["alpha"]))
     return chosen["alpha"], rows
+
+
+def mix_reason(alpha: float, rows: list[dict], prefer_end: bool = False) -> str:
+    """Why the kept mix is not the best-scoring one, for the log (empty when it is)."""
+    best = next((r for r in rows if r.get("best")), None)  # as choose_mix marked it
+    if best is None or best["alpha"] == alpha:
+        return " (the probe: adapting did not help here)" if alpha == 0 else ""
+    closer = "the tuned end, as pair training is preferred" if prefer_end else \
+        "the mix closer to the pre-trained weights" + (", the probe" if alpha == 0 else "")
+    return f" (within one standard error of the best, {best['alpha']:g}: {closer})"
