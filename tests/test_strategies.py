@@ -66,6 +66,17 @@ def test_auto_tunes_the_top_of_images_and_texts_on_pairs_both_after_a_probe():
         ("head", "classify", True, True)]
 
 
+def test_epochs_default_to_the_strategys_for_the_modality_and_a_given_number_stands():
+    texts = ("embeddings", "layer1", "pooling")
+    assert build_plan("auto", LITE).phases[1].epochs == 5  # top_tune
+    assert build_plan("fine_tune", texts, modality="text").phases[1].epochs == 5
+    assert build_plan("auto", texts, modality="text").phases[1].epochs == 3  # pair training
+    assert build_plan("contrastive", texts, modality="text").phases[0].epochs == 3
+    assert build_plan("contrastive", LITE).phases[0].epochs == 5  # measured on texts only
+    assert build_plan("auto", texts, modality="text", epochs=5).phases[1].epochs == 5
+    assert TrainConfig().epochs is None and TrainConfig(epochs=4).validate().epochs == 4
+
+
 def test_gradual_unfreezes_one_more_group_per_phase():
     plan = build_plan("gradual", GROUPS, epochs=5, lr=1e-3)
     head, *steps = plan.phases

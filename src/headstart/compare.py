@@ -31,7 +31,7 @@ from .evaluation.classic import fit_classic
 from .evaluation.report import write_report
 from .evaluation.zero_shot import zero_shot
 from .exceptions import ConfigError, DataError
-from .strategies import STRATEGIES
+from .strategies import EPOCHS, STRATEGIES
 from .training import FeatureCache, TrainConfig
 from .training import distributed as dist
 from .training.model import resolve_backbone
@@ -95,6 +95,8 @@ def _check_options(config, *, test, test_fraction, seeds, target) -> TrainConfig
         raise ConfigError(f"strategy {cfg.strategy!r} cannot be the transfer arm (scratch is "
                           "the baseline); pick "
                           + ", ".join(s for s in STRATEGIES if s != "scratch"))
+    if cfg.epochs is None:  # every arm the same budget: the default gradient epochs
+        cfg.epochs = EPOCHS
     if not (isinstance(cfg.epochs, int) and cfg.epochs >= 1):
         raise ConfigError(f"epochs must be a whole number >= 1, got {cfg.epochs!r}")
     if not cfg.val_fraction > 0:

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Callable
 
 import numpy as np
@@ -47,6 +48,8 @@ class Modality:
     # -- defaults -----------------------------------------------------------------------------
     default_backbone: str  # the zoo's backbone for this data when none is named
     default_lr: Mapping[str, float]  # top learning rate of each strategy
+    # gradient epochs of each strategy where --epochs is not given (others: builders.EPOCHS)
+    default_epochs: Mapping[str, int] = MappingProxyType({})
     lr_spread: float  # discriminative rates: earliest group's rate = top rate / lr_spread
     auto_strategy: str  # what `--strategy auto` adapts with (after the probe, mixed with it)
 

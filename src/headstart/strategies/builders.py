@@ -26,6 +26,7 @@ class Strategy:
 
 
 _REGISTRY: dict[str, Strategy] = {}
+EPOCHS = 5  # gradient epochs of a phase where the modality's default_epochs names none
 # top_tune's groups by default: the last two (EfficientNet-Lite's last block and its head
 # convolution, about a sixth of its compute at 168 px; a text encoder's last layer and pooling)
 TOP_GROUPS = 2
@@ -51,20 +52,22 @@ def spread_rates(groups: tuple[str, ...], top_lr: float, mult: float) -> dict[st
     return {g: top_lr / mult ** ((n - 1 - i) / (n - 1)) for i, g in enumerate(groups)}
 
 
-def build_plan(strategy: str, groups: tuple[str, ...], *, epochs: int = 5,
+def build_plan(strategy: str, groups: tuple[str, ...], *, epochs: int | None = None,
                lr: float | None = None, unfreeze: int | str = "all",
                modality="image") -> Plan:
-    """The plan of `strategy` for a backbone with these layer groups; rates default to the
-    modality's (a name or a Modality)."""
+    """The plan of `strategy` for a backbone with these layer groups; rates and epochs default
+    to the modality's (a name or a Modality)."""
     if strategy not in _REGISTRY:
         raise ConfigError(f"unknown strategy '{strategy}'; choose one of "
                           f"{', '.join(_REGISTRY)}")
-    if epochs < 1:
-        raise ConfigError(f"epochs must be at least 1, got {epochs}")
     from .. import modalities  # deferred on purpose: the modalities load torch, which the
     # strategies' names (TrainConfig's schema, read by `--help`) do not need
     m = modalities.get(modality)
     s = _REGISTRY[strategy]
+    if strategy != "auto":  # auto passes None on to the strategy it adapts with
+        epochs = m.default_epochs.get(strategy, EPOCHS) if epochs is None else epochs
+        if epochs < 1:
+            raise ConfigError(f"epochs must be at least 1, got {epochs}")
     top = float(lr if lr is not None else m.default_lr.get(strategy, s.default_lr))
     if not top > 0:
         raise ConfigError(f"learning rate must be positive, got {top}")

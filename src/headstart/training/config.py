@@ -39,9 +39,11 @@ class TrainConfig:
                    + ", ".join(_STRATEGIES)),
         help_for={COMPARE: "the transfer arm's strategy (default auto; not scratch, the "
                   "baseline)"})
-    epochs: int = option(5, "gradient epochs through the backbone (the budget scratch gets too)",
-                         rule=Number(1, integer=True),
-                         help_for={COMPARE: "gradient epochs of every arm (default 5)"})
+    epochs: int | None = option(
+        None, "gradient epochs through the backbone (default: the strategy's, for the data's "
+        "modality: 5; 3 for pair training on texts); the budget scratch gets too",
+        rule=Optional(Number(1, integer=True)),
+        help_for={COMPARE: "gradient epochs of every arm (default 5)"})
     lr: float | None = option(
         None, "top learning rate (default: the strategy's, for the data's modality)",
         rule=Optional(Number(0, INF, closed="neither",
