@@ -4,6 +4,7 @@ same metrics as one process, a killed job that resumes on both ranks, one run di
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import signal
@@ -429,3 +430,40 @@ def test_a_run_records_its_job_and_resumes_with_another_world(tmp_path):
                       "distributed": {"world": 2, "effective_batch": 32}}
     again = RunWriter(tmp_path / "run")
     assert again.open({"strategy": "fine_tune", "batch_size": 32}) == ckpt
+
+
+def test_torchrun_pretrain_evaluate_and_rank_run_as_one_job(tmp_path):
+    """`pretrain`, `evaluate` and `rank` under torchrun. A source trained from scratch updates
+    its BatchNorm statistics on each process's own batches: the processes must still end with
+    one model (the same ONNX graph name, so no fallback to PyTorch), and the source it writes
+    evaluates and ranks under torchrun as in one process."""
+    from headstart.cli.main import main
+    data = write_folder(tmp_path / "data", ("a", "b", "c"), 12, size=32, seed=3)
+    src = tmp_path / "src"
+    env = {**os.environ, **ENV, "HEADSTART_CACHE": str(tmp_path / "cache")}
+    proc = run_job(torchrun("pretrain", data, "--arch", "tiny_cnn", "--out", src,
+                            "--input-size", "32", "--epochs", "2", "--batch-size", "4",
+                            "--quiet", port=free_port()), env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "ONNX Runtime unavailable" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stdout.count("source model saved") == 1
+    assert (src / "source.json").is_file() and (src / "model.safetensors").is_file()
+
+    for args in (["evaluate", src, data, "--json"],
+                 ["rank", data, "--candidates", f"{src},random:tiny_cnn", "--image-size", "32",
+                  "--json"]):
+        job = run_job(torchrun(*args, port=free_port()), env=env, timeout=300)
+        assert job.returncode == 0, job.stderr[-2000:]
+        two = json.loads(job.stdout)  # rank 0 alone prints: one JSON object
+        with contextlib.redirect_stdout(io.StringIO()) as buf:
+            assert main([*map(str, args)]) == 0
+        one = json.loads(buf.getvalue())
+        if args[0] == "evaluate":
+            assert two["accuracy"] == one["accuracy"] and two["n"] == one["n"] == 36
+        else:
+            assert [r["candidate"]["name"] for r in two["results"]] == \
+                [r["candidate"]["name"] for r in one["results"]]
+            for a, b in zip(two["results"], one["results"]):
+                assert a["scores"]["logme"]["value"] == pytest.approx(
+                    b["scores"]["logme"]["value"], abs=1e-6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "data", "src"]

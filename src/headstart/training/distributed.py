@@ -36,7 +36,8 @@ BATCHNORM = ("frozen groups stay in inference mode; pre-trained BatchNorm keeps 
              "statistics (--bn-stats auto/keep), so no batch statistics are computed; layers "
              "that update them (scratch, --bn-stats update) use each process's local batch "
              "(SyncBatchNorm does not run on CPU tensors), and DDP broadcasts rank 0's running "
-             "statistics at every step")
+             "statistics at every step and once more after each epoch's last step, so "
+             "validation and the kept model use rank 0's")
 
 
 def init_from_env() -> None:
@@ -264,6 +265,17 @@ def shared_tmpdir(prefix: str = "headstart-"):
     barrier()  # every process is done with it
     if local_rank() == 0:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def sync_buffers(model: torch.nn.Module) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) in every process. DDP broadcasts them
+    before each step's forward, so after an epoch's last step each process holds its own
+    batch's update: without this, the processes would validate, keep and score different
+    models (and name their ONNX graphs differently)."""
+    if not active():
+        return
+    for buf in model.buffers():
+        td.broadcast(buf, src=0)
 
 
 def wrap(model: torch.nn.Module) -> torch.nn.Module:

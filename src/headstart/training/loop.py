@@ -342,6 +342,7 @@ class Trainer:
             seen += len(t)
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}",
                             **({} if pairs else {"acc": f"{correct / seen:.3f}"}))
+        dist.sync_buffers(self.model)  # one model to validate and keep, not one per process
         loss_sum, correct, seen = dist.all_reduce_sum(loss_sum, correct, seen)
         row = {"train_loss": loss_sum / max(seen, 1), "lr": opt.param_groups[-1]["lr"]}
         if pairs:  # the pair loss; train_acc comes from the head fitted after the epoch
