@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, fields
 
 from ..data.images import DEFAULT_MAX_PIXELS
 from ..data.texts import TextOptions
-from ..strategies import strategy_names
+from ..strategies import EPOCHS, strategy_names
 from .options import (COMPARE, PRETRAIN, TRAIN, AsText, AutoOr, Matches, Number, OneOf,
                       Optional, option, options)
 
@@ -41,9 +41,9 @@ class TrainConfig:
                   "baseline)"})
     epochs: int | None = option(
         None, "gradient epochs through the backbone (default: the strategy's, for the data's "
-        "modality: 5; 3 for pair training on texts); the budget scratch gets too",
+        f"modality: {EPOCHS}; 3 for pair training on texts); the budget scratch gets too",
         rule=Optional(Number(1, integer=True)),
-        help_for={COMPARE: "gradient epochs of every arm (default 5)"})
+        help_for={COMPARE: f"gradient epochs of every arm (default {EPOCHS})"})
     lr: float | None = option(
         None, "top learning rate (default: the strategy's, for the data's modality)",
         rule=Optional(Number(0, INF, closed="neither",
