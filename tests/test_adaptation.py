@@ -14,7 +14,8 @@ from conftest import history_rows
 from headstart import api
 from headstart.heads import LinearHead
 from headstart.training import TrainConfig
-from headstart.training.calibrate import calibrate, expected_calibration_error, fit_temperature
+from headstart.training.calibrate import (T_RANGE, calibrate, expected_calibration_error,
+                                           fit_temperature)
 from headstart.training.headfit import fit_standardized_head
 from headstart.training.mixing import choose_mix, interpolate
 
@@ -127,6 +128,26 @@ def test_a_temperature_that_does_not_help_held_out_examples_is_not_kept():
     cal = calibrate(true * scale[:, None], y, seed=0)
     assert cal["temperature"] == 1.0 and cal["log_loss_after"] == cal["log_loss_before"]
     assert describe_calibration(cal).startswith("calibration: none kept")
+
+
+def test_no_temperature_is_fitted_where_validation_has_no_mistakes():
+    """Six validation examples, all right (a small split of small data): the log loss falls
+    without limit as T shrinks, and before the guard the fit ran to T = 0.05, so the saved
+    model said about 1.0 for anything. T stays 1 and the run says why; one mistake among the
+    same examples gives a finite fit again."""
+    from headstart.training.calibrate import describe_calibration
+    logits = np.array([[2.0, 0.1, 0.0], [0.3, 1.5, 0.2], [0.0, 0.4, 1.9],
+                       [1.1, 0.2, 0.5], [0.2, 0.9, 0.1], [0.1, 0.0, 0.8]])
+    y = np.array([0, 1, 2, 0, 1, 2])
+    assert fit_temperature(logits, y) == 1.0
+    cal = calibrate(logits, y)
+    assert cal["temperature"] == 1.0 and cal["ece_after"] == cal["ece_before"]
+    assert describe_calibration(cal) == ("calibration: all 6 validation examples are right, so "
+                                         "no temperature can be measured; probabilities are "
+                                         "the model's own")
+    wrong = y.copy()
+    wrong[3] = 2  # one mistake: the likelihood has a finite optimum
+    assert T_RANGE[0] < fit_temperature(logits, wrong) < T_RANGE[1]
 
 
 def test_head_divides_by_its_temperature_and_old_heads_load():

@@ -6,7 +6,13 @@ A fine-tuned network or a weakly regularised head on few examples is typically o
 (T > 1 softens it). The ECE before and after is measured by two-fold cross-fitting on the
 validation examples (T fitted on one half, ECE measured on the other, then the other way
 round), so the "after" figure is not judged on the examples T was fitted on; the kept T is
-then fitted on all of them, and kept only where it lowers the cross-fitted log loss."""
+then fitted on all of them, and kept only where it lowers the cross-fitted log loss.
+
+A temperature is measured against the model's mistakes: where every example it is fitted on is
+right, the log loss keeps falling as T shrinks, so the fit would run to the smallest T allowed
+(logits x20) and the saved model would say 1.0000 for whatever it sees, wrong or right. That is
+common on the small validation splits of small data; there T stays 1 (no evidence either way),
+for the kept T and for each half of the cross-fit alike."""
 from __future__ import annotations
 
 import numpy as np
@@ -17,7 +23,10 @@ T_RANGE = (0.05, 20.0)
 
 
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
-    """The T that minimises the negative log-likelihood of softmax(logits / T) on (logits, y)."""
+    """The T that minimises the negative log-likelihood of softmax(logits / T) on (logits, y);
+    1 where every example is right (the minimum is then at T -> 0: no finite estimate)."""
+    if no_mistakes(logits, y):
+        return 1.0
     z = torch.from_numpy(np.asarray(logits, np.float64))
     t = torch.from_numpy(np.asarray(y, np.int64))
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
@@ -31,6 +40,10 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
 
     opt.step(closure)
     return float(np.clip(float(log_t.detach().exp()), *T_RANGE))
+
+
+def no_mistakes(logits: np.ndarray, y: np.ndarray) -> bool:
+    return bool((np.asarray(logits).argmax(1) == np.asarray(y)).all())
 
 
 def expected_calibration_error(probs: np.ndarray, y: np.ndarray, bins: int = ECE_BINS) -> float:
@@ -70,6 +83,10 @@ def calibrate(logits: np.ndarray, y: np.ndarray, *, seed: int = 0) -> dict:
     if n < 4:
         return {"temperature": 1.0, "ece_before": before, "ece_after": before, "examples": n,
                 "note": "too few validation examples to calibrate"}
+    if no_mistakes(logits, y):
+        return {"temperature": 1.0, "ece_before": round(before, 4), "ece_after": round(before, 4),
+                "examples": n, "note": f"all {n} validation examples are right, so no temperature "
+                "can be measured"}
     order = np.random.default_rng(seed).permutation(n)
     halves = (order[: n // 2], order[n // 2:])
     after = np.zeros_like(logits)
