@@ -143,7 +143,7 @@ def uppercase_extension_and_webp(e):
 @case("error", "not an image file", "--skip-bad")
 def unknown_extension_file(e):
     d = e.folder()
-    H.write(d / "a" / "scan.tiff", H.png_bytes(format="TIFF"))
+    H.write(d / "a" / "photo.heic", b"\x00\x00\x00\x18ftypheic")  # an iPhone photo: no decoder
     return e.train(d)
 
 

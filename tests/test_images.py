@@ -13,11 +13,13 @@ RED = (200, 30, 40)
 
 
 @pytest.mark.parametrize("ext, tol", [(".jpg", 12), (".jpeg", 12), (".png", 0), (".bmp", 0),
-                                      (".webp", 12), (".gif", 0), (".PNG", 0)])
+                                      (".webp", 12), (".gif", 0), (".PNG", 0),
+                                      (".tif", 0), (".tiff", 0), (".TIF", 0)])
 def test_formats_load_as_rgb(tmp_path, ext, tol):
     path = tmp_path / f"x{ext}"
-    Image.new("RGB", (W, H), RED).save(path, format={".jpg": "JPEG", ".jpeg": "JPEG"}.get(
-        ext.lower(), ext[1:].upper()))
+    Image.new("RGB", (W, H), RED).save(path, format={".jpg": "JPEG", ".jpeg": "JPEG",
+                                                     ".tif": "TIFF"}.get(ext.lower(),
+                                                                         ext[1:].upper()))
     img = open_image(path)
     assert img.mode == "RGB" and img.size == (W, H)
     assert np.abs(np.asarray(img, int)[5, 5] - RED).max() <= tol
@@ -31,6 +33,26 @@ def test_animated_gif_gives_first_frame(tmp_path):
     img = open_image(path)
     assert img.mode == "RGB" and img.size == (W, H)
     assert img.getpixel((3, 3)) == (255, 0, 0)
+
+
+@pytest.mark.parametrize("values, expected", [(0.5, 127), (200.0, 200), (4000.0, 255)])
+def test_float_tiff_scales_to_8_bits(tmp_path, values, expected):
+    """Scientific TIFFs hold 32-bit floats: 0..1 maps to 0..255, 0..255 stays, a wider range
+    is scaled by its top (as 16-bit images are), never clipped to white or to black."""
+    a = np.zeros((H, W), np.float32)
+    a[:, W // 2:] = values
+    a[0, 0] = values  # the top of the image
+    Image.fromarray(a, mode="F").save(tmp_path / "f.tif")
+    img = open_image(tmp_path / "f.tif")
+    assert img.mode == "RGB" and img.size == (W, H)
+    assert img.getpixel((W - 1, H - 1)) == (expected,) * 3 and img.getpixel((1, H - 1)) == (0, 0, 0)
+
+
+def test_multipage_tiff_gives_first_page(tmp_path):
+    pages = [Image.new("RGB", (W, H), c) for c in ((255, 0, 0), (0, 0, 255))]
+    pages[0].save(tmp_path / "m.tiff", save_all=True, append_images=pages[1:])
+    img = open_image(tmp_path / "m.tiff")
+    assert img.mode == "RGB" and img.getpixel((3, 3)) == (255, 0, 0)
 
 
 def test_animated_webp_gives_first_frame(tmp_path):

@@ -15,7 +15,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..exceptions import ImageReadError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 # Files that operating systems and tools drop into folders; ignored, and counted aloud.
 SYSTEM_FILES = {"thumbs.db", "desktop.ini", ".ds_store"}
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold (about 89 MP)
@@ -179,6 +179,11 @@ def _to_rgb(img: Image.Image, name: str) -> Image.Image:
         arr = np.asarray(img, dtype=np.float64)
         top = max(float(arr.max()), 1.0)
         return Image.fromarray((arr / top * 255).astype(np.uint8)).convert("RGB")
+    if img.mode == "F":  # 32-bit float (TIFF): 0..1 as 0..255, 0..255 as is, wider by its top
+        arr = np.nan_to_num(np.asarray(img, dtype=np.float64))
+        top = float(arr.max()) if arr.size else 0.0
+        scale = 255.0 if top <= 1.0 else (1.0 if top <= 255.0 else 255.0 / top)
+        return Image.fromarray(np.clip(arr * scale, 0, 255).astype(np.uint8)).convert("RGB")
     return img.convert("RGB")
 
 
