@@ -45,6 +45,14 @@ def test_tsv(make_folder):
     assert load_dataset(data / "list.tsv").labels == ["a", "b"]
 
 
+@pytest.mark.parametrize("header", ["path;label\n", ""])
+def test_semicolon_csv_of_images(make_folder, header):
+    data = make_folder(n=1)
+    (data / "list.csv").write_text(header + "a/0.png;a\nb/0.png;b\n")
+    ds = load_dataset(data / "list.csv")
+    assert ds.labels == ["a", "b"] and ds.sources[1] == str(data / "b" / "0.png")
+
+
 def test_memory_dataset_validates():
     imgs = [np.zeros((8, 8, 3), np.uint8)] * 3
     assert load_dataset(imgs, labels=[1, 2, 1]).labels == ["1", "2", "1"]

@@ -54,6 +54,19 @@ def test_table_formats_and_default_columns(tmp_path, bbc):
         assert ds.modality == "text" and ds.sources == texts and ds.labels == labels
 
 
+def test_semicolon_csv_reads_as_excel_saves_it(tmp_path):
+    """Excel in locales with a decimal comma saves CSV with semicolons (here with its BOM):
+    read as such, commas inside the texts included; a comma CSV whose texts hold semicolons
+    stays a comma CSV."""
+    p = tmp_path / "excel.csv"
+    p.write_bytes("\ufefftext;label\ngreat, really great;pos\n\"awful; a waste\";neg\n"
+                  .encode("utf-8"))
+    ds = load_dataset(p)
+    assert ds.sources == ["great, really great", "awful; a waste"] and ds.labels == ["pos", "neg"]
+    q = write_csv(tmp_path / "comma.csv", ["fine; good", "bad; dire"], ["pos", "neg"])
+    assert load_dataset(q).sources == ["fine; good", "bad; dire"]
+
+
 def test_named_columns_and_missing_column(tmp_path):
     p = write_csv(tmp_path / "r.csv", ["good film", "bad film"], ["pos", "neg"],
                   header="review_body,stars")

@@ -163,9 +163,24 @@ def from_csv(path: Path, *, skip_bad: bool = False) -> ImageDataset:
     return ds
 
 
+DELIMITERS = (",", ";", "\t", "|")
+
+
+def csv_delimiter(text: str, path: Path) -> str:
+    """A tab for a .tsv; otherwise whichever of , ; tab | the first line holds most often
+    outside quotes (a comma where it holds none, or on a tie), so that a spreadsheet saved with
+    semicolons, as Excel does in locales whose decimal mark is a comma, reads as it opens."""
+    if path.suffix.lower() == ".tsv":
+        return "\t"
+    first = text.lstrip("\ufeff").split("\n", 1)[0]
+    bare = "".join(first.split('"')[::2])  # the parts outside double quotes
+    counts = {d: bare.count(d) for d in DELIMITERS}
+    best = max(DELIMITERS, key=lambda d: (counts[d], d == ","))
+    return best if counts[best] else ","
+
+
 def read_table_rows(path: Path) -> list[list[str]]:
     """The rows of a CSV/TSV of image paths (UTF-8, a BOM allowed), or a DataError."""
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             text = f.read()
@@ -173,7 +188,8 @@ def read_table_rows(path: Path) -> list[list[str]]:
             line = text[:text.index("\x00")].count("\n") + 1
             raise DataError(f"{path}, line {line}: holds a NUL character, so it is not CSV text; "
                             "save it as plain UTF-8 CSV")
-        return list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
+        return list(csv.reader(io.StringIO(text, newline=""),
+                               delimiter=csv_delimiter(text, path)))
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not valid UTF-8 (byte 0x{e.object[e.start]:02x} at offset "
                         f"{e.start}); save it as UTF-8 text") from None

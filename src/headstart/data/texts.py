@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from ..exceptions import DataError
-from .datasets import LABEL_COLUMNS, LabelledData
+from .datasets import LABEL_COLUMNS, LabelledData, csv_delimiter
 from .folders import class_files, is_folder, scan_root
 from .images import is_regular_file
 
@@ -155,8 +155,7 @@ def from_table(path: Path, options: TextOptions | None = None, *,
 
 def _csv_rows(text: str, path: Path) -> list[tuple[int, dict]]:
     csv.field_size_limit(max(csv.field_size_limit(), FIELD_LIMIT))
-    reader = csv.DictReader(io.StringIO(text, newline=""),
-                            delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=csv_delimiter(text, path))
     try:
         rows = [(reader.line_num, r) for r in reader]
     except csv.Error as e:

@@ -8,11 +8,12 @@ one whose `table_claim` is highest; data that says nothing is the fallback modal
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
 
-from ..data.datasets import LabelledData, validate
+from ..data.datasets import LabelledData, csv_delimiter, validate
 from ..data.folders import first_files, is_folder
 from ..data.images import is_regular_file
 from ..exceptions import ConfigError, DataError
@@ -91,8 +92,9 @@ def _table(path: Path) -> Modality:
                         "'path,label' (images) or 'text,label' (texts)")
     try:
         with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
-            reader = csv.reader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
-            header, first = next(reader, []), next(reader, [])
+            head = f.read(1 << 20)  # the header and first row, or the first MiB of them
+        reader = csv.reader(io.StringIO(head, newline=""), delimiter=csv_delimiter(head, path))
+        header, first = next(reader, []), next(reader, [])
     except (OSError, csv.Error):
         return fallback()
     cols = [c.strip().lower() for c in header]
