@@ -33,6 +33,9 @@ class Extracted:
     from_cache: int  # how many inputs' features came from the cache
     # under torchrun: how many inputs each process ran through the backbone (training/extract.py)
     per_rank: list[int] | None = None
+    # content hashes of every input of the dataset, in order ("" for one not read), where the
+    # pass computed them (data/duplicates.py)
+    hashes: list[str] | None = None
 
 
 class Modality:

@@ -292,7 +292,9 @@ def extract_images(ds, extractor, pre: Preprocess | None, *, views: int = 1, cac
         bar.close()
     kept = rows.kept()
     features = rows.array(kept) if extractor is not None and kept else None
-    return Extracted(features, kept, skipped, from_cache)
+    return Extracted(features, kept, skipped, from_cache,
+                     hashes=[hashes[i] if i not in bad else "" for i in range(n)]
+                     if cache is not None else None)
 
 
 # -- export --------------------------------------------------------------------------------------

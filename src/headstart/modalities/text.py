@@ -310,9 +310,9 @@ def extract_texts(ds, extractor, pre: TextPreprocess, *, cache=None, batch_size:
     """Texts were checked as they were read: every one is kept. Without an extractor there is
     nothing to compute."""
     texts = ds.sources
-    if extractor is None:
-        return Extracted(None, list(range(len(texts))), [], 0)
     hashes = [text_hash(t) for t in texts]
+    if extractor is None:
+        return Extracted(None, list(range(len(texts))), [], 0, hashes=hashes)
     key = extractor.key(pre) if cache is not None else ""
     cached = cache.get_many(key, hashes, 0) if cache is not None else {}
     todo = [i for i, h in enumerate(hashes) if h not in cached]
@@ -326,7 +326,7 @@ def extract_texts(ds, extractor, pre: TextPreprocess, *, cache=None, batch_size:
         feats[todo, 0] = new
         if cache is not None:
             cache.put_many(key, [(hashes[i], 0, new[j]) for j, i in enumerate(todo)])
-    return Extracted(feats, list(range(len(texts))), [], len(texts) - len(todo))
+    return Extracted(feats, list(range(len(texts))), [], len(texts) - len(todo), hashes=hashes)
 
 
 def pool_tokens(hidden: torch.Tensor, batch: dict, *, normalize: bool) -> torch.Tensor:

@@ -74,4 +74,6 @@ def _joined(parts) -> Extracted:
     return Extracted(features, kept, [s for _, part, _ in parts for s in part.skipped],
                      sum(part.from_cache for _, part, _ in parts),
                      per_rank=[len(part.kept) - part.from_cache if part.features is not None
-                               else 0 for _, part, _ in parts])
+                               else 0 for _, part, _ in parts],
+                     hashes=None if any(part.hashes is None for _, part, _ in parts) else
+                     [h for _, part, _ in parts for h in part.hashes])

@@ -20,6 +20,7 @@ import torch
 
 from .. import devices, modalities, threads
 from ..backbones import get_config
+from ..data import duplicates
 from ..data.datasets import LabelledData, require_two_per_class, stratified_split
 from ..exceptions import DataError
 from ..strategies import Plan, build_plan
@@ -58,6 +59,7 @@ class Run:
     skipped: list = field(default_factory=list)
     extracted: list = field(default_factory=list)  # under torchrun: inputs each process extracted
     prepare_seconds: float = 0.0
+    duplicates: dict | None = None  # exact copies among the examples (data/duplicates.py)
     monitor: ForgettingMonitor | None = None  # drift and retention, when fine-tuning
     device: object = None  # the torch.device the model computes on (devices.py)
     started: float = field(default_factory=time.perf_counter)
@@ -172,11 +174,12 @@ def prepare_splits(run: Run, y_all, indices, model, pre) -> tuple[Split, Split]:
     needs_features = any(p.cached and not p.fresh for p in run.plan.phases)
     extractor = FeatureExtractor(model.backbone) if needs_features else None
     views = run.modality.views(cfg.flip)
-    splits = []
+    splits, hashes = [], {}  # hashes: dataset index -> content hash, where the pass made one
     for name, idx in zip(("train", "val"), indices):
         sub = ds.subset(idx)
         if run.modality.checked_on_loading and extractor is None:
             splits.append(Split(sub, y_all[np.asarray(idx, np.int64)]))
+            hashes.update((i, run.modality.content_key(s)) for i, s in zip(idx, sub.sources))
             continue
         if not len(sub):
             splits.append(Split(sub, np.zeros(0, np.int64), np.zeros((0, views, 1), np.float32)))
@@ -192,13 +195,26 @@ def prepare_splits(run: Run, y_all, indices, model, pre) -> tuple[Split, Split]:
                                                    [0] * len(ex.per_rank))]
         kept = sub.subset(ex.kept)
         splits.append(Split(kept, y_all[np.asarray(idx)[ex.kept]], ex.features))
+        if ex.hashes is not None:
+            hashes.update((idx[j], ex.hashes[j]) for j in ex.kept)
     if len(set(splits[0].y.tolist())) < 2:
         skipped = run.skipped
         shown = "; ".join(skipped[:3]) + (f"; and {len(skipped) - 3} more" if len(skipped) > 3
                                           else "")
         raise DataError(f"fewer than two classes have readable training {ds.unit} after "
                         f"skipping {len(skipped)} bad file(s) ({shown}); fix or replace them")
+    check_duplicates(run, hashes, set(indices[1]))
     return splits[0], splits[1]
+
+
+def check_duplicates(run: Run, hashes: dict, val: set) -> None:
+    """Exact copies among the examples the pass hashed, said and recorded (data/duplicates.py)."""
+    order = sorted(hashes)
+    names = run.ds.describe_sources()
+    run.duplicates = duplicates.find([hashes[i] for i in order], [run.ds.labels[i] for i in order],
+                                     [names[i] for i in order], [i in val for i in order])
+    if run.duplicates is not None:
+        run.log(duplicates.describe(run.duplicates, run.ds.unit))
 
 
 def fit(run: Run, model, pre, writer: RunWriter | None, *, restart: bool):
@@ -264,6 +280,8 @@ def finish(run: Run, trainer: Trainer, history: list[dict], writer) -> TrainedMo
                     "prepare_seconds": round(run.prepare_seconds, 2),
                     "threads": threads.record(),
                     "compute": devices.describe(run.device, trainer.autocast)})
+    if run.duplicates is not None:
+        metrics["duplicates"] = run.duplicates
     if dist.world() > 1:
         metrics["distributed"] = distributed_metrics(run, trainer)
     # the saved model, and what the caller does with it (predict, export), is on the CPU

@@ -1,0 +1,57 @@
+"""Exact copies among the training examples: found by content (not by name), said in the log
+and recorded in metrics.json; the split is left as the seed draws it."""
+from __future__ import annotations
+
+import shutil
+
+from conftest import write_csv
+from headstart import TrainConfig, api
+from headstart.data import duplicates
+
+
+def test_find_groups_conflicts_and_copies_across_splits():
+    keys = ["x", "y", "x", "z", "y", "", ""]  # "" = not hashed (an unread input): never a copy
+    labels = ["a", "a", "b", "a", "a", "a", "a"]
+    names = [f"f{i}" for i in range(7)]
+    in_val = [False, False, False, False, True, False, True]
+    found = duplicates.find(keys, labels, names, in_val)
+    assert found == {"groups": 2, "copies": 2, "conflicting": 1, "across_splits": 1,
+                     "examples": [["f0 (a)", "f2 (b)"]]}
+    line = duplicates.describe(found, "images")
+    assert line.startswith("duplicates: 2 group(s) of identical images (2 extra copies); 1 "
+                           "group(s) carry different labels")
+    assert "f0 (a) = f2 (b)" in line and line.endswith("fix the labels or remove the copies")
+    assert duplicates.find(["x", "y", "", ""], labels[:4], names[:4], in_val[:4]) is None
+    same = duplicates.find(["x", "x"], ["a", "a"], ["p", "q"], [False, False])
+    assert duplicates.describe(same, "texts").endswith("all in one split and under one label")
+
+
+def test_an_image_copied_into_another_class_is_named(make_folder, tmp_path):
+    """The same file under two classes (another name, same bytes): the run says which, and
+    metrics.json records it; a folder without copies records nothing."""
+    data = make_folder(n=6)
+    clean = api.train(data, tmp_path / "clean", progress=False, log=lambda *_: None,
+                      config=TrainConfig(backbone="tiny_cnn", strategy="linear_probe",
+                                         input_size=32))
+    assert "duplicates" not in clean.metrics
+    shutil.copy(data / "a" / "0.png", data / "b" / "copy-of-a0.png")
+    lines = []
+    result = api.train(data, tmp_path / "dup", progress=False, log=lines.append,
+                       config=TrainConfig(backbone="tiny_cnn", strategy="linear_probe",
+                                          input_size=32))
+    said = [line for line in lines if line.startswith("duplicates:")]
+    assert len(said) == 1 and "carry different labels" in said[0], lines
+    assert "0.png (a)" in said[0] and "copy-of-a0.png (b)" in said[0]
+    assert result.metrics["duplicates"]["conflicting"] == 1
+    assert result.metrics["train_examples"] + result.metrics["val_examples"] == 13  # none dropped
+
+
+def test_repeated_texts_are_counted_whatever_the_strategy(tmp_path):
+    texts = ["good film", "great film", "fine film", "bad film", "awful film", "dire film"] * 2
+    labels = ["pos"] * 3 + ["neg"] * 3 + ["pos"] * 3 + ["neg"] * 3
+    data = write_csv(tmp_path / "t.csv", texts, labels)
+    for strategy in ("linear_probe", "fine_tune"):  # fine_tune: no feature pass over the texts
+        result = api.train(data, tmp_path / strategy, progress=False, log=lambda *_: None,
+                           config=TrainConfig(backbone="tiny_text", strategy=strategy, epochs=1))
+        found = result.metrics["duplicates"]
+        assert found["groups"] == 6 and found["copies"] == 6 and found["conflicting"] == 0
