@@ -83,6 +83,27 @@ def test_predict_cli_with_run(cli, tiny_runs, tiny_data):
     assert r.rc == 0 and "1. a" in r.out
 
 
+def test_predict_a_folder_of_images(cli, tiny_runs, tiny_data, tmp_path):
+    """A folder stands for the image files under it, sorted, sub-folders too; what else it
+    holds is named on stderr; a folder without images is a one-line error."""
+    import shutil
+    shutil.copytree(tiny_data / "a", tmp_path / "photos")
+    (tmp_path / "photos" / "notes.txt").write_text("not an image")
+    (tmp_path / "photos" / ".DS_Store").write_bytes(b"")
+    (tmp_path / "photos" / "more").mkdir()
+    shutil.copy(tiny_data / "b" / "1.png", tmp_path / "photos" / "more" / "b1.png")
+    r = cli("predict", "--run", tiny_runs["linear_probe"], tmp_path / "photos", "--json")
+    assert r.rc == 0, r
+    shown = [o["image"] for o in r.json()]
+    expected = sorted(str(p) for p in (tmp_path / "photos").glob("*.png"))
+    assert shown == expected + [str(tmp_path / "photos" / "more" / "b1.png")]
+    assert f"not read: 1 other entry ({tmp_path / 'photos' / 'notes.txt'}); 1 hidden or " \
+        "system file(s)" in r.err
+    (tmp_path / "empty").mkdir()
+    line = cli("predict", "--run", tiny_runs["linear_probe"], tmp_path / "empty").one_line_error()
+    assert "a folder holding no image files" in line
+
+
 def test_evaluate_cli_json(cli, tiny_runs, make_folder):
     run = tiny_runs["linear_probe"]
     data = make_folder("heldout", n=5)

@@ -133,6 +133,15 @@ def _walk(folder: Path, ds, seen: set):
             yield p  # a file, or a dangling link (reported when read)
 
 
+def files_under(folder: Path) -> tuple[list[Path], list[str], int]:
+    """(files, not read, hidden or system files) of one folder tree by the rules above (sorted,
+    sub-folders and symlinked ones included, hidden folders and loops not read)."""
+    sink = SimpleNamespace(ignored=[], ignored_system_files=0)
+    st = _stat(folder)
+    files = list(_walk(folder, sink, {(st.st_dev, st.st_ino)} if st is not None else set()))
+    return files, sink.ignored, sink.ignored_system_files
+
+
 def first_files(root: Path, limit: int = 50) -> list[Path]:
     """Up to `limit` example files of a class folder tree (for guessing the modality)."""
     sink = SimpleNamespace(ignored=[], ignored_system_files=0)

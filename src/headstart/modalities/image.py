@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from tqdm.auto import tqdm
 
 from ..data import shipped
 from ..data.datasets import PATH_COLUMNS, ImageDataset, load_images
+from ..data.folders import files_under, is_folder
 from ..data.images import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, content_hash, decode_bytes,
                            is_image_path, is_regular_file, open_image, read_checked)
 from ..data.texts import TABLE_EXTENSIONS
@@ -76,12 +78,14 @@ class ImageModality(Modality):
             raise DataError(f"--text: run {run} classifies images, not texts" if run else
                             "--text needs a text run: pass --run RUN (the ImageNet backbone "
                             "classifies images)")
+        paths = []
         for a in words:
             if Path(a).suffix.lower() in TABLE_EXTENSIONS + (".txt",) and not is_image_path(
                     Path(a)) and is_regular_file(a):
                 raise DataError(f"{a}: a text file, but {who}; pass image files (or --run a "
                                 "text run)")
-        return list(words), list(words)
+            paths += _folder_images(a) if is_folder(a) else [a]
+        return paths, paths
 
     def content_key(self, source) -> str:
         return content_hash(source)
@@ -180,6 +184,25 @@ class EpochImages(torch.utils.data.Dataset):
         # seeded by position: the same crops after a resume
         rng = random.Random(f"{self.seed}-{self.epoch}-{i}" + (f"-{k}" if k else ""))
         return torch.from_numpy(self.transform(img, rng)), int(self.split.y[i])
+
+
+def _folder_images(folder: str) -> list[str]:
+    """The image files under a folder given to predict, sorted (sub-folders too); what else it
+    holds is said on stderr, by name, never skipped silently."""
+    files, ignored, system = files_under(Path(folder))
+    images = [str(p) for p in files if is_image_path(p)]
+    others = [str(p) for p in files if not is_image_path(p)] + ignored
+    if not images:
+        raise DataError(f"{folder}: a folder holding no image files (looked for "
+                        f"{', '.join(IMAGE_EXTENSIONS)}); pass image files or a folder of them")
+    if others or system:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        print(f"{folder}: {len(images)} image(s) to predict; not read: "
+              + (f"{len(others)} other entr{'y' if len(others) == 1 else 'ies'} ({shown})"
+                 if others else "")
+              + ("; " if others and system else "")
+              + (f"{system} hidden or system file(s)" if system else ""), file=sys.stderr)
+    return images
 
 
 # -- one streaming pass: hash, decode, check, and (optionally) extract features ----------------
