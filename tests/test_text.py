@@ -212,6 +212,21 @@ def test_cli_train_predict_evaluate_on_csv(tmp_path, cli, bbc):
     assert r.rc == 0 and r.json()["n"] == len(test_texts)
     r = cli("predict", "--run", str(tmp_path / "run"), "   ")
     assert r.rc == 2 and "empty or only whitespace" in r.one_line_error()
+    # a folder stands for its .txt files, sorted; what else it holds is named on stderr
+    (tmp_path / "inbox" / "old").mkdir(parents=True)
+    for i, t in enumerate(test_texts[:2]):
+        (tmp_path / "inbox" / f"{i}.txt").write_text(t, encoding="utf-8")
+    (tmp_path / "inbox" / "old" / "2.txt").write_text(test_texts[2], encoding="utf-8")
+    (tmp_path / "inbox" / "cover.png").write_bytes(b"not read")
+    r = cli("predict", "--run", str(tmp_path / "run"), "--json", str(tmp_path / "inbox"))
+    assert r.rc == 0, r.err
+    assert [row["image"] for row in r.json()] == [str(tmp_path / "inbox" / n) for n in
+                                                 ("0.txt", "1.txt", "old/2.txt")]
+    cover = tmp_path / "inbox" / "cover.png"
+    assert f"3 text file(s) to predict; not read: 1 other entry ({cover})" in r.err
+    (tmp_path / "none").mkdir()
+    assert "a folder holding no .txt files" in cli(
+        "predict", "--run", str(tmp_path / "run"), str(tmp_path / "none")).one_line_error()
 
 
 def test_estimator_on_texts_and_cache_reuse(bbc):

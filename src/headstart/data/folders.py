@@ -142,6 +142,20 @@ def files_under(folder: Path) -> tuple[list[Path], list[str], int]:
     return files, sink.ignored, sink.ignored_system_files
 
 
+def not_read_note(folder, kept: int, what: str, others: list[str], system: int) -> str | None:
+    """The line that says what a folder given to predict holds besides its `kept` inputs
+    (None where it holds nothing else)."""
+    if not others and not system:
+        return None
+    said = []
+    if others:
+        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        said.append(f"{len(others)} other entr{'y' if len(others) == 1 else 'ies'} ({shown})")
+    if system:
+        said.append(f"{system} hidden or system file(s)")
+    return f"{folder}: {kept} {what} to predict; not read: " + "; ".join(said)
+
+
 def first_files(root: Path, limit: int = 50) -> list[Path]:
     """Up to `limit` example files of a class folder tree (for guessing the modality)."""
     sink = SimpleNamespace(ignored=[], ignored_system_files=0)

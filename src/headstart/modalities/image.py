@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from ..data import shipped
 from ..data.datasets import PATH_COLUMNS, ImageDataset, load_images
-from ..data.folders import files_under, is_folder
+from ..data.folders import files_under, is_folder, not_read_note
 from ..data.images import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, content_hash, decode_bytes,
                            is_image_path, is_regular_file, open_image, read_checked)
 from ..data.texts import TABLE_EXTENSIONS
@@ -195,13 +195,9 @@ def _folder_images(folder: str) -> list[str]:
     if not images:
         raise DataError(f"{folder}: a folder holding no image files (looked for "
                         f"{', '.join(IMAGE_EXTENSIONS)}); pass image files or a folder of them")
-    if others or system:
-        shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
-        print(f"{folder}: {len(images)} image(s) to predict; not read: "
-              + (f"{len(others)} other entr{'y' if len(others) == 1 else 'ies'} ({shown})"
-                 if others else "")
-              + ("; " if others and system else "")
-              + (f"{system} hidden or system file(s)" if system else ""), file=sys.stderr)
+    note = not_read_note(folder, len(images), "image(s)", others, system)
+    if note:
+        print(note, file=sys.stderr)
     return images
 
 

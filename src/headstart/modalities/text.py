@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from tqdm.auto import tqdm
 
 from .. import devices
 from ..data import shipped
+from ..data.folders import files_under, not_read_note
 from ..data.images import IMAGE_EXTENSIONS, is_image_path, is_regular_file
 from ..data.texts import (TABLE_EXTENSIONS, TEXT_COLUMNS, TextDataset, TextOptions,
                           check_not_empty, decode, from_table, load_texts)
@@ -253,8 +255,7 @@ def _word_texts(a: str, cfg) -> tuple[list[str], list[str]]:
     path = Path(a)
     is_file = len(a) < 4096 and "\n" not in a and is_regular_file(a)
     if os.path.isdir(a):
-        raise DataError(f"{a}: a folder; pass text files or texts (to evaluate a folder of "
-                        "labelled texts: headstart evaluate RUN FOLDER)")
+        return _folder_texts(a, cfg)
     if is_file and is_image_path(path):
         raise DataError(f"{a}: an image, but the run classifies texts; pass texts or text files")
     if is_file and path.suffix.lower() in TABLE_EXTENSIONS:
@@ -266,6 +267,22 @@ def _word_texts(a: str, cfg) -> tuple[list[str], list[str]]:
     if looks_like_path(a):
         raise DataError(f"{a}: no such file; to classify it as a text, pass it with --text")
     return [a], [_shown(a)]
+
+
+def _folder_texts(folder: str, cfg) -> tuple[list[str], list[str]]:
+    """The .txt files under a folder given to predict, one text each, sorted (sub-folders
+    too); what else it holds is said on stderr, by name, never skipped silently."""
+    files, ignored, system = files_under(Path(folder))
+    txt = [p for p in files if p.suffix.lower() == ".txt"]
+    others = [str(p) for p in files if p.suffix.lower() != ".txt"] + ignored
+    if not txt:
+        raise DataError(f"{folder}: a folder holding no .txt files; pass texts, text files or a "
+                        "folder of .txt files (to evaluate a folder of labelled texts: "
+                        "headstart evaluate RUN FOLDER)")
+    note = not_read_note(folder, len(txt), "text file(s)", others, system)
+    if note:
+        print(note, file=sys.stderr)
+    return [decode(p.read_bytes(), str(p), cfg.encoding) for p in txt], [str(p) for p in txt]
 
 
 # -- embeddings of texts with a frozen backbone, cached by text content -------------------------
