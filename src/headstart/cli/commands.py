@@ -58,8 +58,9 @@ def add_predict(sub) -> None:
     p = sub.add_parser("predict", help="classify images (ImageNet top-5, or with a trained run) "
                        "or texts (with a trained text run)")
     p.add_argument("inputs", nargs="*", metavar="INPUT",
-                   help="image files; for a text run: texts, .txt files (one text each), or "
-                   ".csv/.tsv/.jsonl files (their text column). An INPUT that looks like a "
+                   help="image files or folders of them; for a text run: texts, .txt files "
+                   "(one text each) or folders of them, or .csv/.tsv/.jsonl files (their text "
+                   "column). An INPUT that looks like a "
                    "file name (a path separator or a suffix such as .txt) must exist; pass a "
                    "text that looks like one with --text")
     p.add_argument("--text", action="append", default=[], metavar="TEXT",
