@@ -35,17 +35,32 @@ def test_animated_gif_gives_first_frame(tmp_path):
     assert img.getpixel((3, 3)) == (255, 0, 0)
 
 
-@pytest.mark.parametrize("values, expected", [(0.5, 127), (200.0, 200), (4000.0, 255)])
-def test_float_tiff_scales_to_8_bits(tmp_path, values, expected):
-    """Scientific TIFFs hold 32-bit floats: 0..1 maps to 0..255, 0..255 stays, a wider range
-    is scaled by its top (as 16-bit images are), never clipped to white or to black."""
-    a = np.zeros((H, W), np.float32)
-    a[:, W // 2:] = values
-    a[0, 0] = values  # the top of the image
+@pytest.mark.parametrize("left, right, odd, expected", [
+    (0.0, 0.5, None, (0, 127)),          # 0..1: x 255
+    (0.0, 4000.0, None, (0, 255)),       # wider: by the range
+    (-1.0, 1.0, None, (0, 255)),         # normalised -1..1: by the range, not clipped at 0
+    (0.0, 0.51, 1.02, (0, 127)),         # 0..1 overshot by resampling: by the range
+    (0.0, 0.5, np.inf, (0, 127)),        # an infinite pixel takes the finite top
+    (0.0, 0.5, np.nan, (0, 127))])
+def test_float_tiff_scales_to_8_bits(tmp_path, left, right, odd, expected):
+    """Scientific TIFFs hold 32-bit floats: 0..1 maps to 0..255, anything else by the image's
+    own range; one odd pixel (NaN, infinity) never blacks out the rest."""
+    a = np.full((H, W), left, np.float32)
+    a[:, W // 2:] = right
+    if odd is not None:
+        a[0, 0] = odd
     Image.fromarray(a, mode="F").save(tmp_path / "f.tif")
     img = open_image(tmp_path / "f.tif")
     assert img.mode == "RGB" and img.size == (W, H)
-    assert img.getpixel((W - 1, H - 1)) == (expected,) * 3 and img.getpixel((1, H - 1)) == (0, 0, 0)
+    assert (img.getpixel((1, H - 1))[0], img.getpixel((W - 1, H - 1))[0]) == expected
+
+
+def test_negative_32_bit_integers_are_not_wrapped(tmp_path):
+    a = np.full((H, W), -50, np.int32)
+    a[:, W // 2:] = -10
+    Image.fromarray(a, mode="I").save(tmp_path / "i.tif")
+    img = open_image(tmp_path / "i.tif")
+    assert img.getpixel((1, 1)) == (0, 0, 0) and img.getpixel((W - 1, 1)) == (255, 255, 255)
 
 
 def test_multipage_tiff_gives_first_page(tmp_path):

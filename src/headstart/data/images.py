@@ -175,16 +175,27 @@ def _to_rgb(img: Image.Image, name: str) -> Image.Image:
         background = Image.new("RGB", rgba.size, (255, 255, 255))
         background.paste(rgba, mask=rgba.getchannel("A"))
         return background
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = max(float(arr.max()), 1.0)
-        return Image.fromarray((arr / top * 255).astype(np.uint8)).convert("RGB")
-    if img.mode == "F":  # 32-bit float (TIFF): 0..1 as 0..255, 0..255 as is, wider by its top
-        arr = np.nan_to_num(np.asarray(img, dtype=np.float64))
-        top = float(arr.max()) if arr.size else 0.0
-        scale = 255.0 if top <= 1.0 else (1.0 if top <= 255.0 else 255.0 / top)
-        return Image.fromarray(np.clip(arr * scale, 0, 255).astype(np.uint8)).convert("RGB")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return Image.fromarray(_to_8_bits(np.asarray(img, dtype=np.float64),
+                                          unit=img.mode == "F")).convert("RGB")
     return img.convert("RGB")
+
+
+def _to_8_bits(arr: np.ndarray, *, unit: bool) -> np.ndarray:
+    """16-bit, 32-bit integer or float pixels as 8 bits. Floats within 0..1 (`unit`) map to
+    0..255; non-negative values by their top (0..top -> 0..255, as 16-bit images); values below
+    zero, or floats past 1, by the image's own range (min..max -> 0..255). NaN and infinities
+    take the ends of the finite range, so one odd pixel never blacks out the image."""
+    finite = arr[np.isfinite(arr)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    arr = np.nan_to_num(arr, nan=lo, posinf=hi, neginf=lo)
+    if unit and lo >= 0 and hi <= 1:
+        scaled = arr * 255
+    elif lo >= 0 and not unit:
+        scaled = arr / max(hi, 1.0) * 255
+    else:
+        scaled = (arr - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(arr)
+    return np.clip(scaled, 0, 255).astype(np.uint8)
 
 
 def _from_array(arr: np.ndarray, name: str) -> Image.Image:

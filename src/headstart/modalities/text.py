@@ -263,7 +263,7 @@ def _word_texts(a: str, cfg) -> tuple[list[str], list[str]]:
                         need_labels=False)
         return ds.sources, ds.describe_sources()
     if is_file:
-        return [decode(path.read_bytes(), a, cfg.encoding)], [a]
+        return [decode(_file_bytes(path), a, cfg.encoding)], [a]
     if looks_like_path(a):
         raise DataError(f"{a}: no such file; to classify it as a text, pass it with --text")
     return [a], [_shown(a)]
@@ -282,7 +282,15 @@ def _folder_texts(folder: str, cfg) -> tuple[list[str], list[str]]:
     note = not_read_note(folder, len(txt), "text file(s)", others, system)
     if note:
         print(note, file=sys.stderr)
-    return [decode(p.read_bytes(), str(p), cfg.encoding) for p in txt], [str(p) for p in txt]
+    return [decode(_file_bytes(p), str(p), cfg.encoding) for p in txt], [str(p) for p in txt]
+
+
+def _file_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot be read ({e.strerror or e}); check that the file exists "
+                        "and is readable") from None
 
 
 # -- embeddings of texts with a frozen backbone, cached by text content -------------------------
