@@ -44,6 +44,10 @@ def test_an_image_copied_into_another_class_is_named(make_folder, tmp_path):
     assert "0.png (a)" in said[0] and "copy-of-a0.png (b)" in said[0]
     assert result.metrics["duplicates"]["conflicting"] == 1
     assert result.metrics["train_examples"] + result.metrics["val_examples"] == 13  # none dropped
+    tuned = api.train(data, tmp_path / "tuned", progress=False, log=lambda *_: None,
+                      config=TrainConfig(backbone="tiny_cnn", strategy="fine_tune", epochs=1,
+                                         input_size=32))  # no feature pass: hashed apart
+    assert tuned.metrics["duplicates"] == result.metrics["duplicates"]
 
 
 def test_repeated_texts_are_counted_whatever_the_strategy(tmp_path):

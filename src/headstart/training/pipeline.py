@@ -195,8 +195,12 @@ def prepare_splits(run: Run, y_all, indices, model, pre) -> tuple[Split, Split]:
                                                    [0] * len(ex.per_rank))]
         kept = sub.subset(ex.kept)
         splits.append(Split(kept, y_all[np.asarray(idx)[ex.kept]], ex.features))
-        if ex.hashes is not None:
-            hashes.update((idx[j], ex.hashes[j]) for j in ex.kept)
+        # the pass's hashes where it made them (the feature cache's keys), else made here: a
+        # read of each kept input, small beside a run that fine-tunes on them
+        keys = ex.hashes
+        if keys is None:
+            keys = {j: run.modality.content_key(sub.sources[j]) for j in ex.kept}
+        hashes.update((idx[j], keys[j]) for j in ex.kept)
     if len(set(splits[0].y.tolist())) < 2:
         skipped = run.skipped
         shown = "; ".join(skipped[:3]) + (f"; and {len(skipped) - 3} more" if len(skipped) > 3
