@@ -229,6 +229,27 @@ def test_auto_is_the_default_and_guards_texts_with_a_probe(articles):
         r.history[0]["val_acc"], abs=1e-6)
 
 
+def test_auto_without_validation_keeps_the_probe_on_images_and_pairs_on_texts(tiny_data,
+                                                                               articles):
+    """--val-fraction 0: nothing to choose the mix on. Images: the rule's choice without
+    evidence, the probe, and no gradient epochs to throw away (said in the log); texts: pair
+    training, the end the rule prefers there. An explicit strategy still adapts."""
+    lines = []
+    r = api.train(tiny_data, config=TrainConfig(backbone="tiny_cnn", input_size=32,
+                                                val_fraction=0.0), progress=False,
+                  log=lines.append)
+    assert r.config.strategy == "auto" and [h["phase"] for h in r.history] == ["head"]
+    assert any(line.startswith("auto without a validation split") for line in lines), lines
+    tuned = api.train(tiny_data, config=TrainConfig(backbone="tiny_cnn", input_size=32,
+                                                    val_fraction=0.0, strategy="top_tune",
+                                                    epochs=1), **QUIET)
+    assert [h["phase"] for h in tuned.history] == ["head", "top_tune"]
+    texts, labels = articles
+    t = api.train([x[:200] for x in texts], labels=labels, config=TrainConfig(
+        backbone="tiny_text", epochs=1, val_fraction=0.0), **QUIET)
+    assert [h["phase"] for h in t.history] == ["head", "contrastive", "head"]
+
+
 def test_predict_shows_calibrated_probabilities(tiny_runs, tiny_data):
     trained = api.load(tiny_runs["fine_tune"])
     T = float(trained.model.head.temperature)

@@ -155,6 +155,15 @@ def split(run: Run):
                           lr=cfg.lr, unfreeze=cfg.unfreeze, modality=run.modality)
     y_all = np.array([ds.classes.index(v) for v in ds.labels])
     tr_idx, va_idx = stratified_split(ds.labels, cfg.val_fraction, cfg.seed)
+    if (cfg.strategy == "auto" and not va_idx
+            and not any(p.objective == "pairs" for p in run.plan.phases)):
+        # how far to adapt is measured on validation (mixing.py); with none, the rule's choice
+        # without evidence is the start, the probe: the gradient epochs would be thrown away
+        run.plan = replace(build_plan("linear_probe", get_config(cfg.backbone).layer_groups,
+                                      modality=run.modality), strategy="auto")
+        run.log("auto without a validation split (--val-fraction 0): nothing to measure how far "
+                "to adapt on, so the frozen-feature probe, which the mix rule keeps without "
+                "evidence (--strategy top_tune or fine_tune adapts anyway)")
     _choose_layers(run, ds.subset(tr_idx))
     for phase in run.plan.phases:
         run.log(f"phase {phase.describe()}")
