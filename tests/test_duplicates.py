@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 
-from conftest import write_csv
+from conftest import TINY, write_csv
 from headstart import TrainConfig, api
 from headstart.data import duplicates
 
@@ -59,3 +59,35 @@ def test_repeated_texts_are_counted_whatever_the_strategy(tmp_path):
                            config=TrainConfig(backbone="tiny_text", strategy=strategy, epochs=1))
         found = result.metrics["duplicates"]
         assert found["groups"] == 6 and found["copies"] == 6 and found["conflicting"] == 0
+
+
+def test_evaluate_names_test_examples_the_model_was_trained_on(make_folder, tmp_path, cli):
+    """The run keeps the content hashes of what it learned from (trained_on.json); evaluate
+    counts test examples with the same content, whatever their names, warns, and gives the
+    accuracy on the others. A run without the file (older) is evaluated as before; a damaged
+    one is a one-line error."""
+    import json
+    data = make_folder(n=6)
+    run = tmp_path / "run"
+    assert cli("train", data, "--out", run, "--strategy", "linear_probe", *TINY).rc == 0
+    hashes = json.loads((run / "trained_on.json").read_text())
+    assert len(hashes) == 12 and hashes == sorted(hashes)
+    test = make_folder("test", n=3, seed=99)  # images the run has not seen
+    shutil.copy(data / "a" / "0.png", test / "a" / "seen-before.png")
+    r = cli("evaluate", run, test, "--json")
+    assert r.rc == 0, r.err
+    seen = r.json()["copies_of_training"]
+    assert seen["count"] == 1 and seen["of"] == 7
+    assert seen["examples"] == [str(test / "a" / "seen-before.png")]
+    assert 0.0 <= seen["accuracy_without"] <= 1.0
+    r = cli("evaluate", run, test)
+    assert "warning: 1 of the 7 images evaluated are exact copies of examples the model was " \
+        "trained on" in r.out and "accuracy on the other 6:" in r.out
+    (test / "a" / "seen-before.png").unlink()
+    r = cli("evaluate", run, test, "--json")
+    assert r.json()["copies_of_training"]["count"] == 0 and "warning" not in r.out
+    (run / "trained_on.json").write_text("{not json")
+    assert "trained_on.json" in cli("evaluate", run, test).one_line_error()
+    (run / "trained_on.json").unlink()  # an older run: no check, no key
+    r = cli("evaluate", run, test, "--json")
+    assert r.rc == 0 and "copies_of_training" not in r.json()

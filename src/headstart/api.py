@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from . import modalities, threads
+from .data import duplicates
 from .backbones import create_backbone
 from .evaluation import classification_report, plot_history
 from .evaluation.zero_shot import imagenet_names
@@ -21,7 +22,7 @@ from .training.extract import extract_features
 from .training.model import TrainedModel, build_model
 from .training.pipeline import fit_run, report_skipped, upgrade_metrics
 from .training.predict import predict_logits, softmax
-from .training.rundir import load_run_state, run_config, run_writer
+from .training.rundir import TRAINED_ON, load_run_state, read_trained_on, run_config, run_writer
 from .transferability.recommend import recommend
 from .version import __version__
 
@@ -71,6 +72,8 @@ def save_run(result: TrainedModel, writer: RunWriter, *, overwrite: bool = False
     writer.write_json("labels.json", result.label_values or result.classes)
     writer.write_model(result.model.state_dict())
     writer.write_json("metrics.json", result.metrics)
+    if result.trained_on:
+        writer.write_json(TRAINED_ON, result.trained_on)
     writer.write_history(result.history)
     plot_history(result.history, writer.partial / "history.png")
     return writer.commit(overwrite=overwrite)
@@ -85,7 +88,7 @@ def load(run: str | Path) -> TrainedModel:
     load_run_state(run, model, state)
     model.eval()
     return TrainedModel(model, classes, cfg, upgrade_metrics(metrics), [], Path(run),
-                        label_values=values, stored=stored)
+                        label_values=values, stored=stored, trained_on=read_trained_on(run))
 
 
 def evaluate(trained: TrainedModel, data, *, labels=None, skip_bad: bool = False,
@@ -110,6 +113,11 @@ def evaluate(trained: TrainedModel, data, *, labels=None, skip_bad: bool = False
     y = np.array([trained.classes.index(ds.labels[i]) for i in kept])
     report = classification_report(y, logits.argmax(1), trained.classes)
     report["ignored"] = ds.ignored_notes()
+    if trained.trained_on:  # test examples that are copies of training ones (duplicates.py)
+        names = ds.describe_sources()
+        report["copies_of_training"] = duplicates.seen_in_training(
+            [trained.modality.content_key(ds.sources[i]) for i in kept], set(trained.trained_on),
+            [names[i] for i in kept], y == logits.argmax(1))
     return report, ds.skipped + skipped
 
 

@@ -212,6 +212,7 @@ def add_evaluate(sub) -> None:
 
 def run_evaluate(args) -> int:
     from .. import api  # deferred on purpose (see the top)
+    from ..data.duplicates import describe_seen
     from ..evaluation import format_confusion, format_report, plot_confusion
     from ..safeio import safe_name  # the data's name becomes a file name in the run
     from ..training.distributed import is_main  # deferred: it needs torch
@@ -234,6 +235,9 @@ def run_evaluate(args) -> int:
     print()
     print(format_confusion(report))
     print(f"\nconfusion matrix plot: {plot}")
+    warning = describe_seen(report.get("copies_of_training"), trained.modality.plural)
+    if warning:
+        print(warning)
     return 0
 
 

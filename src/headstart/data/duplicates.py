@@ -55,3 +55,27 @@ def describe(found: dict, unit: str) -> str:
     shown = "; ".join(" = ".join(g) for g in found["examples"])
     return (line + "; " + "; ".join(said) + f" (e.g. {shown}); fix the labels or remove the "
             "copies")
+
+
+def seen_in_training(keys: Sequence[str], trained_on: set, names: Sequence[str],
+                     right) -> dict:
+    """{count, of, examples, accuracy_without}: the evaluated examples whose content is that of
+    an example the model learned from, and the accuracy on the others (None if none is left).
+    A copy scores what the model memorised, not how it generalises."""
+    seen = [i for i, k in enumerate(keys) if k and k in trained_on]
+    copies = set(seen)
+    rest = [bool(r) for i, r in enumerate(right) if i not in copies]
+    return {"count": len(seen), "of": len(keys), "examples": [names[i] for i in seen[:SHOWN]],
+            "accuracy_without": sum(rest) / len(rest) if rest else None}
+
+
+def describe_seen(found: dict, unit: str) -> str | None:
+    """The warning `evaluate` prints, or None where no evaluated example was trained on."""
+    if not found or not found["count"]:
+        return None
+    without = (f"; accuracy on the other {found['of'] - found['count']}: "
+               f"{found['accuracy_without']:.4f}" if found["accuracy_without"] is not None
+               else "")
+    return (f"warning: {found['count']} of the {found['of']} {unit} evaluated are exact copies of "
+            f"examples the model was trained on (e.g. {', '.join(found['examples'])}), so the "
+            f"accuracy above is optimistic{without}; evaluate on {unit} it has not seen")

@@ -26,6 +26,9 @@ class TrainedModel:
     run_dir: Path | None = None
     label_values: list | None = None  # the user's labels (e.g. ints), in the order of classes
     stored: dict = field(default_factory=dict)  # the run's config.yaml, when loaded from one
+    # content hashes of the examples it learned from (training and validation), sorted: what
+    # `evaluate` checks test data against (data/duplicates.py); None for older runs
+    trained_on: list[str] | None = None
 
     @property
     def preprocess(self):

@@ -60,6 +60,7 @@ class Run:
     extracted: list = field(default_factory=list)  # under torchrun: inputs each process extracted
     prepare_seconds: float = 0.0
     duplicates: dict | None = None  # exact copies among the examples (data/duplicates.py)
+    hashes: dict = field(default_factory=dict)  # dataset index -> content hash, read examples
     monitor: ForgettingMonitor | None = None  # drift and retention, when fine-tuning
     device: object = None  # the torch.device the model computes on (devices.py)
     started: float = field(default_factory=time.perf_counter)
@@ -222,6 +223,7 @@ def prepare_splits(run: Run, y_all, indices, model, pre) -> tuple[Split, Split]:
 
 def check_duplicates(run: Run, hashes: dict, val: set) -> None:
     """Exact copies among the examples the pass hashed, said and recorded (data/duplicates.py)."""
+    run.hashes = hashes
     order = sorted(hashes)
     names = run.ds.describe_sources()
     run.duplicates = duplicates.find([hashes[i] for i in order], [run.ds.labels[i] for i in order],
@@ -298,7 +300,8 @@ def finish(run: Run, trainer: Trainer, history: list[dict], writer) -> TrainedMo
     if dist.world() > 1:
         metrics["distributed"] = distributed_metrics(run, trainer)
     # the saved model, and what the caller does with it (predict, export), is on the CPU
-    return TrainedModel(model.cpu(), classes, cfg, metrics, history)
+    return TrainedModel(model.cpu(), classes, cfg, metrics, history,
+                        trained_on=sorted({h for h in run.hashes.values() if h}))
 
 
 def describe_plan(plan) -> dict:

@@ -2,6 +2,7 @@
 when complete.
 
     runs/cats/            config.yaml labels.json model.safetensors metrics.json history.csv
+                          (and trained_on.json: the training examples' content hashes)
     runs/.cats.partial/   the same while training, plus checkpoint.pt for resuming
     runs/.cats.lock       held by the process writing the run (its PID and host inside)
 
@@ -243,7 +244,9 @@ class RunWriter:
         return self.out
 
 
-_OURS = {*RUN_FILES, "history.png", "source.json", "source_sample", "history.tmp"}
+# written beside RUN_FILES where there is something to write, and optional to read
+TRAINED_ON = "trained_on.json"
+_OURS = {*RUN_FILES, TRAINED_ON, "history.png", "source.json", "source_sample", "history.tmp"}
 
 
 def _ours(name: str) -> bool:
@@ -289,6 +292,19 @@ def read_run(path: str | os.PathLike) -> tuple[dict, list, dict[str, torch.Tenso
     metrics = read_json(run / "metrics.json", what="the run's metrics", expect=dict, **kw)
     state = read_safetensors(run / "model.safetensors", what="the run's model", **kw)
     return config, labels, state, metrics
+
+
+def read_trained_on(path: str | os.PathLike) -> list[str] | None:
+    """The content hashes of a run's training examples (TRAINED_ON), or None for a run that
+    has none (older runs); a damaged file is an error naming it."""
+    file = Path(path) / TRAINED_ON
+    if not file.is_file():
+        return None
+    hashes = read_json(file, what="the hashes of the run's training examples", expect=list,
+                       fix=READ_FIX, error=RunDirError)
+    if not all(isinstance(h, str) for h in hashes):
+        raise RunDirError(f"{file}: expected a list of content hashes; {READ_FIX}")
+    return hashes
 
 
 def run_config(run, stored: dict):
