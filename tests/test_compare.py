@@ -18,7 +18,7 @@ REPORT_KEYS = {"title", "data", "backbone", "modality", "classes", "test", "budg
                "time_note", "verdict", "arms", "difference", "probe_difference", "speedup",
                "classic_difference", "differences", "speedup_classic", "class_drops", "zero_shot",
                "confusion_note", "compute_assumptions",
-               "predictions", "label_curve", "seconds", "out", "created"}
+               "predictions", "label_curve", "copies_of_training", "seconds", "out", "created"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -72,6 +72,7 @@ def test_cli_writes_a_complete_report(tiny_report, animals):
     rc, _, out, rep = tiny_report
     assert rc == 0
     assert REPORT_KEYS <= set(rep), REPORT_KEYS - set(rep)
+    assert rep["copies_of_training"]["count"] == 0
     assert sorted(p.name for p in out.iterdir()) == ["report.html", "report.json"]
     assert leftovers(out.parent) == ["report"]  # no partial or temporary sibling
     n = rep["test"]["n"]
@@ -336,6 +337,25 @@ def test_compare_says_which_arm_and_seed_it_is_on(animals, tmp_path, cli):
     transfer = err[err.index("[3/8] transfer"):err.index("[4/8] scratch")]
     assert "%|" in transfer and "[transfer seed 1] phase" in transfer  # its bars, its lines
     assert "seed 1 of 2" not in r.out
+
+
+def test_test_images_copied_from_the_training_data_are_said(animals, tmp_path, cli):
+    """A test folder holding a copy of a training image (another name): compare warns before
+    training that every arm scores it from memory and records the count; none otherwise
+    (tiny_report: count 0)."""
+    test = tmp_path / "test"
+    shutil.copytree(animals["test20"], test)
+    first = sorted((animals["train12"] / "cat").iterdir())[0]
+    shutil.copy(first, test / "cat" / "renamed.png")
+    r = cli("compare", animals["train12"], "--test", test, "--out", tmp_path / "o",
+            "--epochs", "1", *TINY)
+    assert r.rc == 0, r
+    n = sum(1 for _ in test.rglob("*.png"))
+    said = f"warning: 1 of the {n} test images are exact copies of images the arms train on"
+    assert said in r.out, r.out  # in the summary, which --quiet keeps
+    seen = json.loads((tmp_path / "o" / "report.json").read_text())["copies_of_training"]
+    assert seen["count"] == 1 and seen["of"] == n
+    assert seen["examples"] == [str(test / "cat" / "renamed.png")]
 
 
 def test_a_crash_while_writing_leaves_no_out(animals, tmp_path, cli, monkeypatch):

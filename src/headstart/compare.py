@@ -25,12 +25,13 @@ import numpy as np
 from . import api, modalities
 from .backbones import get_config
 from .compare_report import ARMS, NEURAL, build_report
+from .data import duplicates
 from .data.datasets import stratified_split
 from .evaluation import indicators as ind
 from .evaluation.classic import fit_classic
 from .evaluation.report import write_report
 from .evaluation.zero_shot import zero_shot
-from .exceptions import ConfigError, DataError
+from .exceptions import ConfigError, DataError, HeadstartError
 from .strategies import EPOCHS, STRATEGIES
 from .training import FeatureCache, TrainConfig
 from .training import distributed as dist
@@ -64,6 +65,7 @@ def compare(data, out=None, *, labels=None, config: TrainConfig | None = None, t
     shots = parse_label_curve(label_curve, pool)
     y = np.array([pool.classes.index(v) for v in test_ds.labels], np.int64)
     log(f"compare: {len(pool)} {pool.unit} to train on, {len(y)} to test on ({source})")
+    copies = _copies_in_test(pool, test_ds, log)
     cache = FeatureCache()
     try:
         _resolve_input(cfg, pool, cache, progress, log)
@@ -76,6 +78,7 @@ def compare(data, out=None, *, labels=None, config: TrainConfig | None = None, t
                                                  baseline=report["verdict"]["baseline"])
     finally:
         cache.close()
+    report["copies_of_training"] = copies
     report["seconds"] = round(time.perf_counter() - started, 1)
     distributed = dist.describe()
     if distributed:
@@ -86,6 +89,29 @@ def compare(data, out=None, *, labels=None, config: TrainConfig | None = None, t
             commit_report(report, out, overwrite=overwrite)
         dist.barrier()  # every process ends once the report is written
     return report
+
+
+def _copies_in_test(pool, test_ds, log) -> dict:
+    """Test examples with the content of a training-pool example (data/duplicates.py): every
+    arm scores them from memory, so they are counted, and said where there are any."""
+    m = modalities.of(pool)
+
+    def key(source) -> str:  # "" for an input that cannot be read (the arms report it)
+        try:
+            return m.content_key(source)
+        except HeadstartError:
+            return ""
+    seen = duplicates.copies_of([key(s) for s in test_ds.sources],
+                                {key(s) for s in pool.sources}, test_ds.describe_sources())
+    seen.pop("at")
+    if seen["count"]:
+        seen["text"] = (
+            f"{seen['count']} of the {seen['of']} test {pool.unit} are exact copies of "
+            f"{pool.unit} the arms train on (e.g. {', '.join(seen['examples'])}): every arm's "
+            "test accuracy is optimistic, most for the arms that memorise; remove the copies, "
+            f"or give a test set (--test) of {pool.unit} the data does not hold")
+        log(f"warning: {seen['text']}")
+    return seen
 
 
 # -- options and data ----------------------------------------------------------------------

@@ -91,6 +91,8 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(("warning: " if v.get("forgetting") else "note: ") + v["forgetting_reason"])
     if v.get("degenerate_reason"):
         lines.append(f"warning: {v['degenerate_reason']}")
+    if (report.get("copies_of_training") or {}).get("text"):
+        lines.append(f"warning: {report['copies_of_training']['text']}")
     size = (report.get("budget") or {}).get("image_size")
     net = f" ({report['backbone']}" + (f" at {size} px)" if size else ")") \
         if report.get("backbone") else ""

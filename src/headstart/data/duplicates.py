@@ -62,11 +62,17 @@ def seen_in_training(keys: Sequence[str], trained_on: set, names: Sequence[str],
     """{count, of, examples, accuracy_without}: the evaluated examples whose content is that of
     an example the model learned from, and the accuracy on the others (None if none is left).
     A copy scores what the model memorised, not how it generalises."""
-    seen = [i for i, k in enumerate(keys) if k and k in trained_on]
-    copies = set(seen)
+    found = copies_of(keys, trained_on, names)
+    copies = set(found.pop("at"))
     rest = [bool(r) for i, r in enumerate(right) if i not in copies]
-    return {"count": len(seen), "of": len(keys), "examples": [names[i] for i in seen[:SHOWN]],
-            "accuracy_without": sum(rest) / len(rest) if rest else None}
+    return {**found, "accuracy_without": sum(rest) / len(rest) if rest else None}
+
+
+def copies_of(keys: Sequence[str], trained_on: set, names: Sequence[str]) -> dict:
+    """{count, of, examples, at}: the examples whose content (key) is in `trained_on`."""
+    at = [i for i, k in enumerate(keys) if k and k in trained_on]
+    return {"count": len(at), "of": len(keys), "examples": [names[i] for i in at[:SHOWN]],
+            "at": at}
 
 
 def describe_seen(found: dict, unit: str) -> str | None:
