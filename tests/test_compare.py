@@ -356,6 +356,10 @@ def test_test_images_copied_from_the_training_data_are_said(animals, tmp_path, c
     seen = json.loads((tmp_path / "o" / "report.json").read_text())["copies_of_training"]
     assert seen["count"] == 1 and seen["of"] == n
     assert seen["examples"] == [str(test / "cat" / "renamed.png")]
+    text = (tmp_path / "o" / "report.html").read_text(encoding="utf-8")
+    assert "copies_of_training.text" in check_figures(parse(text), json.loads(
+        (tmp_path / "o" / "report.json").read_text()))
+    assert untagged_numbers(text) == []
 
 
 def test_a_crash_while_writing_leaves_no_out(animals, tmp_path, cli, monkeypatch):

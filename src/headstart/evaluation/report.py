@@ -32,6 +32,8 @@ the page when absent.
                       "model": classic.ClassicModel.to_dict(),    (the classic arm)
                       "confusion": [[int]]}}      rows = true class, columns = predicted
     confusion_note str                           shown under the confusion matrices
+    copies_of_training {"count", "of", "examples", "text"}   test examples that are copies of
+                   training ones; "text" (the warning under the banner) only where count > 0
     zero_shot      {"accuracy": float | None, "note": str, "ci": [lo, hi], "mapping":
                     {class: [source label]}, "unmapped": [class]}   source labels -> classes
     difference     {"diff", "lo", "hi"}          transfer - scratch, indicators.paired_difference
@@ -80,7 +82,7 @@ def write_report(report: dict, out_dir) -> tuple[Path, Path]:
 def render_html(data: dict) -> str:
     """The page for an already JSON-ready report dict (see `to_jsonable`)."""
     arms = _arms(data)
-    parts = [h.header(data), h.banner(data["verdict"]), h.indicator1(data, arms),
+    parts = [h.header(data), h.banner(data["verdict"]), h.copies(data), h.indicator1(data, arms),
              h.indicator2(data, arms), h.indicator3(data, arms), h.label_section(data),
              h.confusion_section(data, arms), h.drops_section(data),
              h.compute_section(data, arms)]

@@ -53,6 +53,14 @@ def banner(v: dict) -> str:
     return out + "</section>"
 
 
+def copies(d: dict) -> str:
+    """The warning that test examples are copies of training ones, where there are any."""
+    c = d.get("copies_of_training") or {}
+    if not c.get("text"):
+        return ""
+    return f'<p class="warn">Warning: {_v("copies_of_training.text", c["text"])}</p>'
+
+
 def indicator1(d: dict, arms: list[str]) -> str:
     cards = []
     if "probe" in arms:
