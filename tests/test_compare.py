@@ -351,7 +351,7 @@ def test_test_images_copied_from_the_training_data_are_said(animals, tmp_path, c
             "--epochs", "1", *TINY)
     assert r.rc == 0, r
     n = sum(1 for _ in test.rglob("*.png"))
-    said = f"warning: 1 of the {n} test images are exact copies of images the arms train on"
+    said = f"warning: 1 of the {n} test images is an exact copy of one of the images the arms"
     assert said in r.out, r.out  # in the summary, which --quiet keeps
     seen = json.loads((tmp_path / "o" / "report.json").read_text())["copies_of_training"]
     assert seen["count"] == 1 and seen["of"] == n

@@ -81,8 +81,8 @@ def test_evaluate_names_test_examples_the_model_was_trained_on(make_folder, tmp_
     assert seen["examples"] == [str(test / "a" / "seen-before.png")]
     assert 0.0 <= seen["accuracy_without"] <= 1.0
     r = cli("evaluate", run, test)
-    assert "warning: 1 of the 7 images evaluated are exact copies of examples the model was " \
-        "trained on" in r.out and "accuracy on the other 6:" in r.out
+    assert "warning: 1 of the 7 images evaluated is an exact copy of one of the examples the " \
+        "model was trained on" in r.out and "accuracy on the other 6:" in r.out
     (test / "a" / "seen-before.png").unlink()
     r = cli("evaluate", run, test, "--json")
     assert r.json()["copies_of_training"]["count"] == 0 and "warning" not in r.out

@@ -106,8 +106,8 @@ def _copies_in_test(pool, test_ds, log) -> dict:
     seen.pop("at")
     if seen["count"]:
         seen["text"] = (
-            f"{seen['count']} of the {seen['of']} test {pool.unit} are exact copies of "
-            f"{pool.unit} the arms train on (e.g. {', '.join(seen['examples'])}): every arm's "
+            f"{seen['count']} of the {seen['of']} test {pool.unit} "
+            f"{duplicates.copies(seen['count'])} {pool.unit} the arms train on (e.g. {', '.join(seen['examples'])}): every arm's "
             "test accuracy is optimistic, most for the arms that memorise; remove the copies, "
             f"or give a test set (--test) of {pool.unit} the data does not hold")
         log(f"warning: {seen['text']}")

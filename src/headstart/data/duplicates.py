@@ -57,6 +57,11 @@ def describe(found: dict, unit: str) -> str:
             "copies")
 
 
+def copies(n: int) -> str:
+    """'is an exact copy of' or 'are exact copies of', as the count asks."""
+    return "is an exact copy of one of the" if n == 1 else "are exact copies of"
+
+
 def seen_in_training(keys: Sequence[str], trained_on: set, names: Sequence[str],
                      right) -> dict:
     """{count, of, examples, accuracy_without}: the evaluated examples whose content is that of
@@ -82,6 +87,6 @@ def describe_seen(found: dict, unit: str) -> str | None:
     without = (f"; accuracy on the other {found['of'] - found['count']}: "
                f"{found['accuracy_without']:.4f}" if found["accuracy_without"] is not None
                else "")
-    return (f"warning: {found['count']} of the {found['of']} {unit} evaluated are exact copies of "
-            f"examples the model was trained on (e.g. {', '.join(found['examples'])}), so the "
+    return (f"warning: {found['count']} of the {found['of']} {unit} evaluated "
+            f"{copies(found['count'])} examples the model was trained on (e.g. {', '.join(found['examples'])}), so the "
             f"accuracy above is optimistic{without}; evaluate on {unit} it has not seen")
