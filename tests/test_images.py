@@ -213,3 +213,29 @@ def test_preprocess_shape_and_normalisation():
     half.paste((255, 255, 255), (0, 0, 16, 16))
     plain, flipped = pre(half), pre(half, flip=True)
     assert np.allclose(plain[:, :, ::-1], flipped)
+
+
+def test_a_large_jpeg_is_decoded_at_the_scale_its_use_needs(tmp_path):
+    """A photo shrunk to a shorter side of 100 is decoded at the smallest DCT scale whose
+    shorter side stays >= 3 x 100 (1/4 here: 500 x 376); after the resize the pixels are
+    within a few grey levels of the full decode; EXIF orientation still applies; PNGs and
+    small JPEGs are decoded whole."""
+    from headstart.data.transforms import Preprocess
+    rng = np.random.default_rng(0)
+    smooth = Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).resize(
+        (2000, 1500), Image.BICUBIC)
+    smooth.save(tmp_path / "big.jpg", quality=92)
+    assert open_image(tmp_path / "big.jpg").size == (2000, 1500)
+    drafted = open_image(tmp_path / "big.jpg", fit=100)
+    assert drafted.size == (500, 375) and drafted.mode == "RGB"
+    pre = Preprocess(100, (0.5,) * 3, (0.5,) * 3)
+    full = pre.resize(open_image(tmp_path / "big.jpg"))
+    diff = np.abs(np.asarray(pre.resize(drafted), int) - np.asarray(full, int))
+    assert diff.mean() < 1.0 and diff.max() <= 8
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    smooth.save(tmp_path / "rot.jpg", quality=92, exif=exif)
+    assert open_image(tmp_path / "rot.jpg", fit=100).size == (375, 500)
+    smooth.save(tmp_path / "big.png")
+    assert open_image(tmp_path / "big.png", fit=100).size == (2000, 1500)
+    assert open_image(tmp_path / "big.jpg", fit=700).size == (2000, 1500)  # 3 x 700 > 1500

@@ -22,7 +22,8 @@ class Preprocess:
     std: tuple[float, float, float]
 
     def signature(self) -> str:
-        return f"shorter-side-resize+center-crop|{self.size}|{self.mean}|{self.std}|bicubic"
+        return (f"shorter-side-resize+center-crop|{self.size}|{self.mean}|{self.std}|bicubic"
+                "|jpeg-dct-3x")  # JPEGs decoded at a reduced scale (images.DRAFT_MARGIN)
 
     def resize(self, img: Image.Image) -> Image.Image:
         w, h = img.size

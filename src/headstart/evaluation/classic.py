@@ -194,8 +194,8 @@ def _read(sources, max_pixels, *, skip_bad: bool = False) -> tuple[list[np.ndarr
     out, kept = [], []
     for i, s in enumerate(sources):
         try:
-            out.append(np.asarray(open_image(s, max_pixels=max_pixels or DEFAULT_MAX_PIXELS),
-                                  np.uint8))
+            out.append(np.asarray(open_image(s, max_pixels=max_pixels or DEFAULT_MAX_PIXELS,
+                                             fit=max(*IMAGE_SIZES, HOG_SIZE)), np.uint8))
             kept.append(i)
         except ImageReadError:
             if not skip_bad:

@@ -180,7 +180,7 @@ class EpochImages(torch.utils.data.Dataset):
 
     def __getitem__(self, pos: int):
         i, k = self.order[pos], pos // self.per_pass
-        img = open_image(self.split.ds.sources[i])
+        img = open_image(self.split.ds.sources[i], fit=self.transform.pre.size)
         # seeded by position: the same crops after a resume
         rng = random.Random(f"{self.seed}-{self.epoch}-{i}" + (f"-{k}" if k else ""))
         return torch.from_numpy(self.transform(img, rng)), int(self.split.y[i])
@@ -205,7 +205,7 @@ def _folder_images(folder: str) -> list[str]:
 def _load(item, pre: Preprocess | None, views: int, max_pixels: int):
     i, source = item
     try:
-        img = open_image(source, max_pixels=max_pixels)
+        img = open_image(source, max_pixels=max_pixels, fit=pre.size if pre else None)
     except ImageReadError as e:
         return i, None, e
     if pre is None:
@@ -352,7 +352,8 @@ class ImageInputs:
         self.pre = Preprocess(int(meta["input_size"]), tuple(norm["mean"]), tuple(norm["std"]))
 
     def read(self, source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-        return np.asarray(self.pre.resize(open_image(source, max_pixels=max_pixels)),
+        return np.asarray(self.pre.resize(open_image(source, max_pixels=max_pixels,
+                                                     fit=self.pre.size)),
                           dtype=np.uint8)
 
     def prepare(self, sources: list) -> list:
@@ -365,7 +366,8 @@ class ImageInputs:
 
     def decode(self, data: bytes, name: str, *, max_pixels: int) -> np.ndarray:
         """An uploaded file's bytes as one input."""
-        return np.asarray(self.pre.resize(decode_bytes(data, name, max_pixels=max_pixels)),
+        return np.asarray(self.pre.resize(decode_bytes(data, name, max_pixels=max_pixels,
+                                                       fit=self.pre.size)),
                           dtype=np.uint8)
 
     def feed(self, items: list) -> dict:
