@@ -143,7 +143,7 @@ def uppercase_extension_and_webp(e):
 @case("error", "not an image file", "--skip-bad")
 def unknown_extension_file(e):
     d = e.folder()
-    H.write(d / "a" / "photo.heic", b"\x00\x00\x00\x18ftypheic")  # an iPhone photo: no decoder
+    H.write(d / "a" / "photo.cr2", b"II*\x00\x10\x00\x00\x00CR")  # a camera raw: no decoder
     return e.train(d)
 
 

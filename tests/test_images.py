@@ -239,3 +239,17 @@ def test_a_large_jpeg_is_decoded_at_the_scale_its_use_needs(tmp_path):
     smooth.save(tmp_path / "big.png")
     assert open_image(tmp_path / "big.png", fit=100).size == (2000, 1500)
     assert open_image(tmp_path / "big.jpg", fit=700).size == (2000, 1500)  # 3 x 700 > 1500
+
+
+def test_heic_photos_load_as_rgb(tmp_path):
+    """HEIF/HEIC, the iPhone's default format, through pillow-heif (registered on first use);
+    a file that only says HEIC in its name is not trusted for it."""
+    from pillow_heif import register_heif_opener
+    register_heif_opener()  # to write one here; headstart registers it itself to read
+    Image.new("RGB", (W, H), RED).save(tmp_path / "x.heic", quality=95)
+    img = open_image(tmp_path / "x.heic")
+    assert img.mode == "RGB" and img.size == (W, H)
+    assert np.abs(np.asarray(img, int)[5, 5] - RED).max() <= 12
+    (tmp_path / "fake.heic").write_bytes(b"not an image at all")
+    with pytest.raises(ImageReadError, match="fake.heic"):
+        open_image(tmp_path / "fake.heic")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import math
@@ -16,13 +17,17 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..exceptions import ImageReadError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff", ".heic",
+                    ".heif")
 # Files that operating systems and tools drop into folders; ignored, and counted aloud.
 SYSTEM_FILES = {"thumbs.db", "desktop.ini", ".ds_store"}
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb threshold (about 89 MP)
 # The only formats decoded, whatever a file's name says: never EPS/PS (Pillow would start
 # Ghostscript) nor any other plugin that hands the bytes to an outside program.
-DECODERS = ("PNG", "JPEG", "BMP", "WEBP", "GIF", "TIFF")  # JPEG covers MPO too
+DECODERS = ("PNG", "JPEG", "BMP", "WEBP", "GIF", "TIFF")  # JPEG covers MPO too; and HEIF:
+# HEIF/HEIC (iPhone photos): brands of the ISO box that opens the file; the decoder
+# (pillow-heif, libheif) is registered with Pillow the first time such a file is read
+HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1")
 
 ImageSource = Union[str, Path, Image.Image, np.ndarray]
 
@@ -166,9 +171,18 @@ def _open_checked(data: bytes, name: str, max_pixels: int) -> Image.Image:
     """Open (header only) and check the size; call inside pil_errors."""
     if not data:
         raise ImageReadError(name, "is empty (0 bytes)", "remove it or replace it with a real image")
-    img = Image.open(io.BytesIO(data), formats=DECODERS)
+    heif = data[4:8] == b"ftyp" and data[8:12] in HEIF_BRANDS
+    if heif:
+        _register_heif()
+    img = Image.open(io.BytesIO(data), formats=DECODERS + (("HEIF",) if heif else ()))
     check_pixels(img, name, max_pixels)
     return img
+
+
+@functools.cache
+def _register_heif() -> None:
+    from pillow_heif import register_heif_opener  # deferred on purpose: 40 ms, HEIF files only
+    register_heif_opener()
 
 
 def read_checked(source: ImageSource, max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
