@@ -147,6 +147,12 @@ def unknown_extension_file(e):
     return e.train(d)
 
 
+@case("error", "labels.xlsx", "a spreadsheet", "CSV UTF-8")
+def spreadsheet_given_as_data(e):
+    H.write(e.tmp / "labels.xlsx", b"PK\x03\x04 an Excel workbook")
+    return e.train(e.tmp / "labels.xlsx")
+
+
 @case("error", "dangling.png")
 def dangling_symlink(e):
     d = e.folder()
