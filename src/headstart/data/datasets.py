@@ -103,9 +103,9 @@ def load_images(data, labels=None, *, skip_bad: bool = False) -> LabelledData:
         if path.suffix.lower() in (".csv", ".tsv") and is_regular_file(path):
             return from_csv(path, skip_bad=skip_bad)
         if path.suffix.lower() in SPREADSHEETS:
-            raise DataError(f"{path}: a spreadsheet, which headstart does not read; save it as CSV "
-                            "(in Excel: File > Save As > CSV UTF-8) with a header naming the "
-                            "columns (text,label for texts; path,label for image files)")
+            raise DataError(f"{path}: a spreadsheet, which headstart does not read; save it as a "
+                            ".csv file (in Excel: File > Save As > CSV UTF-8) with a header naming "
+                            "the columns (text,label for texts; path,label for image files)")
         raise DataError(f"{path}: expected a folder of class sub-folders or a .csv of path,label "
                         f"rows, got a '{path.suffix or 'no-extension'}' file")
     raise DataError(f"cannot read a dataset from {type(data).__name__}; pass a folder path, a CSV "

@@ -180,7 +180,8 @@ class EpochImages(torch.utils.data.Dataset):
 
     def __getitem__(self, pos: int):
         i, k = self.order[pos], pos // self.per_pass
-        img = open_image(self.split.ds.sources[i], fit=self.transform.pre.size)
+        pre = getattr(self.transform, "pre", None)  # an Augment: decode for its size
+        img = open_image(self.split.ds.sources[i], fit=pre.size if pre else None)
         # seeded by position: the same crops after a resume
         rng = random.Random(f"{self.seed}-{self.epoch}-{i}" + (f"-{k}" if k else ""))
         return torch.from_numpy(self.transform(img, rng)), int(self.split.y[i])
