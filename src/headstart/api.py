@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from . import modalities, threads
-from .data import duplicates
 from .backbones import create_backbone
+from .data import duplicates
 from .evaluation import classification_report, plot_history
 from .evaluation.zero_shot import imagenet_names
 from .exceptions import DataError

@@ -5,7 +5,8 @@ writing the run directory.
     measure       what the modality measures before training: input size and layer cut
                   (images), pooled layers (texts)
     split         the plan, the stratified split, and a pass over every input (frozen
-                  features for cached phases, else a read check)
+                  features for cached phases, else a read check), which also finds exact
+                  copies among the examples
     fit           the trainer runs the plan (resuming an interrupted run)
     finish        validation report, --refit full, calibration, forgetting, the metrics
 """
