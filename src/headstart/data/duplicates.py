@@ -53,8 +53,8 @@ def describe(found: dict, unit: str) -> str:
     if not said:
         return line + ", all in one split and under one label"
     shown = "; ".join(" = ".join(g) for g in found["examples"])
-    return (line + "; " + "; ".join(said) + f" (e.g. {shown}); fix the labels or remove the "
-            "copies")
+    fix = "fix the labels or remove the copies" if found["conflicting"] else "remove the copies"
+    return line + "; " + "; ".join(said) + f" (e.g. {shown}); {fix}"
 
 
 def copies(n: int) -> str:

@@ -12,6 +12,7 @@ writing the run directory.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
@@ -226,7 +227,8 @@ def check_duplicates(run: Run, hashes: dict, val: set) -> None:
     """Exact copies among the examples the pass hashed, said and recorded (data/duplicates.py)."""
     run.hashes = hashes
     order = sorted(hashes)
-    names = run.ds.describe_sources()
+    root = f"{run.ds.root}{os.sep}"  # files named from the data's folder, as the classes are
+    names = [n[len(root):] if n.startswith(root) else n for n in run.ds.describe_sources()]
     run.duplicates = duplicates.find([hashes[i] for i in order], [run.ds.labels[i] for i in order],
                                      [names[i] for i in order], [i in val for i in order])
     if run.duplicates is not None:
