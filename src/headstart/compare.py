@@ -101,15 +101,16 @@ def _copies_in_test(pool, test_ds, log) -> dict:
             return m.content_key(source)
         except HeadstartError:
             return ""
-    seen = duplicates.copies_of([key(s) for s in test_ds.sources],
-                                {key(s) for s in pool.sources}, test_ds.describe_sources())
-    seen.pop("at")
+    keys = [key(s) for s in test_ds.sources]
+    seen = duplicates.summary(duplicates.copies_of(keys, {key(s) for s in pool.sources}), keys,
+                              test_ds.describe_sources())
     if seen["count"]:
         seen["text"] = (
             f"{seen['count']} of the {seen['of']} test {pool.unit} "
-            f"{duplicates.copies(seen['count'])} {pool.unit} the arms train on (e.g. {', '.join(seen['examples'])}): every arm's "
-            "test accuracy is optimistic, most for the arms that memorise; remove the copies, "
-            f"or give a test set (--test) of {pool.unit} the data does not hold")
+            f"{duplicates.copies(seen['count'])} {pool.unit} the arms train on (e.g. "
+            f"{', '.join(seen['examples'])}): every arm's test accuracy is optimistic, most for "
+            "the arms that memorise; remove the copies, or give a test set (--test) of "
+            f"{pool.unit} the data does not hold")
         log(f"warning: {seen['text']}")
     return seen
 

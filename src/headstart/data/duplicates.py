@@ -67,17 +67,20 @@ def seen_in_training(keys: Sequence[str], trained_on: set, names: Sequence[str],
     """{count, of, examples, accuracy_without}: the evaluated examples whose content is that of
     an example the model learned from, and the accuracy on the others (None if none is left).
     A copy scores what the model memorised, not how it generalises."""
-    found = copies_of(keys, trained_on, names)
-    copies = set(found.pop("at"))
-    rest = [bool(r) for i, r in enumerate(right) if i not in copies]
-    return {**found, "accuracy_without": sum(rest) / len(rest) if rest else None}
+    at = copies_of(keys, trained_on)
+    seen = set(at)
+    rest = [bool(r) for i, r in enumerate(right) if i not in seen]
+    return {**summary(at, keys, names), "accuracy_without": sum(rest) / len(rest) if rest else None}
 
 
-def copies_of(keys: Sequence[str], trained_on: set, names: Sequence[str]) -> dict:
-    """{count, of, examples, at}: the examples whose content (key) is in `trained_on`."""
-    at = [i for i, k in enumerate(keys) if k and k in trained_on]
-    return {"count": len(at), "of": len(keys), "examples": [names[i] for i in at[:SHOWN]],
-            "at": at}
+def copies_of(keys: Sequence[str], trained_on: set) -> list[int]:
+    """Indices of the examples whose content (key) is in `trained_on`."""
+    return [i for i, k in enumerate(keys) if k and k in trained_on]
+
+
+def summary(at: list[int], keys: Sequence[str], names: Sequence[str]) -> dict:
+    """{count, of, examples}: of `keys`, the copies at `at`, the first few by name."""
+    return {"count": len(at), "of": len(keys), "examples": [names[i] for i in at[:SHOWN]]}
 
 
 def describe_seen(found: dict, unit: str) -> str | None:
@@ -88,5 +91,6 @@ def describe_seen(found: dict, unit: str) -> str | None:
                f"{found['accuracy_without']:.4f}" if found["accuracy_without"] is not None
                else "")
     return (f"warning: {found['count']} of the {found['of']} {unit} evaluated "
-            f"{copies(found['count'])} examples the model was trained on (e.g. {', '.join(found['examples'])}), so the "
-            f"accuracy above is optimistic{without}; evaluate on {unit} it has not seen")
+            f"{copies(found['count'])} examples the model was trained on (e.g. "
+            f"{', '.join(found['examples'])}), so the accuracy above is optimistic{without}; "
+            f"evaluate on {unit} it has not seen")

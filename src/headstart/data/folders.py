@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -133,27 +134,27 @@ def _walk(folder: Path, ds, seen: set):
             yield p  # a file, or a dangling link (reported when read)
 
 
-def files_under(folder: Path) -> tuple[list[Path], list[str], int]:
-    """(files, not read, hidden or system files) of one folder tree by the rules above (sorted,
-    sub-folders and symlinked ones included, hidden folders and loops not read)."""
+def inputs_under(folder, wanted, what: str, none: str) -> list[Path]:
+    """The files under a folder given to predict that `wanted(path)` accepts, sorted (sub-
+    folders too, by the rules above); what else the folder holds is said on stderr, by name,
+    never skipped silently. None accepted: a DataError `{folder}: {none}`."""
     sink = SimpleNamespace(ignored=[], ignored_system_files=0)
-    st = _stat(folder)
-    files = list(_walk(folder, sink, {(st.st_dev, st.st_ino)} if st is not None else set()))
-    return files, sink.ignored, sink.ignored_system_files
-
-
-def not_read_note(folder, kept: int, what: str, others: list[str], system: int) -> str | None:
-    """The line that says what a folder given to predict holds besides its `kept` inputs
-    (None where it holds nothing else)."""
-    if not others and not system:
-        return None
+    st = _stat(Path(folder))
+    files = list(_walk(Path(folder), sink, {(st.st_dev, st.st_ino)} if st is not None else set()))
+    kept = [p for p in files if wanted(p)]
+    if not kept:
+        raise DataError(f"{folder}: {none}")
+    others = [str(p) for p in files if not wanted(p)] + sink.ignored
     said = []
     if others:
         shown = ", ".join(others[:5]) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
         said.append(f"{len(others)} other entr{'y' if len(others) == 1 else 'ies'} ({shown})")
-    if system:
-        said.append(f"{system} hidden or system file(s)")
-    return f"{folder}: {kept} {what} to predict; not read: " + "; ".join(said)
+    if sink.ignored_system_files:
+        said.append(f"{sink.ignored_system_files} hidden or system file(s)")
+    if said:
+        print(f"{folder}: {len(kept)} {what} to predict; not read: " + "; ".join(said),
+              file=sys.stderr)
+    return kept
 
 
 def first_files(root: Path, limit: int = 50) -> list[Path]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from tqdm.auto import tqdm
 
 from ..data import shipped
 from ..data.datasets import PATH_COLUMNS, ImageDataset, load_images
-from ..data.folders import files_under, is_folder, not_read_note
+from ..data.folders import inputs_under, is_folder
 from ..data.images import (DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, content_hash, decode_bytes,
                            is_image_path, is_regular_file, open_image, read_checked)
 from ..data.texts import TABLE_EXTENSIONS
@@ -84,7 +83,12 @@ class ImageModality(Modality):
                     Path(a)) and is_regular_file(a):
                 raise DataError(f"{a}: a text file, but {who}; pass image files (or --run a "
                                 "text run)")
-            paths += _folder_images(a) if is_folder(a) else [a]
+            if not is_folder(a):
+                paths.append(a)
+                continue
+            paths += [str(p) for p in inputs_under(
+                a, is_image_path, "image(s)", "a folder holding no image files (looked for "
+                f"{', '.join(IMAGE_EXTENSIONS)}); pass image files or a folder of them")]
         return paths, paths
 
     def content_key(self, source) -> str:
@@ -174,32 +178,18 @@ class EpochImages(torch.utils.data.Dataset):
                  per_pass: int) -> None:
         self.split, self.transform, self.seed, self.epoch = split, transform, seed, epoch
         self.order, self.per_pass = order, max(1, per_pass)
+        pre = getattr(transform, "pre", None)  # an Augment: decode for its size
+        self.fit = pre.size if pre is not None else None
 
     def __len__(self) -> int:
         return len(self.order)
 
     def __getitem__(self, pos: int):
         i, k = self.order[pos], pos // self.per_pass
-        pre = getattr(self.transform, "pre", None)  # an Augment: decode for its size
-        img = open_image(self.split.ds.sources[i], fit=pre.size if pre else None)
+        img = open_image(self.split.ds.sources[i], fit=self.fit)
         # seeded by position: the same crops after a resume
         rng = random.Random(f"{self.seed}-{self.epoch}-{i}" + (f"-{k}" if k else ""))
         return torch.from_numpy(self.transform(img, rng)), int(self.split.y[i])
-
-
-def _folder_images(folder: str) -> list[str]:
-    """The image files under a folder given to predict, sorted (sub-folders too); what else it
-    holds is said on stderr, by name, never skipped silently."""
-    files, ignored, system = files_under(Path(folder))
-    images = [str(p) for p in files if is_image_path(p)]
-    others = [str(p) for p in files if not is_image_path(p)] + ignored
-    if not images:
-        raise DataError(f"{folder}: a folder holding no image files (looked for "
-                        f"{', '.join(IMAGE_EXTENSIONS)}); pass image files or a folder of them")
-    note = not_read_note(folder, len(images), "image(s)", others, system)
-    if note:
-        print(note, file=sys.stderr)
-    return images
 
 
 # -- one streaming pass: hash, decode, check, and (optionally) extract features ----------------

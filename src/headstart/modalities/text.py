@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from tqdm.auto import tqdm
 
 from .. import devices
 from ..data import shipped
-from ..data.folders import files_under, not_read_note
+from ..data.folders import inputs_under
 from ..data.images import IMAGE_EXTENSIONS, is_image_path, is_regular_file
 from ..data.texts import (TABLE_EXTENSIONS, TEXT_COLUMNS, TextDataset, TextOptions,
                           check_not_empty, decode, from_table, load_texts)
@@ -270,18 +269,11 @@ def _word_texts(a: str, cfg) -> tuple[list[str], list[str]]:
 
 
 def _folder_texts(folder: str, cfg) -> tuple[list[str], list[str]]:
-    """The .txt files under a folder given to predict, one text each, sorted (sub-folders
-    too); what else it holds is said on stderr, by name, never skipped silently."""
-    files, ignored, system = files_under(Path(folder))
-    txt = [p for p in files if p.suffix.lower() == ".txt"]
-    others = [str(p) for p in files if p.suffix.lower() != ".txt"] + ignored
-    if not txt:
-        raise DataError(f"{folder}: a folder holding no .txt files; pass texts, text files or a "
-                        "folder of .txt files (to evaluate a folder of labelled texts: "
-                        "headstart evaluate RUN FOLDER)")
-    note = not_read_note(folder, len(txt), "text file(s)", others, system)
-    if note:
-        print(note, file=sys.stderr)
+    """The .txt files under a folder given to predict, one text each (folders.inputs_under)."""
+    txt = inputs_under(folder, lambda p: p.suffix.lower() == ".txt", "text file(s)",
+                       "a folder holding no .txt files; pass texts, text files or a folder of "
+                       ".txt files (to evaluate a folder of labelled texts: headstart evaluate "
+                       "RUN FOLDER)")
     return [decode(_file_bytes(p), str(p), cfg.encoding) for p in txt], [str(p) for p in txt]
 
 
@@ -335,9 +327,9 @@ def extract_texts(ds, extractor, pre: TextPreprocess, *, cache=None, batch_size:
     """Texts were checked as they were read: every one is kept. Without an extractor there is
     nothing to compute."""
     texts = ds.sources
-    hashes = [text_hash(t) for t in texts]
     if extractor is None:
-        return Extracted(None, list(range(len(texts))), [], 0, hashes=hashes)
+        return Extracted(None, list(range(len(texts))), [], 0)
+    hashes = [text_hash(t) for t in texts]
     key = extractor.key(pre) if cache is not None else ""
     cached = cache.get_many(key, hashes, 0) if cache is not None else {}
     todo = [i for i, h in enumerate(hashes) if h not in cached]

@@ -219,13 +219,14 @@ def prepare_splits(run: Run, y_all, indices, model, pre) -> tuple[Split, Split]:
                                           else "")
         raise DataError(f"fewer than two classes have readable training {ds.unit} after "
                         f"skipping {len(skipped)} bad file(s) ({shown}); fix or replace them")
-    check_duplicates(run, hashes, set(indices[1]))
+    run.hashes = hashes
+    check_duplicates(run, set(indices[1]))
     return splits[0], splits[1]
 
 
-def check_duplicates(run: Run, hashes: dict, val: set) -> None:
+def check_duplicates(run: Run, val: set) -> None:
     """Exact copies among the examples the pass hashed, said and recorded (data/duplicates.py)."""
-    run.hashes = hashes
+    hashes = run.hashes
     order = sorted(hashes)
     root = f"{run.ds.root}{os.sep}"  # files named from the data's folder, as the classes are
     names = [n[len(root):] if n.startswith(root) else n for n in run.ds.describe_sources()]
