@@ -97,6 +97,25 @@ def test_recorded_sizes_equal_a_fresh_count(name):
         f"record param_count={fresh.parameters}, flops={fresh.flops} on {name}'s BackboneConfig"
 
 
+@pytest.mark.parametrize("name", SHIPPED)
+def test_recorded_cut_sizes_equal_a_fresh_count(name, monkeypatch):
+    """Every default cut of a shipped backbone has its size recorded (a first run's cut
+    measurement then builds and counts nothing), and the record is what a fresh count gives."""
+    from headstart.backbones import Size, default_cuts, get_config
+    from headstart.backbones import sizes
+    c = get_config(name)
+    assert sorted(g for g, _, _ in c.cut_sizes) == sorted(default_cuts(name)), \
+        f"record cut_sizes for {name}'s default cuts {default_cuts(name)}"
+    for group, parameters, flops in c.cut_sizes:
+        cut = f"{name}@{group}"
+        fresh = sizes.measure(cut)
+        assert Size(parameters, flops) == fresh, \
+            f"record ({group!r}, {fresh.parameters}, {fresh.flops}) in {name}'s cut_sizes"
+        monkeypatch.setattr(sizes, "measure", lambda n: pytest.fail(f"{n} was counted"))
+        assert sizes.size_of(get_config(cut)) == fresh
+        monkeypatch.undo()
+
+
 def test_an_unrecorded_backbone_is_built_once_and_its_size_cached(monkeypatch, cli):
     from dataclasses import replace
 

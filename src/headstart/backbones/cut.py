@@ -77,7 +77,8 @@ class CutBackbone(Backbone):
         last = order[-1] if keep_output else groups[-1]
         name = base.config.name + CUT_MARK + "+".join(groups) + ("+out" if keep_output else "")
         config = replace(base.config, name=name, layer_groups=order[:order.index(last) + 1],
-                         num_source_classes=0, source_labels="", param_count=None, flops=None)
+                         num_source_classes=0, source_labels="", param_count=None, flops=None,
+                         cut_sizes=())
         super().__init__(config, base.input_size)
         self.base, self.groups, self.keep_output = base, groups, keep_output
         self.modality = modalities.get(config.modality)
@@ -155,7 +156,8 @@ def truncate(base: Backbone, group: str) -> Backbone:
         keep = keep + ("pooling",)
     if base.truncate_after(group):
         base.config = replace(base.config, name=name, layer_groups=keep, num_source_classes=0,
-                              source_labels="", param_count=None, flops=None)
+                              source_labels="", param_count=None, flops=None,
+                              cut_sizes=())
         with torch.inference_mode(), one_thread():
             was = base.training
             base.eval()
@@ -171,10 +173,11 @@ def truncate(base: Backbone, group: str) -> Backbone:
 
 def describe_cut(base: BackboneConfig, group: str, module: Backbone) -> BackboneConfig:
     """The registry's description of BASE@GROUP, from `module` (BASE truncated after GROUP,
-    built once by zoo.py to learn its feature size)."""
+    built once by zoo.py to learn its feature size); its size where BASE records it."""
+    parameters, flops = next(((p, f) for g, p, f in base.cut_sizes if g == group), (None, None))
     return replace(module.config, cut_of=base.name, cut=group, factory=None,
-                   weights_installed=base.weights_installed,
-                   description=f"{base.name} up to {group} (a layer cut)")
+                   weights_installed=base.weights_installed, param_count=parameters,
+                   flops=flops, description=f"{base.name} up to {group} (a layer cut)")
 
 
 def check_cut_name(base: BackboneConfig, group: str) -> None:

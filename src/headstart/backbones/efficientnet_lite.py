@@ -24,6 +24,13 @@ _VARIANTS = {
 _SIZES = {"efficientnet_lite0": (4652008, 767815104),
           "efficientnet_lite1": (5416680, 1197810464),
           "efficientnet_lite2": (6092072, 1716912544)}
+# and of their default cuts (BackboneConfig.cut_sizes)
+_CUT_SIZES = {"efficientnet_lite0": (("stage6", 2353408, 668855488),
+                                     ("stage4", 253984, 314521984)),
+              "efficientnet_lite1": (("stage6", 3118080, 1068557088),
+                                     ("stage4", 372256, 502020000)),
+              "efficientnet_lite2": (("stage6", 3642144, 1528883680),
+                                     ("stage4", 454448, 693173824))}
 _STAGES = tuple(f"stage{i}" for i in range(1, 8))
 GROUPS = ("stem",) + _STAGES + ("top",)
 _LITE_MEAN = (127 / 255,) * 3  # (x*255 - 127) / 128 on [0,1] pixels
@@ -151,7 +158,7 @@ def _register() -> None:
             num_source_classes=1000, source_labels="imagenet-1k", min_size=32,
             description=f"{arch}: mobile-friendly EfficientNet without squeeze-excitation",
             factory=EfficientNetLite, weights_installed=functools.partial(_installed, name),
-            param_count=_SIZES[name][0], flops=_SIZES[name][1],
+            param_count=_SIZES[name][0], flops=_SIZES[name][1], cut_sizes=_CUT_SIZES[name],
         ))
 
 

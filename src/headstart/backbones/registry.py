@@ -55,6 +55,9 @@ class BackboneConfig:
     # None: counted once and cached (sizes.py). A config derived with replace() resets them.
     param_count: int | None = None
     flops: int | None = None
+    # the same of its default cuts (zoo.default_cuts), as (group, parameters, flops): what a
+    # run's cut measurement weighs them by, without building and counting them on a first run
+    cut_sizes: tuple[tuple[str, int, int], ...] = ()
     # module-level functions (or partials of them), so that a model and its config pickle
     factory: Callable[..., "Backbone"] = field(default=None, compare=False, repr=False)
     weights_installed: Callable[[], bool] = field(default=never, compare=False, repr=False)

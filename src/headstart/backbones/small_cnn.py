@@ -52,5 +52,5 @@ register_backbone(BackboneConfig(
     pretraining="none shipped: pre-train it with `headstart pretrain`", license="Apache-2.0",
     weights_source="your own source model", min_size=16,
     description="8-layer CNN for 28-64 px images", factory=SmallCNN,
-    param_count=1173216, flops=105578496,
+    param_count=1173216, flops=105578496, cut_sizes=(("block3", 287456, 77266944),),
 ))

@@ -55,7 +55,7 @@ def _source_config(path: Path, resolve) -> BackboneConfig:
                  "pretrain` to write it again", WeightsError):
         size = int(size or base.input_size)
     return dataclasses.replace(
-        base, name=str(path), input_size=size, param_count=None, flops=None,
+        base, name=str(path), input_size=size, param_count=None, flops=None, cut_sizes=(),
         pretraining=what, weights_source=str(path / "model.safetensors"),
         num_source_classes=len(labels), source_labels=f"run:{path}",
         description=f"source model from {path.name} ({base.name})",

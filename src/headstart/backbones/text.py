@@ -262,6 +262,7 @@ def _register_minilm() -> None:
         description="6-layer MiniLM sentence encoder, 384-d, 256-token windows",
         factory=_minilm,
         weights_installed=_minilm_installed, param_count=22565376, flops=5435818754,
+        cut_sizes=(("layer4", 19016448, 3623879426), ("layer3", 17241984, 2717909762)),
     )
     register_backbone(cfg)
 
@@ -282,4 +283,5 @@ register_backbone(BackboneConfig(
     weights_source="built in", tokenizer=_tokenizer_dir(), min_size=8,
     description="2-layer BERT with MiniLM's tokenizer, for unit tests", factory=_tiny_text,
     weights_installed=always, param_count=1010304, flops=2097218,
+    cut_sizes=(("layer1", 1001760, 1048642),),
 ))

@@ -50,4 +50,5 @@ register_backbone(BackboneConfig(
     weights_source="built in", num_source_classes=10, min_size=8,
     description="3-layer CNN for unit tests", factory=TinyCNN,
     weights_installed=always, param_count=6418, flops=405504,
+    cut_sizes=(("block1", 1416, 258048),),
 ))
