@@ -16,7 +16,7 @@ for the kept T and for each half of the cross-fit alike."""
 from __future__ import annotations
 
 import numpy as np
-import torch
+from scipy.optimize import minimize_scalar
 
 ECE_BINS = 15
 T_RANGE = (0.05, 20.0)
@@ -27,19 +27,16 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     1 where every example is right (the minimum is then at T -> 0: no finite estimate)."""
     if no_mistakes(logits, y):
         return 1.0
-    z = torch.from_numpy(np.asarray(logits, np.float64))
-    t = torch.from_numpy(np.asarray(y, np.int64))
-    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=100, line_search_fn="strong_wolfe")
+    z, t = np.asarray(logits, np.float64), np.asarray(y, np.int64)
 
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.cross_entropy(z / log_t.exp(), t)
-        loss.backward()
-        return loss
+    def nll(log_t: float) -> float:
+        s = z / np.exp(log_t)
+        s = s - s.max(1, keepdims=True)
+        return float((np.log(np.exp(s).sum(1)) - s[np.arange(len(t)), t]).mean())
 
-    opt.step(closure)
-    return float(np.clip(float(log_t.detach().exp()), *T_RANGE))
+    found = minimize_scalar(nll, bounds=np.log(T_RANGE), method="bounded",
+                            options={"xatol": 1e-6})
+    return float(np.clip(np.exp(found.x), *T_RANGE))
 
 
 def no_mistakes(logits: np.ndarray, y: np.ndarray) -> bool:
