@@ -131,6 +131,25 @@ def test_a_temperature_that_does_not_help_held_out_examples_is_not_kept():
     assert describe_calibration(cal).startswith("calibration: none kept")
 
 
+def test_a_temperature_within_noise_of_none_is_not_kept():
+    """An accurate model's 200 validation logits, a little too sharp (x1.2): a fitted T lowers
+    the cross-fitted log loss, but by less than its standard error, so T stays 1 (the rule the
+    mix follows; a strict "lowers" kept it), and the log names the figures that decided it."""
+    from headstart.training.calibrate import describe_calibration
+    rng = np.random.default_rng(3)
+    n, k = 200, 10
+    true = rng.standard_normal((n, k)) + 6.0 * np.eye(k)[rng.integers(0, k, n)]
+    p = np.exp(true) / np.exp(true).sum(1, keepdims=True)
+    y = np.array([rng.choice(k, p=row) for row in p])
+    cal = calibrate(true * 1.2, y, seed=0)
+    assert 0 < (true.argmax(1) != y).sum() < 20  # a few mistakes: T is measurable
+    gain = cal["log_loss_before"] - cal["log_loss_with_temperature"]
+    assert 0 < gain <= cal["log_loss_gain_se"], cal
+    assert cal["temperature"] == 1.0 and cal["log_loss_after"] == cal["log_loss_before"]
+    line = describe_calibration(cal)
+    assert line.startswith("calibration: none kept") and "standard error" in line, line
+
+
 def test_no_temperature_is_fitted_where_validation_has_no_mistakes():
     """Six validation examples, all right (a small split of small data): the log loss falls
     without limit as T shrinks, and before the guard the fit ran to T = 0.05, so the saved

@@ -6,7 +6,11 @@ A fine-tuned network or a weakly regularised head on few examples is typically o
 (T > 1 softens it). The ECE before and after is measured by two-fold cross-fitting on the
 validation examples (T fitted on one half, ECE measured on the other, then the other way
 round), so the "after" figure is not judged on the examples T was fitted on; the kept T is
-then fitted on all of them, and kept only where it lowers the cross-fitted log loss.
+then fitted on all of them, and kept only where it lowers the cross-fitted log loss by more
+than one standard error of the per-example difference (the rule the mix of fine-tuned weights
+follows, mixing.py): on a few hundred validation examples of an accurate model the two
+figures often differ in the fourth decimal, where a temperature moves the probabilities on
+noise.
 
 A temperature is measured against the model's mistakes: where every example it is fitted on is
 right, the log loss keeps falling as T shrinks, so the fit would run to the smallest T allowed
@@ -63,17 +67,19 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
-def _log_loss(logits: np.ndarray, y: np.ndarray) -> float:
+def _losses(logits: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Each example's negative log-likelihood."""
     z = logits - logits.max(1, keepdims=True)
     logp = z - np.log(np.exp(z).sum(1, keepdims=True))
-    return float(-logp[np.arange(len(y)), y].mean())
+    return -logp[np.arange(len(y)), y]
 
 
 def calibrate(logits: np.ndarray, y: np.ndarray, *, seed: int = 0) -> dict:
-    """{temperature, ece_before, ece_after, log_loss_before, log_loss_after, examples}: T
-    fitted on all of (logits, y), kept only where it lowers the cross-fitted log loss (the
-    proper score T is fitted to; the binned ECE is reported but too noisy on a few hundred
-    examples to decide by), else T = 1. Fewer than 4 examples: T = 1."""
+    """{temperature, ece_before, ece_after, log_loss_before, log_loss_after,
+    log_loss_gain_se, examples}: T fitted on all of (logits, y), kept only where it lowers the
+    cross-fitted log loss (the proper score T is fitted to; the binned ECE is reported but too
+    noisy on a few hundred examples to decide by) by more than one standard error, else T = 1.
+    Fewer than 4 examples: T = 1."""
     logits, y = np.asarray(logits, np.float64), np.asarray(y, np.int64)
     n = len(y)
     before = expected_calibration_error(_softmax(logits), y) if n else None
@@ -89,14 +95,19 @@ def calibrate(logits: np.ndarray, y: np.ndarray, *, seed: int = 0) -> dict:
     after = np.zeros_like(logits)
     for fit, held in (halves, halves[::-1]):
         after[held] = logits[held] / fit_temperature(logits[fit], y[fit])
+    gain = _losses(logits, y) - _losses(after, y)  # per example, cross-fitted
+    se = float(gain.std(ddof=1) / np.sqrt(n))
     out = {"temperature": round(fit_temperature(logits, y), 4), "ece_before": round(before, 4),
            "ece_after": round(expected_calibration_error(_softmax(after), y), 4),
-           "log_loss_before": round(_log_loss(logits, y), 4),
-           "log_loss_after": round(_log_loss(after, y), 4), "examples": n}
-    if out["log_loss_after"] >= out["log_loss_before"]:
+           "log_loss_before": round(float(_losses(logits, y).mean()), 4),
+           "log_loss_after": round(float(_losses(after, y).mean()), 4), "examples": n,
+           "log_loss_gain_se": round(se, 4)}
+    if not gain.mean() > se:
         out.update(temperature=1.0, ece_after=out["ece_before"],
+                   log_loss_with_temperature=out["log_loss_after"],
                    log_loss_after=out["log_loss_before"],
-                   note="a fitted temperature did not lower the cross-fitted log loss")
+                   note="a fitted temperature did not lower the cross-fitted log loss by more "
+                        "than its standard error")
     return out
 
 
@@ -104,8 +115,12 @@ def describe_calibration(cal: dict) -> str:
     if cal.get("note") and "log_loss_before" not in cal:
         return f"calibration: {cal['note']}; probabilities are the model's own"
     if cal.get("note"):
-        return (f"calibration: none kept ({cal['note']}, {cal['log_loss_before']:.3f} on "
-                f"{cal['examples']} validation examples); probabilities are the model's own")
+        fitted = cal.get("log_loss_with_temperature")
+        change = (f"{cal['log_loss_before']:.3f} -> {fitted:.3f}, standard error "
+                  f"{cal['log_loss_gain_se']:.3f}" if fitted is not None
+                  else f"{cal['log_loss_before']:.3f}")
+        return (f"calibration: none kept ({cal['note']}: {change}, on {cal['examples']} "
+                "validation examples); probabilities are the model's own")
     return (f"calibration: temperature {cal['temperature']:.2f} fitted on {cal['examples']} "
             f"validation examples; log loss {cal['log_loss_before']:.3f} -> "
             f"{cal['log_loss_after']:.3f}, expected calibration error {cal['ece_before']:.3f} "
