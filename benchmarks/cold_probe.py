@@ -25,6 +25,13 @@ cache writes, and the network itself, whose time alone is measured separately on
 images, pre-processed, through headstart's FeatureExtractor); the rest of the run (data scan,
 plan, head fit, metrics: `seconds` - `prepare_seconds`); and what is outside the run (CLI
 start beyond the imports, writing the run directory, exit).
+
+    python benchmarks/cold_probe.py --before /tmp/old/src --rounds 3
+
+side by side instead: the same cold process with another headstart (a `src` folder, e.g. of a
+`git worktree` of an earlier commit, put first on PYTHONPATH) and with this one, alternating
+which runs first in each round, each with an empty cache; prints every round, the medians,
+their ratio and each one's fraction of the compute bound.
 """
 from __future__ import annotations
 
@@ -49,7 +56,13 @@ def parse_args():
     p.add_argument("--quick", action="store_true", help="600 images")
     p.add_argument("--n", type=int, default=None, help="images (default 2900, quick 600)")
     p.add_argument("--size", type=int, default=224, help="--image-size of the run")
+    p.add_argument("--before", type=Path, default=None,
+                   help="another headstart's src folder: time its cold process against this "
+                        "one's, side by side")
+    p.add_argument("--rounds", type=int, default=3, help="--before: rounds of the two")
     a = p.parse_args()
+    if a.before is not None and not (a.before / "headstart" / "__init__.py").is_file():
+        p.error(f"--before {a.before}: no headstart package there (give a src folder)")
     a.n = a.n or (600 if a.quick else 2900)
     return a
 
@@ -85,6 +98,31 @@ def kernel_seconds(data: Path, size: int, views: int, cache: Path) -> float:
     return time.perf_counter() - t
 
 
+def side_by_side(a, data: Path, work: Path, bound: float) -> None:
+    """Cold processes of the --before headstart and of this one, alternating."""
+    times: dict[str, list[float]] = {"before": [], "this": []}
+    for r in range(a.rounds):
+        for side in (("before", "this") if r % 2 == 0 else ("this", "before")):
+            env = {**os.environ, "HEADSTART_CACHE": str(work / f"cache-{side}-{r}")}
+            if side == "before":
+                env["PYTHONPATH"] = os.pathsep.join(
+                    [str(a.before.resolve()), *filter(None, [os.environ.get("PYTHONPATH")])])
+            times[side].append(timed_process(
+                [sys.executable, "-m", "headstart", "train", str(data), "--strategy",
+                 "linear_probe", "--image-size", str(a.size), "--out",
+                 str(work / f"run-{side}-{r}"), "--quiet"], env))
+            print(f"round {r + 1} {side:<6} cold {times[side][-1]:.1f} s", flush=True)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    print(C.table(["headstart", "cold s (median)", "rounds", "of the compute bound"],
+                  [[f"before ({a.before})", f"{med['before']:.1f}",
+                    " ".join(f"{t:.1f}" for t in times["before"]),
+                    f"{bound / med['before']:.2f}"],
+                   ["this", f"{med['this']:.1f}", " ".join(f"{t:.1f}" for t in times["this"]),
+                    f"{bound / med['this']:.2f}"]]))
+    print(f"this one: {med['before'] / med['this']:.3f}x the speed of the one before "
+          f"(median cold processes, side by side)")
+
+
 def main() -> None:
     a = parse_args()
     print(f"machine: {C.machine_line()}")
@@ -95,6 +133,10 @@ def main() -> None:
         views = 2
         rate = max(matmul_rate(2048).values()) * 1e9
         bound = a.n * views * flops / rate
+        if a.before is not None:
+            print(f"{a.n} animal-mnist PNGs, {BACKBONE} at {a.size}px, {views} views; best fp32 "
+                  f"matmul {rate / 1e9:.0f} GFLOP/s -> bound {bound:.1f} s")
+            return side_by_side(a, data, work, bound)
         env = {**os.environ, "HEADSTART_CACHE": str(work / "cache")}
         cmd = [sys.executable, "-m", "headstart", "train", str(data), "--strategy",
                "linear_probe", "--image-size", str(a.size), "--out", str(work / "run"),
