@@ -341,24 +341,6 @@ def test_the_head_fit_on_raw_splits_is_the_fit_on_standardised_features():
     assert all(torch.equal(u, v) for u, v in zip((W, b, mean, std), again))
 
 
-def test_a_head_fit_started_from_another_head_finds_the_same_optimum():
-    """`start` (the head of the training split, when the final head is fitted again on
-    training + validation) changes where L-BFGS starts, not the penalised optimum it finds."""
-    rng = np.random.default_rng(2)
-    f = rng.standard_normal((400, 2, 24)).astype(np.float32) * 2 + 3
-    y = rng.integers(0, 4, 400)
-    f[np.arange(400), :, y] += 1.5
-    W1, b1, m1, s1 = fit_standardized_head(f[:300], y[:300], 4)
-    start = (W1 / s1, b1 - (W1 / s1) @ m1)
-    cold = fit_standardized_head([f[:300], f[300:]], y, 4)
-    warm = fit_standardized_head([f[:300], f[300:]], y, 4, start=start)
-    assert torch.equal(cold[2], warm[2]) and torch.equal(cold[3], warm[3])
-    X = torch.from_numpy(f.reshape(-1, 24))
-    logits = [(X - m) / s @ W.T + b for W, b, m, s in (cold, warm)]
-    assert torch.allclose(*logits, atol=2e-2)
-    assert torch.equal(logits[0].argmax(1), logits[1].argmax(1))
-
-
 def test_a_probe_run_imports_no_optimiser_machinery(tiny_data, tmp_path):
     """A linear probe's head and temperature are fitted by scipy's L-BFGS-B, so the run does not
     pay torch's first-optimiser import (torch._dynamo, about a second of a cold start)."""

@@ -26,7 +26,7 @@ def fit_linear_head(features: np.ndarray, y: np.ndarray, num_classes: int, *, C:
 
 def fit_standardized_head(features: np.ndarray, y: np.ndarray, num_classes: int, *,
                           C: float = 1.0, max_iter: int = 300, seed: int = 0,
-                          standardize: bool = True, start=None):
+                          standardize: bool = True):
     """features: (n, views, dim), or a list of such arrays (the training and validation
     splits), joined as one sample; every view is a training sample with the same label.
     Returns (weight, bias, mean, std): the head acts on (features - mean) / std. C is the
@@ -40,11 +40,10 @@ def fit_standardized_head(features: np.ndarray, y: np.ndarray, num_classes: int,
 
     standardize=False fits the head on the features as they are (mean 0, std 1 returned):
     scikit-learn's LogisticRegression(C) on raw features, the head SetFit fits on embeddings
-    trained for cosine similarity, whose geometry standardising would change.
-
-    start: a head on raw features, (weight (k, dim), bias (k,)), to start from instead of
-    near zero, such as the head of the same features without the validation split: the
-    optimum is the same, found in fewer steps."""
+    trained for cosine similarity, whose geometry standardising would change. The fit starts
+    from the same small random head whatever came before, so the head depends on the sample
+    alone (the head of `--refit head` is the one `--refit full` fits when it keeps the
+    probe)."""
     parts = list(features) if isinstance(features, (list, tuple)) else [features]
     views, dim = parts[0].shape[1:]
     X = row_blocks([torch.from_numpy(np.ascontiguousarray(p, np.float32).reshape(-1, dim))
@@ -55,14 +54,9 @@ def fit_standardized_head(features: np.ndarray, y: np.ndarray, num_classes: int,
         std = robust_scale(spread)
     else:
         mean, std = torch.zeros(dim), torch.ones(dim)
-    if start is None:
-        g = torch.Generator().manual_seed(seed)
-        W0 = torch.randn(num_classes, dim, generator=g).double() * 1e-3
-        b0 = torch.zeros(num_classes)
-    else:  # the same map, written on these features' standardisation
-        w_raw, b_raw = (torch.as_tensor(v).double() for v in start)
-        W0, b0 = w_raw * std.double(), b_raw + w_raw @ mean.double()
-    theta0 = np.concatenate([W0.numpy().ravel(), b0.double().numpy()])
+    g = torch.Generator().manual_seed(seed)
+    W0 = torch.randn(num_classes, dim, generator=g).double() * 1e-3
+    theta0 = np.concatenate([W0.numpy().ravel(), np.zeros(num_classes)])
     objective = _Objective(X, t, mean, std, num_classes, l2=1.0 / (2.0 * C * len(t)))
     # small problem: one thread is as fast idle, far faster when loaded, for torch's products
     # and for the BLAS under L-BFGS-B's own steps alike (measured, on a loaded 2-core machine:

@@ -188,8 +188,7 @@ class Trainer:
                 self.model.head.set_fit(*fit_standardized_head(
                     [f_train, f_val], np.concatenate([train.y, val.y]),
                     self.model.head.fc.out_features, C=self.cfg.C, seed=self.cfg.seed,
-                    standardize=self.standardize,
-                    start=tuple(t.cpu() for t in self.model.head.raw_weights())))
+                    standardize=self.standardize))
                 scores["refit_on"] = len(f_train) + len(f_val)
         return scores
 
