@@ -95,12 +95,13 @@ def calibrate(logits: np.ndarray, y: np.ndarray, *, seed: int = 0) -> dict:
     after = np.zeros_like(logits)
     for fit, held in (halves, halves[::-1]):
         after[held] = logits[held] / fit_temperature(logits[fit], y[fit])
-    gain = _losses(logits, y) - _losses(after, y)  # per example, cross-fitted
+    loss_before, loss_after = _losses(logits, y), _losses(after, y)  # per example, cross-fitted
+    gain = loss_before - loss_after
     se = float(gain.std(ddof=1) / np.sqrt(n))
     out = {"temperature": round(fit_temperature(logits, y), 4), "ece_before": round(before, 4),
            "ece_after": round(expected_calibration_error(_softmax(after), y), 4),
-           "log_loss_before": round(float(_losses(logits, y).mean()), 4),
-           "log_loss_after": round(float(_losses(after, y).mean()), 4), "examples": n,
+           "log_loss_before": round(float(loss_before.mean()), 4),
+           "log_loss_after": round(float(loss_after.mean()), 4), "examples": n,
            "log_loss_gain_se": round(se, 4)}
     if not gain.mean() > se:
         out.update(temperature=1.0, ece_after=out["ece_before"],
@@ -115,12 +116,10 @@ def describe_calibration(cal: dict) -> str:
     if cal.get("note") and "log_loss_before" not in cal:
         return f"calibration: {cal['note']}; probabilities are the model's own"
     if cal.get("note"):
-        fitted = cal.get("log_loss_with_temperature")
-        change = (f"{cal['log_loss_before']:.3f} -> {fitted:.3f}, standard error "
-                  f"{cal['log_loss_gain_se']:.3f}" if fitted is not None
-                  else f"{cal['log_loss_before']:.3f}")
-        return (f"calibration: none kept ({cal['note']}: {change}, on {cal['examples']} "
-                "validation examples); probabilities are the model's own")
+        return (f"calibration: none kept ({cal['note']}: {cal['log_loss_before']:.3f} -> "
+                f"{cal['log_loss_with_temperature']:.3f}, standard error "
+                f"{cal['log_loss_gain_se']:.3f}, on {cal['examples']} validation examples); "
+                "probabilities are the model's own")
     return (f"calibration: temperature {cal['temperature']:.2f} fitted on {cal['examples']} "
             f"validation examples; log loss {cal['log_loss_before']:.3f} -> "
             f"{cal['log_loss_after']:.3f}, expected calibration error {cal['ece_before']:.3f} "
