@@ -215,6 +215,29 @@ def test_preprocess_shape_and_normalisation():
     assert np.allclose(plain[:, :, ::-1], flipped)
 
 
+
+def test_normalisation_by_table_is_the_arithmetic_bit_for_bit():
+    """Every byte of every channel, under the shipped backbones' normalisations and an odd
+    one: the table (pre-computed per byte) gives what (x / 255 - mean) / std in float32 gives;
+    the views written into a batch slot are the image and its mirror as __call__ makes them."""
+    from headstart.backbones import get_config
+    every = np.stack(np.meshgrid(np.arange(256), np.arange(256), indexing="ij")[:1] * 3, -1)
+    pixels = np.ascontiguousarray(every[:, :, :], np.uint8)  # (256, 256, 3): every value
+    rng = np.random.default_rng(0)
+    pixels[..., 1] = rng.permutation(pixels[..., 1].ravel()).reshape(256, 256)
+    for mean, std in [(get_config("efficientnet_lite0").mean, get_config("efficientnet_lite0").std),
+                      (get_config("tiny_cnn").mean, get_config("tiny_cnn").std),
+                      ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)), ([0.1, 0.2, 0.3], [1, 2, 3])]:
+        pre = Preprocess(256, mean, std)
+        a = pixels.astype(np.float32) * (1.0 / 255.0)
+        expected = ((a - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)).transpose(2, 0, 1)
+        assert np.array_equal(pre.to_array(Image.fromarray(pixels)), expected)
+        img = Image.fromarray(rng.integers(0, 256, (40, 70, 3), dtype=np.uint8))
+        slot = np.full((2, 3, 256, 256), np.nan, np.float32)
+        pre.views_into(np.asarray(pre.resize(img)), slot)
+        assert np.array_equal(slot[0], pre(img)) and np.array_equal(slot[1], pre(img, flip=True))
+
+
 def test_a_large_jpeg_is_decoded_at_the_scale_its_use_needs(tmp_path):
     """A photo shrunk to a shorter side of 100 is decoded at the smallest DCT scale whose
     shorter side stays >= 3 x 100 (1/4 here: 500 x 376); after the resize the pixels are

@@ -1,6 +1,7 @@
 """Pre-processing and augmentation with Pillow and NumPy (no torchvision on this torch)."""
 from __future__ import annotations
 
+import functools
 import math
 import random
 from dataclasses import dataclass
@@ -41,15 +42,38 @@ class Preprocess:
 
     def to_array(self, img: Image.Image) -> np.ndarray:
         """A normalised CHW float32 array from an RGB image already at size."""
-        a = np.asarray(img, dtype=np.float32) * (1.0 / 255.0)
-        a = (a - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
-        return np.ascontiguousarray(a.transpose(2, 0, 1))
+        out = np.empty((3, self.size, self.size), np.float32)
+        self.normalise_into(np.asarray(img), out)
+        return out
+
+    def normalise_into(self, pixels: np.ndarray, out: np.ndarray) -> None:
+        """Write the uint8 RGB pixels (S, S, 3) into `out` (3, S, S) as (pixel / 255 - mean) /
+        std in float32: a lookup of each byte in a table of those 256 values per channel, the
+        same float32 arithmetic bit for bit, in one pass and no temporaries."""
+        table = _normalising_table(tuple(self.mean), tuple(self.std))
+        for c in range(3):
+            np.take(table[c], pixels[..., c], out=out[c])
+
+    def views_into(self, pixels: np.ndarray, out: np.ndarray) -> None:
+        """The views of one image resized to size, uint8 RGB (S, S, 3), written into `out`
+        (views, 3, S, S): the image, then (a second view) its mirror image."""
+        self.normalise_into(pixels, out[0])
+        if len(out) > 1:
+            np.copyto(out[1], out[0][:, :, ::-1])
 
     def __call__(self, img: Image.Image, *, flip: bool = False) -> np.ndarray:
         img = self.resize(img)
         if flip:
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
         return self.to_array(img)
+
+
+@functools.lru_cache(maxsize=16)
+def _normalising_table(mean: tuple, std: tuple) -> np.ndarray:
+    """(3, 256) float32: channel c's (v / 255 - mean[c]) / std[c] for every byte v, computed
+    as the arithmetic of an array of pixels would (float32, in that order)."""
+    v = np.arange(256, dtype=np.float32) * (1.0 / 255.0)
+    return np.stack([(v - np.float32(m)) / np.float32(s) for m, s in zip(mean, std)])
 
 
 @dataclass(frozen=True)

@@ -201,7 +201,7 @@ def _load(item, pre: Preprocess | None, views: int, max_pixels: int):
         return i, None, e
     if pre is None:
         return i, None, None
-    return i, np.stack([pre(img, flip=v == 1) for v in range(views)]), None
+    return i, np.asarray(pre.resize(img)), None  # uint8 (S, S, 3): normalised into the batch
 
 
 def _hashes(ds, max_pixels: int, skip_bad: bool, progress: bool, skipped: list, bad: set):
@@ -270,20 +270,23 @@ def extract_images(ds, extractor, pre: Preprocess | None, *, views: int = 1, cac
     from_cache = len(rows)
     bar = tqdm(total=len(todo), desc=desc, disable=not progress or not todo, unit="img")
     batch_idx: list[int] = []
-    batch_arr: list[np.ndarray] = []
+    # one batch of inputs, reused: each image's views are normalised straight into its slot
+    # (no per-image float arrays, no copy to join them; pre-processing is most of what a pass
+    # costs beside the network)
+    batch = np.empty((batch_size, views, 3, pre.size, pre.size), np.float32) \
+        if extractor is not None and todo else None
 
     def flush() -> None:
         if not batch_idx:
             return
-        arr = np.concatenate(batch_arr).astype(np.float32, copy=False)
-        feats = extractor(arr).reshape(len(batch_idx), views, -1)
+        m = len(batch_idx)
+        feats = extractor(batch[:m].reshape(m * views, *batch.shape[2:])).reshape(m, views, -1)
         for j, i in enumerate(batch_idx):
             rows.put(i, feats[j])
         if cache is not None:
             cache.put_many(key, [(hashes[i], v, feats[j, v]) for j, i in enumerate(batch_idx)
                                  for v in range(views)])
         batch_idx.clear()
-        batch_arr.clear()
 
     use_pre = pre if extractor is not None else None
     items = ((i, ds.sources[i]) for i in todo)
@@ -293,8 +296,8 @@ def extract_images(ds, extractor, pre: Preprocess | None, *, views: int = 1, cac
             if extractor is None:
                 rows.put(i, None)
                 continue
+            pre.views_into(arr, batch[len(batch_idx)])
             batch_idx.append(i)
-            batch_arr.append(arr)
             if len(batch_idx) >= batch_size:
                 flush()
         flush()
