@@ -94,6 +94,34 @@ def test_second_linear_probe_run_decodes_nothing(make_folder, tmp_path, decoded,
     assert second.metrics["val_accuracy"] == first.metrics["val_accuracy"]
 
 
+
+def test_a_first_run_exports_one_graph_whose_whole_output_is_the_networks(make_folder, tmp_path,
+                                                                          decoded, monkeypatch):
+    """Measuring the cuts exports the network with its cuts tapped; where the whole network is
+    kept, the run's pass uses that graph's last output (no second export) and caches it under
+    the whole network's key: the numbers its own graph gives, so a run without cuts reads
+    them all back."""
+    from headstart.cache import cache_dir
+    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))  # an empty cache
+    data = make_folder(n=6)
+    cfg = TrainConfig(backbone="tiny_cnn", strategy="linear_probe", input_size=32, cut="auto")
+    first = api.train(data, tmp_path / "r1", config=cfg, progress=False, log=lambda *_: None)
+    assert first.config.backbone == "tiny_cnn"  # the whole network kept
+    graphs = sorted(p.name for p in (cache_dir() / "onnx").glob("*.onnx"))
+    assert len(graphs) == 1 and "block1" in graphs[0], graphs
+    ds = load_dataset(data)
+    own = extract_features(ds, FeatureExtractor(create_backbone("tiny_cnn", image_size=32)),
+                           first.preprocess, views=2, progress=False)  # its own graph, no cache
+    cached = extract_features(ds, FeatureExtractor(create_backbone("tiny_cnn", image_size=32)),
+                              first.preprocess, views=2, cache=FeatureCache(), progress=False)
+    assert cached.from_cache == len(ds)
+    np.testing.assert_array_equal(cached.features, own.features)
+    decoded.clear()
+    api.train(data, tmp_path / "r2", config=TrainConfig(**{**cfg.__dict__, "cut": "none"}),
+              progress=False, log=lambda *_: None)
+    assert decoded == []
+
+
 def test_skip_bad_without_cache(make_folder, extractor):
     data = make_folder(n=3)
     bad = data / "a" / "1.png"

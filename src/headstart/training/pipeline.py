@@ -41,7 +41,7 @@ from .model import TrainedModel, preprocess_for, resolve_backbone, seeded_model
 from .predict import predict_logits
 from .refit import refit_full
 from .rundir import RunWriter
-from .sizing import choose_input
+from .sizing import Tapped, choose_input
 
 
 @dataclass
@@ -63,6 +63,7 @@ class Run:
     prepare_seconds: float = 0.0
     duplicates: dict | None = None  # exact copies among the examples (data/duplicates.py)
     hashes: dict = field(default_factory=dict)  # dataset index -> content hash, read examples
+    tapped: Tapped | None = None  # the measurement's graph of the whole network (sizing.py)
     monitor: ForgettingMonitor | None = None  # drift and retention, when fine-tuning
     device: object = None  # the torch.device the model computes on (devices.py)
     started: float = field(default_factory=time.perf_counter)
@@ -123,8 +124,12 @@ def measure(run: Run) -> None:
             log(f"image size: {cfg.input_size}px (the architecture's native size: random "
                 "weights cannot measure which size suits the data)")
         return
+    graphs = {} if not dist.active() else None  # under torchrun each pass makes its own
     size, backbone, rows, reason = choose_input(run.ds, cfg, cache=run.cache,
-                                                progress=run.progress, cuts=cuts)
+                                                progress=run.progress, cuts=cuts,
+                                                extractors=graphs)
+    if graphs and backbone == cfg.backbone:  # the whole network: its measured graph serves
+        run.tapped = graphs.get(size)
     for r in rows:
         log(f"  {r['image_size']:>4}px  {r['backbone']:<26} cv accuracy {r['cv_accuracy']:.3f}"
             f"  compute x{r['relative_compute']}")
@@ -184,7 +189,12 @@ def prepare_splits(run: Run, y_all, indices, model, pre) -> tuple[Split, Split]:
     the modality checked on loading need not have)."""
     cfg, ds = run.cfg, run.ds
     needs_features = any(p.cached and not p.fresh for p in run.plan.phases)
-    extractor = FeatureExtractor(model.backbone) if needs_features else None
+    tapped, run.tapped = run.tapped, None  # the measurement's graph: used once, let go
+    extractor = None
+    if needs_features:
+        extractor = (tapped.as_extractor(model.backbone)
+                     if tapped is not None and tapped.serves(model.backbone, pre)
+                     else FeatureExtractor(model.backbone))
     views = run.modality.views(cfg.flip)
     splits, hashes = [], {}  # hashes: dataset index -> content hash, where the pass made one
     for name, idx in zip(("train", "val"), indices):

@@ -14,9 +14,11 @@ layer cuts of it (one forward pass taps them all).
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-from .. import modalities
+from .. import devices, modalities
 from ..backbones import create_backbone, default_cuts, get_config
 from ..backbones.cut import CutBackbone
 from ..backbones.sizes import size_of
@@ -78,11 +80,13 @@ def choose_image_size(ds: LabelledData, cfg, *, cache: FeatureCache | None, prog
 
 def choose_input(ds: LabelledData, cfg, *, cache: FeatureCache | None, progress: bool,
                  cuts: tuple[str, ...] | None = None, per_class: int = 20,
-                 max_images: int = 400) -> tuple[int, str, list[dict], str]:
+                 max_images: int = 400,
+                 extractors: dict | None = None) -> tuple[int, str, list[dict], str]:
     """(size, backbone, measurements, reason). Sizes are measured when cfg.input_size is
     "auto"; `cuts` (default: two earlier groups of the backbone, see default_cuts) at each.
     Samples at most `per_class` images per class and about `max_images` in all (at least 3
-    per class), so many-class data stays cheap to measure."""
+    per class), so many-class data stays cheap to measure. `extractors`, where given, gets
+    {size: Tapped} for each size measured through ONNX Runtime with cuts tapped (see Tapped)."""
     bcfg = get_config(cfg.backbone)
     native = bcfg.input_size
     sizes = candidate_sizes(native, bcfg.min_size) if cfg.input_size == "auto" \
@@ -99,7 +103,8 @@ def choose_input(ds: LabelledData, cfg, *, cache: FeatureCache | None, progress:
     compute = _relative_compute(cfg.backbone, cuts)
     rows, right = [], []
     for size in sizes:
-        measured = _measure(sub, cfg, size, cuts, cache=cache, progress=progress)
+        measured = _measure(sub, cfg, size, cuts, cache=cache, progress=progress,
+                            extractors=extractors)
         if measured is None:
             return fallback, cfg.backbone, [], ("too few readable images to measure; using "
                                                 "the native size and the whole network")
@@ -150,17 +155,21 @@ def clear_win(a: np.ndarray, b: np.ndarray) -> bool:
     return gain > TOLERANCE and gain > CUT_EVIDENCE * paired_se(b, a)
 
 
-def _measure(sub, cfg, size: int, cuts: tuple[str, ...], *, cache, progress):
+def _measure(sub, cfg, size: int, cuts: tuple[str, ...], *, cache, progress,
+             extractors: dict | None = None):
     """[(cut or None, which examples its cross-validated probe got right)] at one size from
     one forward pass (cuts tapped on the way), or None when fewer than two classes were
     readable."""
     net = create_backbone(cfg.backbone, input_size=size, weights=cfg.weights)
     run = CutBackbone(net, cuts, keep_output=True) if cuts else net
     pre = modalities.of(net).preprocess(net.config, size)
-    ex = extract_features(sub, FeatureExtractor(run), pre, cache=cache, skip_bad=True,
+    extractor = FeatureExtractor(run)
+    ex = extract_features(sub, extractor, pre, cache=cache, skip_bad=True,
                           progress=progress, desc=f"measuring {size}px")
+    if cuts and extractors is not None and extractor.engine == "onnxruntime":
+        extractors[size] = Tapped(extractor, net, pre)
     if cuts:
-        run.remove_hooks()
+        run.remove_hooks()  # the graph in ONNX Runtime keeps its taps
     y = np.array([sub.classes.index(sub.labels[i]) for i in ex.kept])
     if len(set(y.tolist())) < 2:
         return None
@@ -179,3 +188,44 @@ def _relative_compute(backbone: str, cuts: tuple[str, ...]) -> dict:
     for cut in cuts:
         out[cut] = size_of(get_config(_name(backbone, cut))).flops / max(whole, 1)
     return out
+
+
+class Tapped:
+    """The ONNX graph a measurement ran (the whole network with its cuts tapped on the way) as
+    an extractor of the whole network's features alone: its last output, the same numbers bit
+    for bit as the whole network's own graph gives, under that network's cache key. The run's
+    pass over every input uses it where the measurement chose the whole network at this size,
+    so that a first run exports and loads one graph, not two (about a second)."""
+
+    def __init__(self, extractor: FeatureExtractor, whole, pre) -> None:
+        self.extractor, self.whole, self.pre = extractor, whole, pre
+        self.dim = extractor.backbone.dims[-1]
+
+    def serves(self, backbone, pre) -> bool:
+        """Whether this graph computes `backbone`'s features for `pre`: the same network, the
+        same weights (their fingerprint), the same pre-processing, on the CPU."""
+        return (backbone.config.name == self.whole.config.name
+                and backbone.input_size == self.whole.input_size
+                and pre.signature() == self.pre.signature()
+                and devices.of(backbone).type == "cpu"
+                and FeatureExtractor(backbone).fingerprint == self.fingerprint)
+
+    @functools.cached_property
+    def fingerprint(self) -> str:
+        return FeatureExtractor(self.whole).fingerprint
+
+    def as_extractor(self, backbone) -> "WholeOutput":
+        return WholeOutput(self, FeatureExtractor(backbone))
+
+
+class WholeOutput:
+    """A Tapped graph standing in for FeatureExtractor(backbone) in one pass (key, call)."""
+
+    def __init__(self, tapped: Tapped, own: FeatureExtractor) -> None:
+        self.tapped, self.own = tapped, own
+
+    def key(self, pre) -> str:
+        return self.own.key(pre)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.tapped.extractor(batch)[:, -self.tapped.dim:]
