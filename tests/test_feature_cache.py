@@ -120,6 +120,31 @@ def test_a_first_run_exports_one_graph_whose_whole_output_is_the_networks(make_f
     api.train(data, tmp_path / "r2", config=TrainConfig(**{**cfg.__dict__, "cut": "none"}),
               progress=False, log=lambda *_: None)
     assert decoded == []
+    sessions = []  # a warm run measuring the cuts again loads no graph at all
+    original = FeatureExtractor._onnx_session
+    monkeypatch.setattr(FeatureExtractor, "_onnx_session",
+                        lambda self, **kw: sessions.append(self) or original(self, **kw))
+    api.train(data, tmp_path / "r3", config=cfg, progress=False, log=lambda *_: None)
+    assert decoded == [] and sessions == []
+
+
+
+def test_without_onnx_runtime_the_measured_run_computes_in_pytorch(make_folder, tmp_path,
+                                                                   monkeypatch):
+    """Where no ONNX graph loads, a run that measured its cuts still caches the whole
+    network's features, the ones PyTorch gives."""
+    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(FeatureExtractor, "_onnx_session", lambda self, **kw: None)
+    data = make_folder(n=6)
+    cfg = TrainConfig(backbone="tiny_cnn", strategy="linear_probe", input_size=32, cut="auto")
+    run = api.train(data, tmp_path / "r", config=cfg, progress=False, log=lambda *_: None)
+    ds = load_dataset(data)
+    torch_path = FeatureExtractor(create_backbone("tiny_cnn", image_size=32), engine="torch")
+    cached = extract_features(ds, torch_path, run.preprocess, views=2, cache=FeatureCache(),
+                              progress=False)
+    ref = extract_features(ds, torch_path, run.preprocess, views=2, progress=False)
+    assert cached.from_cache == len(ds) and cached.features.shape[-1] == 32
+    np.testing.assert_allclose(cached.features, ref.features, rtol=1e-5, atol=1e-6)
 
 
 def test_skip_bad_without_cache(make_folder, extractor):

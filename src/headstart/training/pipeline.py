@@ -190,11 +190,9 @@ def prepare_splits(run: Run, y_all, indices, model, pre) -> tuple[Split, Split]:
     cfg, ds = run.cfg, run.ds
     needs_features = any(p.cached and not p.fresh for p in run.plan.phases)
     tapped, run.tapped = run.tapped, None  # the measurement's graph: used once, let go
-    extractor = None
-    if needs_features:
-        extractor = (tapped.as_extractor(model.backbone)
-                     if tapped is not None and tapped.serves(model.backbone, pre)
-                     else FeatureExtractor(model.backbone))
+    extractor = FeatureExtractor(model.backbone) if needs_features else None
+    if extractor is not None and tapped is not None:
+        extractor = tapped.stand_in(extractor, pre)
     views = run.modality.views(cfg.flip)
     splits, hashes = [], {}  # hashes: dataset index -> content hash, where the pass made one
     for name, idx in zip(("train", "val"), indices):

@@ -14,17 +14,15 @@ layer cuts of it (one forward pass taps them all).
 """
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
-from .. import devices, modalities
+from .. import modalities
 from ..backbones import create_backbone, default_cuts, get_config
 from ..backbones.cut import CutBackbone
 from ..backbones.sizes import size_of
 from ..data.datasets import LabelledData
 from .extract import extract_features
-from .features import FeatureCache, FeatureExtractor
+from .features import FeatureCache, FeatureExtractor, weights_fingerprint
 from .headfit import fit_linear_head, head_logits
 from .mixing import paired_se
 
@@ -166,10 +164,10 @@ def _measure(sub, cfg, size: int, cuts: tuple[str, ...], *, cache, progress,
     extractor = FeatureExtractor(run)
     ex = extract_features(sub, extractor, pre, cache=cache, skip_bad=True,
                           progress=progress, desc=f"measuring {size}px")
-    if cuts and extractors is not None and extractor.engine == "onnxruntime":
+    if cuts and extractors is not None:
         extractors[size] = Tapped(extractor, net, pre)
     if cuts:
-        run.remove_hooks()  # the graph in ONNX Runtime keeps its taps
+        run.remove_hooks()  # a graph in ONNX Runtime keeps its taps (see WholeOutput)
     y = np.array([sub.classes.index(sub.labels[i]) for i in ex.kept])
     if len(set(y.tolist())) < 2:
         return None
@@ -191,9 +189,9 @@ def _relative_compute(backbone: str, cuts: tuple[str, ...]) -> dict:
 
 
 class Tapped:
-    """The ONNX graph a measurement ran (the whole network with its cuts tapped on the way) as
-    an extractor of the whole network's features alone: its last output, the same numbers bit
-    for bit as the whole network's own graph gives, under that network's cache key. The run's
+    """The graph a measurement ran (the whole network with its cuts tapped on the way) as an
+    extractor of the whole network's features alone: its last output, the same numbers bit for
+    bit as the whole network's own ONNX graph gives, under that network's cache key. The run's
     pass over every input uses it where the measurement chose the whole network at this size,
     so that a first run exports and loads one graph, not two (about a second)."""
 
@@ -201,25 +199,20 @@ class Tapped:
         self.extractor, self.whole, self.pre = extractor, whole, pre
         self.dim = extractor.backbone.dims[-1]
 
-    def serves(self, backbone, pre) -> bool:
-        """Whether this graph computes `backbone`'s features for `pre`: the same network, the
-        same weights (their fingerprint), the same pre-processing, on the CPU."""
-        return (backbone.config.name == self.whole.config.name
-                and backbone.input_size == self.whole.input_size
+    def stand_in(self, own: FeatureExtractor, pre):
+        """`own` (the run's backbone's extractor), or this graph in its place where it computes
+        the same: the same network and weights (their fingerprint), the same pre-processing,
+        on the CPU."""
+        same = (own.backbone.config.name == self.whole.config.name
+                and own.size == self.whole.input_size and own.device.type == "cpu"
                 and pre.signature() == self.pre.signature()
-                and devices.of(backbone).type == "cpu"
-                and FeatureExtractor(backbone).fingerprint == self.fingerprint)
-
-    @functools.cached_property
-    def fingerprint(self) -> str:
-        return FeatureExtractor(self.whole).fingerprint
-
-    def as_extractor(self, backbone) -> "WholeOutput":
-        return WholeOutput(self, FeatureExtractor(backbone))
+                and own.fingerprint == weights_fingerprint(self.whole))
+        return WholeOutput(self, own) if same else own
 
 
 class WholeOutput:
-    """A Tapped graph standing in for FeatureExtractor(backbone) in one pass (key, call)."""
+    """A Tapped graph standing in for the FeatureExtractor `own` in one pass (key, call); where
+    ONNX Runtime is missing, `own` computes (the tapped module lost its hooks)."""
 
     def __init__(self, tapped: Tapped, own: FeatureExtractor) -> None:
         self.tapped, self.own = tapped, own
@@ -228,4 +221,7 @@ class WholeOutput:
         return self.own.key(pre)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return self.tapped.extractor(batch)[:, -self.tapped.dim:]
+        graph = self.tapped.extractor
+        if graph.session is None:
+            return self.own(batch)
+        return graph(batch)[:, -self.tapped.dim:]
