@@ -96,6 +96,31 @@ def test_frozen_maps_over_the_memory_budget_train_on_the_inputs(make_folder, tmp
     assert [r["phase"] for r in history_rows(tmp_path / "run")] == ["head", "top_tune"]
 
 
+
+def test_a_first_run_keeps_the_frozen_maps_of_its_pass_and_trains_the_same_model(
+        make_folder, tmp_path, monkeypatch):
+    """On an empty cache the pass that extracts the probe's features keeps the frozen groups'
+    maps on the way (one graph, one pass), copies of training images among the validation
+    ones included; on a warm cache the phase computes them. The two give the same model, bit
+    for bit."""
+    from safetensors.torch import load_file
+    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
+    data = make_folder(classes=("a", "b", "c"), n=10)
+    for i in (1, 2, 3, 4, 5):  # copies: some land in validation beside their original
+        (data / "a" / f"{i}.png").write_bytes((data / "a" / "0.png").read_bytes())
+    cfg = TrainConfig(backbone="tiny_cnn", strategy="top_tune", epochs=2, input_size=32, seed=1)
+    cold, warm = [], []
+    api.train(data, out=tmp_path / "cold", config=cfg, progress=False, log=cold.append)
+    api.train(data, out=tmp_path / "warm", config=cfg, progress=False, log=warm.append)
+    assert any("copies in both training and validation" in ln for ln in cold), cold
+    said = [ln for ln in cold if "the frozen groups ran once (2 view(s) of 30 examples" in ln]
+    assert said and said[0].endswith("in the run's first pass over the inputs"), cold
+    said = [ln for ln in warm if "the frozen groups ran once (2 view(s) of 30 examples" in ln]
+    assert said and "first pass" not in said[0], warm
+    a, b = (load_file(str(tmp_path / r / "model.safetensors")) for r in ("cold", "warm"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 @pytest.mark.integration
 def test_the_default_on_a_real_backbone_tunes_its_top_on_frozen_maps(animals, cli, tmp_path):
     """EfficientNet-Lite0 on real animal-mnist images, with no strategy given: the probe, then

@@ -17,7 +17,7 @@ from ..modalities import Extracted
 from . import distributed as dist
 from .features import FeatureCache, FeatureExtractor
 
-__all__ = ["Extracted", "extract_features"]
+__all__ = ["Extracted", "WriteOnly", "extract_features"]
 
 
 def extract_features(ds, extractor: FeatureExtractor | None, pre, *, views: int = 1,
@@ -45,6 +45,20 @@ class DeferredCache:
 
     def put_many(self, key, items) -> None:
         self.rows.append((key, list(items)))
+
+
+
+@dataclass
+class WriteOnly:
+    """A feature cache that reads nothing and writes through: a pass that must run every input
+    (one keeping what the features do not hold, such as frozen maps) still fills the cache."""
+    cache: FeatureCache
+
+    def get_many(self, key, hashes, view):
+        return {}
+
+    def put_many(self, key, items) -> None:
+        self.cache.put_many(key, items)
 
 
 def _sharded(ds, extractor, pre, *, cache, progress, **options) -> Extracted:

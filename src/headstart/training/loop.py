@@ -83,8 +83,10 @@ class Trainer:
         self.final_head: dict | None = None  # the closed-form head fitted after fine-tuning
         self.resumed_from: tuple[int, int] | None = None  # (phase, epoch) of a checkpoint
         self.rank_batch = cfg.batch_size  # examples per step in this process (distributed.py)
-        # a top_tune phase's frozen maps: the frozen groups' output, computed once (prefix.py)
+        # a top_tune phase's frozen maps: the frozen groups' output, computed once (prefix.py),
+        # or kept by the run's first pass over its inputs (premade_maps)
         self.maps: FrozenMaps | None = None
+        self.premade_maps: FrozenMaps | None = None
         self.checkpoints = Checkpoints(self.writer) if self.writer is not None else None
 
     # -- the plan -------------------------------------------------------------------------
@@ -258,7 +260,8 @@ class Trainer:
                                     views=self.modality.views(self.cfg.flip),
                                     batch_size=self.cfg.batch_size * 2,
                                     max_pixels=self.cfg.max_pixels, progress=self.progress,
-                                    log=self.log)
+                                    log=self.log, premade=self.premade_maps)
+            self.premade_maps = None
         opt = adamw(param_groups(model, phase, backbone_decay=0.0 if self.l2sp else None))
         shard = len(dist.EpochSampler(len(train.ds), seed=0))
         self.rank_batch = dist.per_rank_batch(self.cfg.batch_size)

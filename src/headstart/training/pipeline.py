@@ -30,7 +30,7 @@ from ..version import __version__
 from . import distributed as dist
 from .calibrate import calibrate, describe_calibration
 from .config import TrainConfig
-from .extract import extract_features
+from .extract import WriteOnly, extract_features
 from .features import FeatureCache, FeatureExtractor
 from .forgetting import ForgettingMonitor
 from .forgetting import describe as describe_forgetting
@@ -39,6 +39,7 @@ from .loop import Split, Trainer
 from .metrics import classification_report
 from .model import TrainedModel, preprocess_for, resolve_backbone, seeded_model
 from .predict import predict_logits
+from .prefix import FrozenMaps, maps_on_the_way
 from .refit import refit_full
 from .rundir import RunWriter
 from .sizing import Tapped, choose_input
@@ -64,6 +65,7 @@ class Run:
     duplicates: dict | None = None  # exact copies among the examples (data/duplicates.py)
     hashes: dict = field(default_factory=dict)  # dataset index -> content hash, read examples
     tapped: Tapped | None = None  # the measurement's graph of the whole network (sizing.py)
+    maps: FrozenMaps | None = None  # a top_tune phase's frozen maps from the first pass
     monitor: ForgettingMonitor | None = None  # drift and retention, when fine-tuning
     device: object = None  # the torch.device the model computes on (devices.py)
     started: float = field(default_factory=time.perf_counter)
@@ -190,11 +192,14 @@ def prepare_splits(run: Run, y_all, indices, model, pre) -> tuple[Split, Split]:
     cfg, ds = run.cfg, run.ds
     needs_features = any(p.cached and not p.fresh for p in run.plan.phases)
     tapped, run.tapped = run.tapped, None  # the measurement's graph: used once, let go
-    extractor = FeatureExtractor(model.backbone) if needs_features else None
-    if extractor is not None and tapped is not None:
-        extractor = tapped.stand_in(extractor, pre)
     views = run.modality.views(cfg.flip)
-    splits, hashes = [], {}  # hashes: dataset index -> content hash, where the pass made one
+    own = FeatureExtractor(model.backbone) if needs_features else None
+    plain = own if own is None or tapped is None else tapped.stand_in(own, pre)
+    # a top_tune phase's frozen maps, kept on the way where this pass runs the network anyway
+    on_the_way = own and maps_on_the_way(model, _maps_group(run.plan), own,
+                                         examples=len(ds), views=views)
+    extractor = on_the_way or plain
+    splits, hashes, maps = [], {}, []  # hashes: dataset index -> content hash, where made
     for name, idx in zip(("train", "val"), indices):
         sub = ds.subset(idx)
         if run.modality.checked_on_loading and extractor is None:
@@ -203,9 +208,16 @@ def prepare_splits(run: Run, y_all, indices, model, pre) -> tuple[Split, Split]:
             continue
         if not len(sub):
             splits.append(Split(sub, np.zeros(0, np.int64), np.zeros((0, views, 1), np.float32)))
+            if on_the_way:
+                maps.append(torch.zeros(0, views, int(np.prod(on_the_way.shape))))
             continue
+        cache = run.cache if extractor else None
+        if on_the_way:
+            on_the_way.expect(len(sub) * views)
+            if splits:  # the training pass ran every input: so does this one, copies of
+                cache = WriteOnly(run.cache)  # training inputs included, for their maps
         ex = extract_features(sub, extractor, pre if extractor else None, views=views,
-                              cache=run.cache if extractor else None, skip_bad=cfg.skip_bad,
+                              cache=cache, skip_bad=cfg.skip_bad,
                               batch_size=cfg.batch_size, progress=run.progress,
                               max_pixels=cfg.max_pixels,
                               desc=f"{name} features" if extractor else f"checking {name}")
@@ -215,6 +227,10 @@ def prepare_splits(run: Run, y_all, indices, model, pre) -> tuple[Split, Split]:
                                                    [0] * len(ex.per_rank))]
         kept = sub.subset(ex.kept)
         splits.append(Split(kept, y_all[np.asarray(idx)[ex.kept]], ex.features))
+        if on_the_way:
+            maps.append(on_the_way.take(len(ex.kept), views))
+            if maps[-1] is None:  # features from the cache: the phase computes its maps
+                on_the_way, extractor = None, plain
         # the pass's hashes where it made them (the feature cache's keys), else made here: a
         # read of each kept input, small beside a run that fine-tunes on them
         keys = ex.hashes
@@ -228,8 +244,21 @@ def prepare_splits(run: Run, y_all, indices, model, pre) -> tuple[Split, Split]:
         raise DataError(f"fewer than two classes have readable training {ds.unit} after "
                         f"skipping {len(skipped)} bad file(s) ({shown}); fix or replace them")
     run.hashes = hashes
+    if on_the_way:
+        run.maps = FrozenMaps(on_the_way.rest, on_the_way.shape, *maps, first=on_the_way.first)
     check_duplicates(run, set(indices[1]))
     return splits[0], splits[1]
+
+
+def _maps_group(plan) -> str | None:
+    """The first group a top_tune phase tunes, where only cached head phases come before it
+    (the body still the pre-trained one, whose maps a first pass can keep); else None."""
+    for phase in plan.phases:
+        if phase.frozen_maps and phase.train_groups:
+            return phase.train_groups[0]
+        if not phase.cached:
+            return None
+    return None
 
 
 def check_duplicates(run: Run, val: set) -> None:
@@ -266,6 +295,7 @@ def fit(run: Run, model, pre, writer: RunWriter | None, *, restart: bool):
             "learning rates")
     trainer = Trainer(model, run.plan, pre=pre, cfg=cfg, writer=writer, progress=run.progress,
                       log=log)
+    trainer.premade_maps, run.maps = run.maps, None
     history = trainer.fit(*run.splits, resume=resume)
     return trainer, history
 
