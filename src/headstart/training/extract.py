@@ -47,7 +47,6 @@ class DeferredCache:
         self.rows.append((key, list(items)))
 
 
-
 @dataclass
 class WriteOnly:
     """A feature cache that reads nothing and writes through: a pass that must run every input

@@ -194,11 +194,14 @@ def prepare_splits(run: Run, y_all, indices, model, pre) -> tuple[Split, Split]:
     tapped, run.tapped = run.tapped, None  # the measurement's graph: used once, let go
     views = run.modality.views(cfg.flip)
     own = FeatureExtractor(model.backbone) if needs_features else None
-    plain = own if own is None or tapped is None else tapped.stand_in(own, pre)
+
+    def plain():  # the run's own extractor, or the measurement's graph in its place
+        return own if own is None or tapped is None else tapped.stand_in(own, pre)
+
     # a top_tune phase's frozen maps, kept on the way where this pass runs the network anyway
     on_the_way = own and maps_on_the_way(model, _maps_group(run.plan), own,
                                          examples=len(ds), views=views)
-    extractor = on_the_way or plain
+    extractor = on_the_way or plain()
     splits, hashes, maps = [], {}, []  # hashes: dataset index -> content hash, where made
     for name, idx in zip(("train", "val"), indices):
         sub = ds.subset(idx)
@@ -214,8 +217,8 @@ def prepare_splits(run: Run, y_all, indices, model, pre) -> tuple[Split, Split]:
         cache = run.cache if extractor else None
         if on_the_way:
             on_the_way.expect(len(sub) * views)
-            if splits:  # the training pass ran every input: so does this one, copies of
-                cache = WriteOnly(run.cache)  # training inputs included, for their maps
+            if name == "val":  # the training pass ran every input: so does this one,
+                cache = WriteOnly(run.cache)  # copies of training inputs included, for maps
         ex = extract_features(sub, extractor, pre if extractor else None, views=views,
                               cache=cache, skip_bad=cfg.skip_bad,
                               batch_size=cfg.batch_size, progress=run.progress,
@@ -230,7 +233,7 @@ def prepare_splits(run: Run, y_all, indices, model, pre) -> tuple[Split, Split]:
         if on_the_way:
             maps.append(on_the_way.take(len(ex.kept), views))
             if maps[-1] is None:  # features from the cache: the phase computes its maps
-                on_the_way, extractor = None, plain
+                on_the_way, extractor = None, plain()
         # the pass's hashes where it made them (the feature cache's keys), else made here: a
         # read of each kept input, small beside a run that fine-tunes on them
         keys = ex.hashes

@@ -50,29 +50,26 @@ class _Below(Backbone):
     CPU, is its fallback). Its name and weights' fingerprint are its own: its graph is cached
     beside the whole network's."""
 
-    def __init__(self, backbone: Backbone, below, first: str) -> None:
-        super().__init__(replace(backbone.config, name=f"{backbone.config.name}~below-{first}"),
-                         backbone.input_size)
+    MARK = "~below-"
+
+    def __init__(self, backbone: Backbone, below, first: str, rest=None) -> None:
+        name = f"{backbone.config.name}{self.MARK}{first}"
+        super().__init__(replace(backbone.config, name=name), backbone.input_size)
         self.body = backbone  # registered: its weights are this network's fingerprint
-        self._below = below
+        self._below, self._rest = below, rest
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._below(x).flatten(1)
 
 
-
-class _WithMaps(Backbone):
+class _WithMaps(_Below):
     """The whole network as its frozen groups, then the rest: its pooled features and the
     frozen groups' output maps (flattened) side by side, from one graph. A run's first pass
     over its inputs then gives the probe's features and a top_tune phase's frozen maps at once
     (the features are the whole network's own graph's numbers, bit for bit: checked on
     EfficientNet-Lite0), instead of a second pass through the frozen groups."""
 
-    def __init__(self, backbone: Backbone, below, rest, first: str) -> None:
-        super().__init__(replace(backbone.config, name=f"{backbone.config.name}+maps-{first}"),
-                         backbone.input_size)
-        self.body = backbone  # registered: its weights are this network's fingerprint
-        self._below, self._rest = below, rest
+    MARK = "+maps-"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self._below(x)
@@ -87,7 +84,7 @@ class MapsOnTheWay:
     def __init__(self, own: FeatureExtractor, model, first: str, below, rest,
                  shape: tuple[int, ...]) -> None:
         self.own, self.first, self.rest, self.shape = own, first, rest, shape
-        self.graph = FeatureExtractor(_WithMaps(model.backbone, below, rest, first))
+        self.graph = FeatureExtractor(_WithMaps(model.backbone, below, first, rest))
         self.dim = model.backbone.config.feature_dim
         self._buf: np.ndarray | None = None
         self._at = 0
@@ -118,20 +115,31 @@ class MapsOnTheWay:
 def maps_on_the_way(model, first: str | None, own: FeatureExtractor, *, examples: int,
                     views: int) -> MapsOnTheWay | None:
     """A stand-in for `own` that keeps the frozen maps below group `first` on the way (see
-    MapsOnTheWay), where frozen_maps could hold them: one process, a backbone that splits
-    there, maps within BUDGET for `examples` examples; else None."""
-    if first is None or dist.world() > 1 or devices.of(model).type != "cpu":
+    MapsOnTheWay), where frozen_maps could hold them (see _holdable) and the model is on the
+    CPU (ONNX Runtime); else None."""
+    if first is None or devices.of(model).type != "cpu":
         return None
+    held = _holdable(model, first, examples * views, int(model.backbone.input_size))
+    return None if isinstance(held, str) else MapsOnTheWay(own, model, first, *held)
+
+
+def _holdable(model, first: str, rows: int, size: int):
+    """(below, rest, one map's shape) where the maps below group `first` of `rows` inputs at
+    `size` can be held: one process, a backbone that splits there, within BUDGET; else why
+    not (a phrase for the log)."""
     split = model.backbone.split_at(first)
-    if split is None:
-        return None
+    if split is None or dist.world() > 1:
+        return ("under torchrun each process trains on its shard of the inputs" if split else
+                f"{model.backbone.config.name} cannot be split at {first}")
     below, rest = split
     with _evaluating(model):
-        dummy = modalities.of(model.backbone).dummy_input(int(model.backbone.input_size), 1)
-        shape = tuple(below(dummy).shape[1:])
-    if examples * views * int(np.prod(shape)) * 4 > BUDGET:
-        return None
-    return MapsOnTheWay(own, model, first, below, rest, shape)
+        dummy = modalities.of(model.backbone).dummy_input(size, 1)
+        shape = tuple(below(devices.to(dummy, devices.of(model))).shape[1:])
+    need = rows * int(np.prod(shape)) * 4
+    if need > BUDGET:
+        return (f"their frozen maps would take {need / 2**20:.0f} MB, over the "
+                f"{BUDGET / 2**20:.0f} MB held in memory")
+    return below, rest, shape
 
 
 @dataclass
@@ -207,39 +215,24 @@ def frozen_maps(model, first: str, train: Split, val: Split, *, pre, views: int,
     """The frozen maps below group `first`, or None (said in the log) where the cache cannot
     be used and the phase must run on the inputs. `premade`: the maps the run's first pass
     kept on the way (MapsOnTheWay), used where they are of this group."""
-    if premade is not None and premade.first == first:
-        log(f"top groups from {first}: the frozen groups ran once ({views} view(s) of "
-            f"{len(train.y) + len(val.y)} examples, {premade.nbytes / 2**20:.0f} MB of maps "
-            "held), in the run's first pass over the inputs")
-        return premade
-    split = model.backbone.split_at(first)
-    if split is None or dist.world() > 1:
-        why = ("under torchrun each process trains on its shard of the inputs" if split else
-               f"{model.backbone.config.name} cannot be split at {first}")
-        log(f"top groups from {first}: trained on the inputs ({why})")
-        return None
-    below, rest = split
-    size = int(pre.size)
-    with torch.inference_mode():
-        dummy = modalities.of(model.backbone).dummy_input(size, 1)
-        shape = tuple(below(devices.to(dummy, devices.of(model))).shape[1:])
-    n = (len(train.y) + len(val.y)) * views
-    need = n * int(np.prod(shape)) * 4
-    if need > BUDGET:
-        log(f"top groups from {first}: trained on the inputs (their frozen maps would take "
-            f"{need / 2**20:.0f} MB, over the {BUDGET / 2**20:.0f} MB held in memory)")
-        return None
-    with _evaluating(model):
-        extractor = FeatureExtractor(_Below(model.backbone, below, first))
-        maps = [torch.from_numpy(np.ascontiguousarray(
-            extract_features(s.ds, extractor, pre, views=views, batch_size=batch_size,
-                             progress=progress, max_pixels=max_pixels,
-                             desc=f"{name} frozen maps").features))
-            for name, s in (("train", train), ("val", val)) if len(s.y)]
-    if len(maps) == 1:
-        maps.append(torch.zeros(0, views, maps[0].shape[2]))
-    out = FrozenMaps(rest, shape, *maps, first=first)
-    log(f"top groups from {first}: the frozen groups ran once ({views} view(s) of "
-        f"{len(train.y) + len(val.y)} examples, {out.nbytes / 2**20:.0f} MB of maps held)")
-    return out
-
+    examples = len(train.y) + len(val.y)
+    where = ", in the run's first pass over the inputs"
+    if premade is None or premade.first != first:
+        held = _holdable(model, first, examples * views, int(pre.size))
+        if isinstance(held, str):
+            log(f"top groups from {first}: trained on the inputs ({held})")
+            return None
+        below, rest, shape = held
+        with _evaluating(model):
+            extractor = FeatureExtractor(_Below(model.backbone, below, first))
+            maps = [torch.from_numpy(np.ascontiguousarray(
+                extract_features(s.ds, extractor, pre, views=views, batch_size=batch_size,
+                                 progress=progress, max_pixels=max_pixels,
+                                 desc=f"{name} frozen maps").features))
+                for name, s in (("train", train), ("val", val)) if len(s.y)]
+        if len(maps) == 1:
+            maps.append(torch.zeros(0, views, maps[0].shape[2]))
+        premade, where = FrozenMaps(rest, shape, *maps, first=first), ""
+    log(f"top groups from {first}: the frozen groups ran once ({views} view(s) of {examples} "
+        f"examples, {premade.nbytes / 2**20:.0f} MB of maps held){where}")
+    return premade
