@@ -470,3 +470,30 @@ def test_path_like_labels_stay_in_the_source_sample_and_map_back(tmp_path):
     assert retention["source_examples"] == meta["source_sample"] == 8
     assert meta["held_out_accuracy"] > 0
     assert retention["source_accuracy_before"] == pytest.approx(meta["held_out_accuracy"])
+
+
+def test_a_prefetch_closed_part_way_never_waits_for_its_workers():
+    """A prefetch_map left part-way (an error in the consumer) is closed by the garbage
+    collector in whichever thread it runs, even inside threading's own bookkeeping while a
+    thread starts, where joining a thread deadlocks: the suite once hung so. Closing must cancel
+    what has not started and return without waiting for the work in flight."""
+    from headstart.modalities import prefetch_map
+    release, started = threading.Event(), []
+
+    def slow(i):
+        started.append(i)
+        if i:
+            release.wait(60)
+        return i
+
+    gen = prefetch_map(slow, range(100), workers=2, ahead=4)
+    assert next(gen) == 0
+    closer = threading.Thread(target=gen.close)
+    closer.start()
+    closer.join(10)
+    try:
+        assert not closer.is_alive(), "closing the prefetch waited for its workers"
+    finally:
+        release.set()
+        closer.join()
+    assert len(started) < 100  # what had not started was cancelled

@@ -14,6 +14,7 @@ image.py, text.py), imported by `modalities/__init__.py`, plus its backbones in 
 """
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -206,13 +207,20 @@ class Modality:
 
 def prefetch_map(fn, items, *, workers: int = 2, ahead: int = 64):
     """Map fn over items in a thread pool, in order, keeping at most `ahead` results pending.
-    Image decoding releases the GIL, so this overlaps I/O and decoding with inference."""
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending = []
-        it = iter(items)
-        for item in it:
+    Image decoding releases the GIL, so this overlaps I/O and decoding with inference.
+
+    Closing the generator part-way (an error in the consumer, a `break`) cancels what has not
+    started and never waits for the work in flight: a generator left part-way is closed by the
+    garbage collector, in whichever thread it runs, even inside `threading`'s own bookkeeping
+    while a thread starts, where joining a thread deadlocks (a test run once hung so)."""
+    pool = ThreadPoolExecutor(max_workers=workers)
+    pending: deque = deque()
+    try:
+        for item in items:
             pending.append(pool.submit(fn, item))
             if len(pending) >= ahead:
-                yield pending.pop(0).result()
-        for fut in pending:
-            yield fut.result()
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)

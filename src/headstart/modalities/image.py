@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import shutil
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -394,12 +395,14 @@ class ImageInputs:
 def _readable(results, bar, skip_bad: bool, skipped: list):
     """(index, array) of each decoded input of `results` ((index, array, error) triples), the
     bar moved once per input; an unreadable one is raised, or with `skip_bad` listed in
-    `skipped` and left out."""
-    for i, arr, err in results:
-        bar.update(1)
-        if err is None:
-            yield i, arr
-        elif skip_bad:
-            skipped.append(str(err))
-        else:
-            raise err
+    `skipped` and left out. `results` is closed here however this ends (its prefetch stops at
+    once, not whenever the garbage collector gets to it)."""
+    with closing(results):
+        for i, arr, err in results:
+            bar.update(1)
+            if err is None:
+                yield i, arr
+            elif skip_bad:
+                skipped.append(str(err))
+            else:
+                raise err
