@@ -23,7 +23,9 @@ per run, so nothing is cached before it starts.
 Both get the same `headstart make-dataset animal-mnist DATA --per-class N --seed S` folder and
 are scored on its 2,000-image hold-out. Printed per run: the peer's final test accuracy, its
 training time and the time at which its test accuracy first reached that final figure
-(scored after every epoch, outside its clock); headstart's test accuracy and training time
+(scored off its clock: each epoch's weights are kept, the last epoch's scored first, then the
+epochs in order up to the first that reaches it: the figure scoring every epoch would give, in
+fewer passes over the 2,000 test images); headstart's test accuracy and training time
 (metrics.json `seconds`; its whole process time too); and the time ratio to reach the peer's
 final accuracy, peer / headstart, where headstart reaches it (its whole training time counts,
 so the ratio is a lower bound).
@@ -132,7 +134,11 @@ class Folder:
 
 
 def peer_run(data: Path, *, seed: int, args) -> dict:
-    """The tutorial's loop on data/train; test accuracy after every epoch (off the clock)."""
+    """The tutorial's loop on data/train. Each epoch's weights are kept (off the clock);
+    afterwards the last epoch is scored on the test folder, then the epochs in order until the
+    first whose accuracy reaches the last's: when the peer first had its final figure."""
+    import copy
+
     import torch
     from torch import nn
 
@@ -150,7 +156,7 @@ def peer_run(data: Path, *, seed: int, args) -> dict:
                                          num_workers=workers,
                                          generator=torch.Generator().manual_seed(seed))
     tests = torch.utils.data.DataLoader(test, batch_size=32, num_workers=workers)
-    loss_fn, clock, curve = nn.CrossEntropyLoss(), 0.0, []
+    loss_fn, clock, kept = nn.CrossEntropyLoss(), 0.0, []
     for epoch in range(args.epochs):
         t0 = time.perf_counter()
         model.train()
@@ -160,12 +166,21 @@ def peer_run(data: Path, *, seed: int, args) -> dict:
             opt.step()
         sched.step()
         clock += time.perf_counter() - t0
-        curve.append((clock, accuracy(model, tests)))
-        print(f"    peer epoch {epoch + 1}/{args.epochs}: test {curve[-1][1]:.4f} at "
-              f"{clock:.0f}s", flush=True)
-    final = curve[-1][1]
-    return {"accuracy": final, "seconds": clock,
-            "to_final": next(t for t, acc in curve if acc >= final), "curve": curve}
+        kept.append((clock, copy.deepcopy(model.state_dict())))
+        print(f"    peer epoch {epoch + 1}/{args.epochs}: {clock:.0f}s", flush=True)
+
+    def score(i: int) -> float:
+        model.load_state_dict(kept[i][1])
+        return accuracy(model, tests)
+
+    final, curve = score(len(kept) - 1), []
+    for i, (t, _) in enumerate(kept):
+        acc = final if i == len(kept) - 1 else score(i)
+        curve.append((t, acc))
+        print(f"    peer epoch {i + 1}: test {acc:.4f} at {t:.0f}s", flush=True)
+        if acc >= final:
+            break
+    return {"accuracy": final, "seconds": clock, "to_final": curve[-1][0], "curve": curve}
 
 
 def accuracy(model, loader) -> float:
