@@ -44,6 +44,7 @@ import random
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -216,9 +217,11 @@ class Scorer:
         n = len(self.y) if n is None else n
         with tempfile.TemporaryDirectory(prefix="headstart-peer-") as tmp:
             path = Path(tmp) / "peer.onnx"
-            torch.onnx.export(model, (torch.from_numpy(self.inputs(0, 1)),), str(path),
-                              input_names=["x"], output_names=["y"], opset_version=17,
-                              dynamo=False, dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
+            with warnings.catch_warnings():  # the TorchScript exporter's notices, each epoch
+                warnings.simplefilter("ignore")
+                torch.onnx.export(model, (torch.from_numpy(self.inputs(0, 1)),), str(path),
+                                  input_names=["x"], output_names=["y"], opset_version=17,
+                                  dynamo=False, dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = torch.get_num_threads()
             opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
