@@ -13,6 +13,7 @@ from conftest import write_csv
 from headstart import api
 from headstart.backbones import create_backbone, get_config
 from headstart.strategies import apply_phase, build_plan, param_groups
+from headstart.strategies.plan import token_table
 from headstart.training import TrainConfig, build_model
 from headstart.training.pairs import pair_loss, pair_order
 
@@ -84,8 +85,11 @@ def test_pair_phase_trains_the_backbone_not_the_head():
     phase = build_plan("contrastive", model.backbone.config.layer_groups, modality="text").phases[0]
     apply_phase(model, phase)
     assert not any(p.requires_grad for p in model.head.parameters())
-    assert all(p.requires_grad for p in model.backbone.parameters())
+    table = token_table(model.backbone)  # the token-embedding table stays as pre-trained
+    assert table is not None and not table.requires_grad
+    assert all(p.requires_grad for p in model.backbone.parameters() if p is not table)
     names = {g["name"].split(":")[0] for g in param_groups(model, phase)}
+    assert not any(p is table for g in param_groups(model, phase) for p in g["params"])
     assert names == {"embeddings", "layer1", "layer2"}  # no head
 
 

@@ -187,6 +187,26 @@ def test_each_strategy_trains_and_predicts(strategy, bbc):
     assert report["n"] == len(test_texts)
 
 
+def test_pair_training_leaves_the_token_table_and_tunes_the_rest(bbc):
+    """Under the pair objective the token-embedding table stays as pre-trained (it is no
+    parameter the optimizer steps), while the rest of the embeddings group and the layers
+    move; the classification fine-tune still tunes the table."""
+    (texts, labels), _ = bbc
+    init = create_backbone("tiny_text").state_dict()
+    table = "encoder.embeddings.word_embeddings.weight"
+    assert table in init
+    for strategy in ("contrastive", "fine_tune"):
+        torch.manual_seed(0)
+        trained = api.train(texts, labels=labels, config=tiny_cfg(strategy, epochs=2,
+                                                                  val_fraction=0.0),
+                            progress=False, log=lambda *_: None)
+        state = trained.model.backbone.state_dict()
+        moved = {k for k in init if not torch.equal(state[k], init[k])}
+        assert "encoder.embeddings.LayerNorm.weight" in moved
+        assert any(".layer.1." in k for k in moved)
+        assert (table in moved) == (strategy == "fine_tune"), strategy
+
+
 def test_fine_tune_uses_small_transformer_rates(bbc):
     from headstart.strategies import build_plan
     plan = build_plan("fine_tune", get_config("minilm_l6").layer_groups, modality="text")

@@ -90,8 +90,26 @@ def apply_phase(model, phase: Phase) -> None:
             p.requires_grad_(True)
     for p in model.head.parameters():  # under the pair objective the head waits for its fit
         p.requires_grad_(phase.objective != "pairs")
+    if phase.objective == "pairs":
+        table = token_table(model.backbone)
+        if table is not None:
+            table.requires_grad_(False)
     model.frozen = tuple(g for g in groups if g not in phase.train_groups)
     model.train(model.training)  # re-apply BatchNorm policy now
+
+
+def token_table(backbone: nn.Module) -> nn.Parameter | None:
+    """A text encoder's token-embedding table (Hugging Face's `get_input_embeddings`), which
+    pair training leaves as it is: the rows of tokens in no training text get no gradient, only
+    the weight decay, and the few that do moved 0.000 (relative L2) in measured runs, while
+    updating the table (MiniLM: 11.7M of its 22.7M weights) cost a dense AdamW step over it at
+    every pair step. On dev splits of BBC headlines (8 per class, seeds 0-4; README) the same
+    accuracy in about 0.9x the process time. None for networks without one."""
+    for m in backbone.modules():
+        get = getattr(m, "get_input_embeddings", None)
+        if callable(get):
+            return getattr(get(), "weight", None)
+    return None
 
 
 def param_groups(model, phase: Phase, *, weight_decay: float = 0.01,
@@ -103,7 +121,7 @@ def param_groups(model, phase: Phase, *, weight_decay: float = 0.01,
     decay = weight_decay if backbone_decay is None else backbone_decay
     out = []
     for g, lr in zip(phase.train_groups, phase.group_lrs):
-        params = [p for m in groups[g] for p in m.parameters()]
+        params = [p for m in groups[g] for p in m.parameters() if p.requires_grad]
         if not params:  # e.g. a text encoder's pooling: no weights
             continue
         out += _decay_split(params, lr=lr, name=g, decay=decay)
