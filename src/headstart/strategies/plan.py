@@ -101,7 +101,7 @@ def apply_phase(model, phase: Phase) -> None:
 def token_table(backbone: nn.Module) -> nn.Parameter | None:
     """A text encoder's token-embedding table (Hugging Face's `get_input_embeddings`), which
     pair training leaves as it is: the rows of tokens in no training text get no gradient, only
-    the weight decay, and the few that do moved 0.000 (relative L2) in measured runs, while
+    the weight decay, and the table as a whole moved 0.000 (relative L2) in measured runs, while
     updating the table (MiniLM: 11.7M of its 22.7M weights) cost a dense AdamW step over it at
     every pair step. On dev splits of BBC headlines (8 per class, seeds 0-4; README) the same
     accuracy in about 0.9x the process time. None for networks without one."""
