@@ -13,7 +13,6 @@ from conftest import write_csv
 from headstart import api
 from headstart.backbones import create_backbone, get_config
 from headstart.strategies import apply_phase, build_plan, param_groups
-from headstart.strategies.plan import token_table
 from headstart.training import TrainConfig, build_model
 from headstart.training.pairs import pair_loss, pair_order
 
@@ -85,7 +84,7 @@ def test_pair_phase_trains_the_backbone_not_the_head():
     phase = build_plan("contrastive", model.backbone.config.layer_groups, modality="text").phases[0]
     apply_phase(model, phase)
     assert not any(p.requires_grad for p in model.head.parameters())
-    table = token_table(model.backbone)  # the token-embedding table stays as pre-trained
+    table = model.backbone.token_table()  # the token-embedding table stays as pre-trained
     assert table is not None and not table.requires_grad
     assert all(p.requires_grad for p in model.backbone.parameters() if p is not table)
     names = {g["name"].split(":")[0] for g in param_groups(model, phase)}
@@ -253,3 +252,19 @@ def test_pair_steps_run_without_attention_dropout_and_restore_it(articles, monke
     assert seen == [{0.0}, {0.0}]
     assert {m.dropout.p for m in result.model.backbone.encoder.modules()
             if "SelfAttention" in type(m).__name__} == {0.1}
+
+
+def test_a_cut_text_encoder_is_pair_trained_as_its_whole_network():
+    """A layer cut of a text encoder hands pair training its network's token table (left as
+    pre-trained) and its attention dropout (off during pair steps); an image network has no
+    token table."""
+    from headstart.backbones.cut import CutBackbone
+    cut = CutBackbone(create_backbone("tiny_text"), ("layer1",), keep_output=True)
+    assert cut.token_table() is cut.base.token_table() is not None
+    attn = [m.dropout for m in cut.base.encoder.modules()
+            if "SelfAttention" in type(m).__name__]
+    assert attn and {d.p for d in attn} == {0.1}
+    with cut.attention_dropout(0.0):
+        assert {d.p for d in attn} == {0.0}
+    assert {d.p for d in attn} == {0.1}
+    assert create_backbone("tiny_cnn").token_table() is None

@@ -122,6 +122,12 @@ class CutBackbone(Backbone):
         mods = self.base.group_modules()
         return {g: mods[g] for g in self.config.layer_groups}
 
+    def attention_dropout(self, p: float):
+        return self.base.attention_dropout(p)
+
+    def token_table(self) -> torch.nn.Parameter | None:
+        return self.base.token_table()
+
     def remove_hooks(self) -> None:
         for h in self._hooks:
             h.remove()

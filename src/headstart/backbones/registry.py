@@ -125,6 +125,11 @@ class Backbone(nn.Module):
         network without attention: nothing to set)."""
         return contextlib.nullcontext()
 
+    def token_table(self) -> nn.Parameter | None:
+        """A text encoder's token-embedding table, which pair training leaves as pre-trained
+        (strategies/plan.py: apply_phase); None for a network without one."""
+        return None
+
 
 def split_sequential(backbone: Backbone, group: str):
     """split_at for a backbone whose groups run one after another (one module each) and whose

@@ -157,6 +157,9 @@ class TextBackbone(Backbone):
             for d, q in zip(drops, before):
                 d.p = q
 
+    def token_table(self) -> nn.Parameter:
+        return self.encoder.get_input_embeddings().weight
+
     def group_modules(self) -> dict[str, list[nn.Module]]:
         groups = {"embeddings": [self.encoder.embeddings]}
         for i, layer in enumerate(self.layers, start=1):
