@@ -254,6 +254,34 @@ def test_pair_steps_run_without_attention_dropout_and_restore_it(articles, monke
             if "SelfAttention" in type(m).__name__} == {0.1}
 
 
+def test_the_pair_plans_mix_of_0_is_the_probe(articles, monkeypatch):
+    """Under `auto` on texts (pairs, then the mix) the mix of 0 is judged by the probe's own
+    head, standardised on the frozen features (the plan's first head, as `linear_probe` fits
+    it), and where the mix keeps 0 the saved model is exactly the linear probe's."""
+    from headstart.training import loop, mixing
+    texts, labels = articles
+    cfg = TrainConfig(backbone="tiny_text", epochs=1, lr=1e-3, val_fraction=0.3)
+    auto = api.train(texts, labels=labels, config=cfg, **QUIET)
+    assert auto.metrics["strategy"] == "auto"
+    head, zero = auto.history[0], auto.metrics["mix"]["mixes"][0]
+    assert head["phase"] == "head" and zero["alpha"] == 0
+    assert zero["val_acc"] == pytest.approx(head["val_acc"], abs=1e-4)
+    assert zero["val_loss"] == pytest.approx(head["val_loss"], abs=1e-4)
+
+    # a mix that can only keep 0: the run hands back the probe, body and head
+    monkeypatch.setattr(loop, "choose_mix",
+                        lambda *a, **kw: mixing.choose_mix(*a, **{**kw, "alphas": (0.0,)}))
+    kept = api.train(texts, labels=labels, config=cfg, **QUIET)
+    probe = api.train(texts, labels=labels, config=replace(cfg, strategy="linear_probe"),
+                      **QUIET)
+    assert kept.metrics["mix"]["alpha"] == 0
+    a, b = kept.model.state_dict(), probe.model.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), \
+        [k for k in a if not torch.equal(a[k], b[k])]
+    np.testing.assert_allclose(api.predict_probs(kept, texts[:8]),
+                               api.predict_probs(probe, texts[:8]), atol=1e-6)
+
+
 def test_a_cut_text_encoder_is_pair_trained_as_its_whole_network():
     """A layer cut of a text encoder hands pair training its network's token table (left as
     pre-trained) and its attention dropout (off during pair steps); an image network has no

@@ -53,11 +53,14 @@ class Trainer:
         self.autocast = devices.autocast_dtype(self.device, cfg.precision,
                                                use_bf16(cfg.precision, pre.size))
         self.scaler = devices.scaler(self.device, self.autocast)
-        # heads are fitted on standardised features, except in a plan that trains under the
-        # pair objective: its embeddings are trained for cosine similarity, and every head of
-        # the plan is fitted on them as they are, as SetFit's logistic head is (measured on a
-        # headlines dev split, 8 per class, 5 seeds: +1.2 points, better on every seed)
-        self.standardize = not any(p.objective == "pairs" for p in plan.phases)
+        # heads on the tuned body's features are fitted on standardised features, except in a
+        # plan that trains under the pair objective: its embeddings are trained for cosine
+        # similarity, and the heads on them are fitted on them as they are, as SetFit's
+        # logistic head is (measured on a headlines dev split, 8 per class, 5 seeds: +1.2
+        # points, better on every seed). A head on the frozen features is the linear probe's,
+        # standardised, in every plan: a mix of 0 is exactly the probe
+        self.pairs = any(p.objective == "pairs" for p in plan.phases)
+        self.standardize = not self.pairs
         self.history: list[dict] = []
         self.best_score = -math.inf
         self.best_loss = math.inf
@@ -146,16 +149,19 @@ class Trainer:
     def _choose_mix(self, train: Split, val: Split) -> None:
         """Keep the mix of the probe and the best tuned weights that validation prefers (see
         mixing.py); log and record every mix's scores. Under the pair objective each mix is
-        judged by a head fitted on its own embeddings, which the final head phase reuses."""
+        judged by a head fitted on its own embeddings, which the final head phase reuses; the
+        mix of 0 by the probe's own head (standardised, on the frozen features)."""
         (start, _), (end, _) = self.start, self.tuned
-        pairs = any(p.objective == "pairs" for p in self.plan.phases)
-        feats = {}
+        pairs, feats = self.pairs, {}
 
         def validate(alpha: float) -> dict:
             if not pairs:
                 return self._validate(val, right=True)
-            feats[alpha] = (self._embed(train), self._embed(val))
-            scores, logits = self._fit_head(feats[alpha][0], train.y, feats[alpha][1], val.y)
+            # a mix of 0 is the pre-trained encoder: the probe, on its cached features
+            feats[alpha] = ((train.features, val.features) if alpha == 0
+                            else (self._embed(train), self._embed(val)))
+            scores, logits = self._fit_head(feats[alpha][0], train.y, feats[alpha][1], val.y,
+                                            standardize=True if alpha == 0 else None)
             return {**scores, "right": logits.argmax(1) == val.y}
 
         alpha, rows = choose_mix(self.model, start, end, validate, prefer_end=pairs)
@@ -169,28 +175,39 @@ class Trainer:
 
     def _cached_phase(self, pi: int, phase: Phase, train: Split, val: Split) -> None:
         t0 = time.perf_counter()
-        if phase.fresh:  # the backbone was tuned: its own features, never the frozen cache
-            f_train, f_val = self._fresh or (self._embed(train), self._embed(val))
-        else:
+        probe = not phase.fresh or self.probe_kept
+        if probe:  # the frozen features: the probe's head, standardised
             f_train, f_val = train.features, val.features
+        else:  # the backbone was tuned: its own features, never the frozen cache
+            f_train, f_val = self._fresh or (self._embed(train), self._embed(val))
+        standardize = True if probe else self.standardize
         if pi == len(self.plan.phases) - 1:
-            scores = self._final_head(f_train, f_val, train, val)
+            scores = self._final_head(f_train, f_val, train, val, standardize=standardize)
         else:
-            scores, _ = self._fit_head(f_train, train.y, f_val, val.y)
+            scores, _ = self._fit_head(f_train, train.y, f_val, val.y, standardize=standardize)
         self._end_epoch(pi, 0, {"phase": phase.name, "epoch": 1, **scores}, t0, optimizer=None)
 
-    def _final_head(self, f_train, f_val, train: Split, val: Split) -> dict:
+    @property
+    def probe_kept(self) -> bool:
+        """A pair plan whose mix kept 0: the probe, whose head is fitted on the frozen
+        features, standardised (a mix of 0 is exactly the linear probe)."""
+        return self.pairs and self.mix is not None and self.mix["alpha"] == 0
+
+    def _final_head(self, f_train, f_val, train: Split, val: Split, *,
+                    standardize: bool | None = None) -> dict:
         """Fit the plan's final head in closed form on the training features and keep its
         validation logits (the honest validation figures); then, unless --refit none, fit it
         again on training + validation features: the saved head learns from every label."""
-        scores, val_logits = self._fit_head(f_train, train.y, f_val, val.y)
+        standardize = self.standardize if standardize is None else standardize
+        scores, val_logits = self._fit_head(f_train, train.y, f_val, val.y,
+                                            standardize=standardize)
         if len(val.y):
             self.holdout_logits = val_logits
             if self.cfg.refit != "none":  # the two splits joined inside the fit, no copy
                 self.model.head.set_fit(*fit_standardized_head(
                     [f_train, f_val], np.concatenate([train.y, val.y]),
                     self.model.head.fc.out_features, C=self.cfg.C, seed=self.cfg.seed,
-                    standardize=self.standardize))
+                    standardize=standardize))
                 scores["refit_on"] = len(f_train) + len(f_val)
         return scores
 
@@ -219,12 +236,14 @@ class Trainer:
             self.log(f"final head: fitted on the kept body's features of all {len(train.y)} "
                      "examples")
 
-    def _fit_head(self, f_train, y_train, f_val, y_val) -> tuple[dict, np.ndarray | None]:
-        """Fit the head in closed form on features: (scores on both splits, val logits)."""
+    def _fit_head(self, f_train, y_train, f_val, y_val, *, standardize: bool | None = None
+                  ) -> tuple[dict, np.ndarray | None]:
+        """Fit the head in closed form on features: (scores on both splits, val logits).
+        Standardised or not as the plan's tuned heads are (self.standardize), unless told."""
         k = self.model.head.fc.out_features
-        self.model.head.set_fit(*fit_standardized_head(f_train, y_train, k, C=self.cfg.C,
-                                                        seed=self.cfg.seed,
-                                                        standardize=self.standardize))
+        self.model.head.set_fit(*fit_standardized_head(
+            f_train, y_train, k, C=self.cfg.C, seed=self.cfg.seed,
+            standardize=self.standardize if standardize is None else standardize))
         W, b = (t.cpu() for t in self.model.head.raw_weights())
         row = _scores("train", head_logits(f_train, W, b), y_train)
         if not len(y_val):

@@ -15,6 +15,9 @@ adapting wins by more than that noise. The one exception is the pair objective
 (`contrastive`, SetFit-style): its few-shot gain over the frozen encoder is the published
 finding across many datasets (Tunstall et al. 2022), so there the rule prefers the tuned
 end, and moves toward the pre-trained one only where validation shows it clearly better.
+Under the pair objective every mix is judged by a head fitted on its own embeddings, and the
+mix of 0 by the probe's own (standardised, on the frozen features), so that there too a mix
+of 0 is exactly the linear probe.
 BatchNorm statistics are kept at their pre-trained values while fine-tuning (the
 BatchNorm policy), so every mix runs on the statistics it was trained with.
 """
@@ -59,24 +62,27 @@ def choose_mix(model, start: dict, end: dict, validate, *, alphas=MIX_ALPHAS,
     as loaded: {val_acc, val_loss, right (which validation examples it gets right)}.
     `prefer_end`: the rule's preferred model is the tuned end (the largest alpha within one
     standard error) instead of the pre-trained one. Leaves the model at the chosen mix."""
-    rows, right, best = [], [], None
+    exact, right, best = [], [], None
     for a in sorted(alphas):
         model.load_state_dict(interpolate(start, end, a))
         scores = validate(a)
-        row = {"alpha": a, "val_acc": round(float(scores["val_acc"]), 4),
-               "val_loss": round(float(scores["val_loss"]), 4)}
-        rows.append(row)
+        exact.append({"alpha": a, "val_acc": float(scores["val_acc"]),
+                      "val_loss": float(scores["val_loss"])})
         right.append(np.asarray(scores["right"], dtype=bool))
-        if better(row, None if best is None else rows[best]):
-            best = len(rows) - 1
-    rows[best]["best"] = True
+        if better(exact[-1], None if best is None else exact[best]):
+            best = len(exact) - 1
     ses = [paired_se(r, right[best]) for r in right]
-    for row, se in zip(rows, ses):
-        row["behind_best"] = round(rows[best]["val_acc"] - row["val_acc"], 4)
-        row["se"] = round(se, 4) if np.isfinite(se) else None
+    behind = [exact[best]["val_acc"] - e["val_acc"] for e in exact]
+    # the decision on the exact figures, the rows rounded for the record: one example of n
+    # behind is 1/n, and so is the standard error of a paired difference in that one example
+    # (a tie the rule counts as within), which rounding either figure could break either way
+    rows = [{"alpha": e["alpha"], "val_acc": round(e["val_acc"], 4),
+             "val_loss": round(e["val_loss"], 4), **({"best": True} if i == best else {}),
+             "behind_best": round(d, 4), "se": round(se, 4) if np.isfinite(se) else None}
+            for i, (e, d, se) in enumerate(zip(exact, behind, ses))]
     # the first alpha from the preferred end within one standard error of the best
     order = range(len(rows) - 1, -1, -1) if prefer_end else range(len(rows))
-    chosen = next(rows[i] for i in order if i == best or rows[i]["behind_best"] <= ses[i] + 1e-9)
+    chosen = next(rows[i] for i in order if i == best or behind[i] <= ses[i] * (1 + 1e-9) + 1e-12)
     model.load_state_dict(interpolate(start, end, chosen["alpha"]))
     return chosen["alpha"], rows
 
