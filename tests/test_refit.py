@@ -72,6 +72,12 @@ def test_refit_full_trains_again_on_train_and_val_for_the_chosen_epochs(tiny_dat
     kept = _train(tiny_data, tmp_path / "kept", strategy, "head")
     full = _train(tiny_data, tmp_path / "full", strategy, "full")
     n_train, n_val = kept.metrics["train_examples"], kept.metrics["val_examples"]
+    if (kept.metrics.get("mix") or {}).get("alpha") == 0:  # the probe: nothing to train again
+        assert seen == [(n_train, n_val), (n_train, n_val)]
+        assert "refit_full" not in full.metrics
+        a, b = full.model.state_dict(), kept.model.state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        return
     assert seen == [(n_train, n_val), (n_train, n_val), (n_train + n_val, 0)]
 
     # the selection run is the same; its validation figures are the run's
@@ -94,13 +100,7 @@ def test_refit_full_trains_again_on_train_and_val_for_the_chosen_epochs(tiny_dat
     saved = load_file(str(tmp_path / "full" / "model.safetensors"))
     state = full.model.state_dict()
     assert all(torch.equal(saved[k], state[k]) for k in saved)
-    same = [torch.equal(saved[k], kept.model.state_dict()[k]) for k in saved]
-    if strategy == "fine_tune" and best == 0 and kept.metrics["mix"]["alpha"] == 0:
-        # validation kept the probe (mix 0): `--refit head` had fitted that head on every
-        # example already, so training again gives the same model
-        assert all(same)
-    else:
-        assert not all(same)
+    assert not all(torch.equal(saved[k], kept.model.state_dict()[k]) for k in saved)
     assert [r["phase"] for r in history_rows(tmp_path / "full")] == \
         [r["phase"] for r in full.history]
     assert (tmp_path / "full" / "history.png").stat().st_size > 0  # refit rows without val
@@ -214,3 +214,28 @@ def test_an_interrupted_refit_resumes_where_it_stopped(cli, tiny_data, tmp_path,
     a = load_file(str(runs / "ft" / "model.safetensors"))
     b = load_file(str(runs / "straight" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("data", ["images", "texts"])
+def test_refit_full_of_a_kept_probe_trains_nothing_again(tiny_data, articles, monkeypatch, data):
+    """Where the mix keeps 0 (the probe, its head refitted on every example), `--refit full`
+    trains nothing again: the model is the `--refit head` run's, weight for weight, and the
+    linear probe's."""
+    from headstart.training import mixing
+    monkeypatch.setattr(loop, "choose_mix",
+                        lambda *a, **kw: mixing.choose_mix(*a, **{**kw, "alphas": (0.0,)}))
+    if data == "images":
+        inputs, kw = tiny_data, dict(backbone="tiny_cnn", input_size=32, epochs=2)
+    else:
+        inputs, kw = articles[0], dict(backbone="tiny_text", epochs=1, lr=1e-3, val_fraction=0.3)
+    labels = None if data == "images" else articles[1]
+    runs = {refit: api.train(inputs, labels=labels, config=TrainConfig(
+        strategy="auto", refit=refit, **kw), **QUIET) for refit in ("head", "full")}
+    probe = api.train(inputs, labels=labels, config=TrainConfig(strategy="linear_probe", **kw),
+                      **QUIET)
+    full = runs["full"]
+    assert full.metrics["mix"]["alpha"] == 0 and "refit_full" not in full.metrics
+    assert not any(r["phase"].startswith("refit:") for r in full.history)
+    for other in (runs["head"], probe):
+        a, b = full.model.state_dict(), other.model.state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])]

@@ -41,12 +41,18 @@ def refit_full(make_model, plan: Plan, trainer: Trainer, train: Split, val: Spli
                writer=None, progress: bool = True, log=print):
     """(model, history rows, info) of the plan validation chose, re-run from a fresh model on
     train + val; None when there is nothing to re-run (no validation split, or a probe, whose
-    head the head refit has already fitted on every example)."""
+    head the head refit has already fitted on every example, or a plan whose mix kept 0, which
+    is that probe: the re-run would end at the same model, weight for weight)."""
     if all(p.cached for p in plan.phases):
         log("refit: the head was refitted on every example already; nothing more to train")
         return None
     if trainer.best_at is None or not len(val.y):
         log("refit: no validation examples, so the model already learned from every example")
+        return None
+    alpha = trainer.mix["alpha"] if trainer.mix else None
+    if alpha == 0:  # the start of the mix, with its head refitted on every example: the probe
+        log("refit: validation kept the probe (mix 0), whose head was refitted on every example "
+            "already; training again would end at the same model")
         return None
     chosen = selected_plan(plan, trainer.best_at)
     both = join_splits(train, val)
@@ -61,7 +67,6 @@ def refit_full(make_model, plan: Plan, trainer: Trainer, train: Split, val: Spli
     resume = writer.load_checkpoint(REFIT_CHECKPOINT) if writer is not None else None
     if resume:
         log(f"resuming the interrupted refit ({len(resume['history'])} epoch(s) done)")
-    alpha = trainer.mix["alpha"] if trainer.mix else None
     if alpha is not None:
         log(f"refit: then the mix validation chose ({alpha:g}) of the start and the end")
     refit = Trainer(model, chosen, pre=pre, cfg=cfg, progress=progress, log=log,
