@@ -180,7 +180,7 @@ class Trainer:
             f_train, f_val = train.features, val.features
         else:  # the backbone was tuned: its own features, never the frozen cache
             f_train, f_val = self._fresh or (self._embed(train), self._embed(val))
-        standardize = True if probe else self.standardize
+        standardize = probe or self.standardize
         if pi == len(self.plan.phases) - 1:
             scores = self._final_head(f_train, f_val, train, val, standardize=standardize)
         else:
