@@ -66,9 +66,11 @@ def choose_mix(model, start: dict, end: dict, validate, *, alphas=MIX_ALPHAS,
     for a in sorted(alphas):
         model.load_state_dict(interpolate(start, end, a))
         scores = validate(a)
-        exact.append({"alpha": a, "val_acc": float(scores["val_acc"]),
-                      "val_loss": float(scores["val_loss"])})
         right.append(np.asarray(scores["right"], dtype=bool))
+        # the accuracy from the flags themselves, in float64: the scores' own can be a float32
+        # mean, in which 49/50 - 48/50 is above 1/50 and the rule's tie would be broken
+        acc = float(right[-1].mean()) if len(right[-1]) else float(scores["val_acc"])
+        exact.append({"alpha": a, "val_acc": acc, "val_loss": float(scores["val_loss"])})
         if better(exact[-1], None if best is None else exact[best]):
             best = len(exact) - 1
     ses = [paired_se(r, right[best]) for r in right]
