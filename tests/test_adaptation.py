@@ -341,6 +341,32 @@ def test_the_head_fit_on_raw_splits_is_the_fit_on_standardised_features():
     assert all(torch.equal(u, v) for u, v in zip((W, b, mean, std), again))
 
 
+def test_heads_fitted_at_once_are_the_heads_fitted_one_after_another():
+    """fit_heads runs independent fits in threads (the probe's fit on the training split and
+    its refit on training + validation): the same heads bit for bit as sequential fits, and
+    the process's torch and BLAS threads are as they were afterwards."""
+    from threadpoolctl import threadpool_info
+
+    from headstart.training.headfit import fit_heads
+    rng = np.random.default_rng(2)
+    f = rng.standard_normal((400, 2, 32)).astype(np.float32)
+    y = rng.integers(0, 4, 400)
+    f[np.arange(400), :, y] += 1.5
+    jobs = (dict(features=f[:300], y=y[:300], num_classes=4, seed=3),
+            dict(features=[f[:300], f[300:]], y=y, num_classes=4, seed=3, standardize=False))
+    blas = lambda: [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]  # noqa: E731
+    before = torch.get_num_threads(), blas()
+    torch.set_num_threads(2)
+    try:
+        together = fit_heads(*jobs)
+        assert (torch.get_num_threads(), blas()) == (2, before[1])
+    finally:
+        torch.set_num_threads(before[0])
+    for got, job in zip(together, jobs):
+        alone = fit_standardized_head(**job)
+        assert all(torch.equal(u, v) for u, v in zip(got, alone))
+
+
 def test_a_probe_run_imports_no_optimiser_machinery(tiny_data, tmp_path):
     """A linear probe's head and temperature are fitted by scipy's L-BFGS-B, so the run does not
     pay torch's first-optimiser import (torch._dynamo, about a second of a cold start)."""

@@ -4,6 +4,9 @@ deterministic, no learning rate to tune), then folded back into a plain linear l
 features."""
 from __future__ import annotations
 
+import contextlib
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 from scipy.optimize import minimize
@@ -44,6 +47,42 @@ def fit_standardized_head(features: np.ndarray, y: np.ndarray, num_classes: int,
     from the same small random head whatever came before, so the head depends on the sample
     alone (the head of `--refit head` is the one `--refit full` fits when it keeps the
     probe)."""
+    with one_thread():
+        return _fit(features, y, num_classes, C=C, max_iter=max_iter, seed=seed,
+                    standardize=standardize)
+
+
+def fit_heads(*jobs: dict) -> list[tuple]:
+    """Several independent fit_standardized_head fits (each job its keyword arguments) at once,
+    one per thread up to the process's torch threads: each fit runs on one thread (see
+    one_thread), so two fits on two cores take the time of the longer one. The same heads, bit
+    for bit, as fitted one after another (each depends on its own sample and seed alone)."""
+    workers = min(len(jobs), torch.get_num_threads())
+    with one_thread():
+        if workers < 2:
+            return [_fit(**job) for job in jobs]
+        with ThreadPoolExecutor(workers, thread_name_prefix="headstart-head") as pool:
+            return list(pool.map(lambda job: _fit(**job), jobs))
+
+
+@contextlib.contextmanager
+def one_thread():
+    """torch and the BLAS at one thread while heads are fitted, restored after: a small
+    problem, where one thread is as fast idle and far faster when loaded, for torch's products
+    and for the BLAS under L-BFGS-B's own steps alike (measured, on a loaded 2-core machine:
+    89 ms per L-BFGS-B step on two BLAS threads). Set once around all the fits that run
+    together: both settings are the process's, not a thread's."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(1, user_api="blas"):
+            yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit(features, y, num_classes: int, *, C: float = 1.0, max_iter: int = 300,
+         seed: int = 0, standardize: bool = True):
     parts = list(features) if isinstance(features, (list, tuple)) else [features]
     views, dim = parts[0].shape[1:]
     X = row_blocks([torch.from_numpy(np.ascontiguousarray(p, np.float32).reshape(-1, dim))
@@ -58,18 +97,9 @@ def fit_standardized_head(features: np.ndarray, y: np.ndarray, num_classes: int,
     W0 = torch.randn(num_classes, dim, generator=g).double() * 1e-3
     theta0 = np.concatenate([W0.numpy().ravel(), np.zeros(num_classes)])
     objective = _Objective(X, t, mean, std, num_classes, l2=1.0 / (2.0 * C * len(t)))
-    # small problem: one thread is as fast idle, far faster when loaded, for torch's products
-    # and for the BLAS under L-BFGS-B's own steps alike (measured, on a loaded 2-core machine:
-    # 89 ms per L-BFGS-B step on two BLAS threads)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(1, user_api="blas"):
-            found = minimize(objective, theta0, jac=True, method="L-BFGS-B",
-                             options={"maxiter": max_iter, "maxfun": int(max_iter * 1.25),
-                                      "maxcor": 20, "gtol": 1e-6, "ftol": 1e-9})
-    finally:
-        torch.set_num_threads(threads)
+    found = minimize(objective, theta0, jac=True, method="L-BFGS-B",
+                     options={"maxiter": max_iter, "maxfun": int(max_iter * 1.25),
+                              "maxcor": 20, "gtol": 1e-6, "ftol": 1e-9})
     W, b = objective.unpack(found.x)
     return torch.from_numpy(W).float(), torch.from_numpy(b).float(), mean, std
 

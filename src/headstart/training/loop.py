@@ -24,7 +24,7 @@ from .checkpoints import Checkpoints, restore
 from .extract import extract_features
 from .features import FeatureExtractor
 from .forgetting import L2SP
-from .headfit import fit_standardized_head, head_logits
+from .headfit import fit_heads, fit_standardized_head, head_logits
 from .mixing import better, choose_mix, interpolate, mix_reason
 from .pairs import pair_order
 from .predict import predict_logits
@@ -199,16 +199,22 @@ class Trainer:
         validation logits (the honest validation figures); then, unless --refit none, fit it
         again on training + validation features: the saved head learns from every label."""
         standardize = self.standardize if standardize is None else standardize
+        both = len(val.y) and self.cfg.refit != "none"
+        fits = [None]
+        if both:  # the two fits are independent: fitted at once (the splits joined inside the
+            # refit, no copy), the same heads as one after the other
+            job = dict(num_classes=self.model.head.fc.out_features, C=self.cfg.C,
+                       seed=self.cfg.seed, standardize=standardize)
+            fits = fit_heads(dict(features=f_train, y=train.y, **job),
+                             dict(features=[f_train, f_val], y=np.concatenate([train.y, val.y]),
+                                  **job))
         scores, val_logits = self._fit_head(f_train, train.y, f_val, val.y,
-                                            standardize=standardize)
+                                            standardize=standardize, fitted=fits[0])
         if len(val.y):
             self.holdout_logits = val_logits
-            if self.cfg.refit != "none":  # the two splits joined inside the fit, no copy
-                self.model.head.set_fit(*fit_standardized_head(
-                    [f_train, f_val], np.concatenate([train.y, val.y]),
-                    self.model.head.fc.out_features, C=self.cfg.C, seed=self.cfg.seed,
-                    standardize=standardize))
-                scores["refit_on"] = len(f_train) + len(f_val)
+        if both:
+            self.model.head.set_fit(*fits[1])
+            scores["refit_on"] = len(f_train) + len(f_val)
         return scores
 
     def _refit_tuned_head(self, train: Split, val: Split) -> None:
@@ -236,14 +242,15 @@ class Trainer:
             self.log(f"final head: fitted on the kept body's features of all {len(train.y)} "
                      "examples")
 
-    def _fit_head(self, f_train, y_train, f_val, y_val, *, standardize: bool | None = None
-                  ) -> tuple[dict, np.ndarray | None]:
-        """Fit the head in closed form on features: (scores on both splits, val logits).
-        Standardised or not as the plan's tuned heads are (self.standardize), unless told."""
+    def _fit_head(self, f_train, y_train, f_val, y_val, *, standardize: bool | None = None,
+                  fitted: tuple | None = None) -> tuple[dict, np.ndarray | None]:
+        """Fit the head in closed form on features (or take `fitted`, that fit made already):
+        (scores on both splits, val logits). Standardised or not as the plan's tuned heads are
+        (self.standardize), unless told."""
         k = self.model.head.fc.out_features
-        self.model.head.set_fit(*fit_standardized_head(
+        self.model.head.set_fit(*(fitted or fit_standardized_head(
             f_train, y_train, k, C=self.cfg.C, seed=self.cfg.seed,
-            standardize=self.standardize if standardize is None else standardize))
+            standardize=self.standardize if standardize is None else standardize)))
         W, b = (t.cpu() for t in self.model.head.raw_weights())
         row = _scores("train", head_logits(f_train, W, b), y_train)
         if not len(y_val):
