@@ -58,6 +58,10 @@ class BackboneConfig:
     # the same of its default cuts (zoo.default_cuts), as (group, parameters, flops): what a
     # run's cut measurement weighs them by, without building and counting them on a first run
     cut_sizes: tuple[tuple[str, int, int], ...] = ()
+    # a source model you pre-trained (headstart pretrain: from scratch): the top learning rate
+    # it was trained at, which fine-tuning it continues at by default (training/model.py:
+    # tune_source); None for the shipped backbones
+    trained_lr: float | None = None
     # module-level functions (or partials of them), so that a model and its config pickle
     factory: Callable[..., "Backbone"] = field(default=None, compare=False, repr=False)
     weights_installed: Callable[[], bool] = field(default=never, compare=False, repr=False)

@@ -58,9 +58,25 @@ def _source_config(path: Path, resolve) -> BackboneConfig:
         base, name=str(path), input_size=size, param_count=None, flops=None, cut_sizes=(),
         pretraining=what, weights_source=str(path / "model.safetensors"),
         num_source_classes=len(labels), source_labels=f"run:{path}",
+        trained_lr=_trained_lr(stored, base),
         description=f"source model from {path.name} ({base.name})",
         factory=functools.partial(_build_source, base, path),
         weights_installed=functools.partial(is_run_dir, path))
+
+
+def _trained_lr(stored: dict, base: BackboneConfig) -> float | None:
+    """The top rate a source pre-trained from scratch (`headstart pretrain`) was trained at:
+    its --lr, or its modality's default scratch rate; None for a run that was itself a
+    transfer (its rates were those of fine-tuning something else)."""
+    if stored.get("strategy") != "scratch":
+        return None
+    lr = stored.get("lr")
+    if lr is None:
+        lr = modalities.get(base.modality).default_lr.get("scratch")
+    try:
+        return float(lr) if lr is not None and float(lr) > 0 else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _build_source(base: BackboneConfig, path: Path, cfg: BackboneConfig, size: int,

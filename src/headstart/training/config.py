@@ -13,6 +13,7 @@ from .options import (COMPARE, PRETRAIN, TRAIN, AsText, AutoOr, Matches, Number,
 
 REFIT_MODES = ("head", "full", "none")
 INF = float("inf")
+PATIENCE = 3  # early stopping's default patience, in epochs
 _MODEL = {TRAIN, COMPARE}  # what `pretrain` fixes itself (the architecture, from scratch)
 _STRATEGIES = strategy_names()
 
@@ -70,8 +71,10 @@ class TrainConfig:
                        rule=Number(0, 2**32, closed="left", integer=True,
                                    expected=f"a whole number from 0 to {2**32 - 1}"),
                        help_for={COMPARE: "first seed; also the test split's"})
-    patience: int = option(3, "early stopping: epochs without validation improvement",
-                           rule=Number(1, integer=True))
+    patience: int | None = option(
+        None, f"early stopping: epochs without validation improvement (default {PATIENCE}; "
+        "fine-tuning a source model you pre-trained: its whole schedule)",
+        rule=Optional(Number(1, integer=True)))
     flip: bool = option(True, "horizontal flips (augmentation, cached views, test-time "
                         "averaging), which text in images and digits do not want")
     augment: bool = option(True, "random crops when fine-tuning")

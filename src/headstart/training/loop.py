@@ -21,6 +21,7 @@ from ..strategies import Phase, Plan, apply_phase, param_groups
 from . import distributed as dist
 from .batches import CLIP_NORM, CROP_SCALE, JITTER, Split, epoch_shape, use_bf16, warmup_cosine
 from .checkpoints import Checkpoints, restore
+from .config import PATIENCE
 from .extract import extract_features
 from .features import FeatureExtractor
 from .forgetting import L2SP
@@ -431,10 +432,11 @@ class Trainer:
         shown = {k: (f"{v:.2e}" if k == "lr" else f"{v:.4f}" if isinstance(v, float) else v)
                  for k, v in row.items()}
         self.log("  ".join(f"{k}={v}" for k, v in shown.items()))
-        stop = not phase.cached and self.since_best >= self.cfg.patience and epoch < phase.epochs
+        patience = PATIENCE if self.cfg.patience is None else self.cfg.patience
+        stop = not phase.cached and self.since_best >= patience and epoch < phase.epochs
         if stop:
             self.stopped_early = True
-            self.log(f"early stop: no validation gain in {self.cfg.patience} epoch(s)")
+            self.log(f"early stop: no validation gain in {patience} epoch(s)")
         if self.writer is not None:
             done_phase = phase.cached or epoch >= phase.epochs or stop
             self.writer.write_history(self.history)

@@ -37,7 +37,7 @@ from .forgetting import describe as describe_forgetting
 from .layers import choose_feature_layers
 from .loop import Split, Trainer
 from .metrics import classification_report
-from .model import TrainedModel, preprocess_for, resolve_backbone, seeded_model
+from .model import TrainedModel, preprocess_for, resolve_backbone, seeded_model, tune_source
 from .predict import predict_logits
 from .prefix import FrozenMaps, maps_on_the_way
 from .refit import refit_full
@@ -95,6 +95,7 @@ def read(run: Run, data, labels, choose_backbone) -> None:
     if cfg.backbone == "auto" and choose_backbone is not None:
         run.choice = choose_backbone(cfg)
     bcfg = resolve_backbone(cfg, run.modality)
+    tune_source(cfg, bcfg, run.log)
     dist.init_from_env()
     run.device = devices.resolve(cfg.device, local_rank=dist.local_rank(),
                                  processes=dist.local_world())
