@@ -13,7 +13,7 @@ from conftest import TINY, history_rows, leftovers
 from headstart import TrainConfig, api
 from headstart.exceptions import ConfigError
 from headstart.strategies import build_plan, selected_plan
-from headstart.training import checkpoints, loop
+from headstart.training import checkpoints, crossfit, loop
 from headstart.training.refit import REFIT_CHECKPOINT
 
 QUIET = dict(progress=False, log=lambda *_: None)
@@ -64,6 +64,8 @@ def test_refit_full_trains_again_on_train_and_val_for_the_chosen_epochs(tiny_dat
                                                                         monkeypatch, strategy):
     seen = []
     original = loop.Trainer.fit
+    # the run's own fits are counted: no folds for the mix here (tests/test_crossfit.py)
+    monkeypatch.setattr(crossfit, "CROSS_FIT_BELOW", 0)
 
     def fit(self, train, val, **kw):
         seen.append((len(train.y), len(val.y)))

@@ -92,6 +92,10 @@ class Trainer:
         self.maps: FrozenMaps | None = None
         self.premade_maps: FrozenMaps | None = None
         self.checkpoints = Checkpoints(self.writer) if self.writer is not None else None
+        # where validation is small, the same plan on other folds (crossfit.py): a callable
+        # that returns their mix evidence; and this run's own, for a caller that ran it so
+        self.cross_fit = None
+        self.mix_evidence: dict | None = None
 
     # -- the plan -------------------------------------------------------------------------
     def fit(self, train: Split, val: Split, *, resume: dict | None = None) -> list[dict]:
@@ -165,12 +169,26 @@ class Trainer:
                                             standardize=True if alpha == 0 else None)
             return {**scores, "right": logits.argmax(1) == val.y}
 
-        alpha, rows = choose_mix(self.model, start, end, validate, prefer_end=pairs)
+        evidence = {}
+
+        def recorded(alpha: float) -> dict:  # what a run on another fold hands its caller
+            scores = validate(alpha)
+            evidence[alpha] = {"right": scores["right"], "val_loss": scores["val_loss"]}
+            return scores
+
+        more = self.cross_fit() if self.cross_fit is not None else []
+        alpha, rows = choose_mix(self.model, start, end, recorded, prefer_end=pairs, more=more)
+        self.mix_evidence = evidence
         if pairs:
             self._fresh = feats.get(alpha)
         self.mix = {"alpha": alpha, "mixes": rows}
+        pooled = len(val.y) + sum(len(m[alpha]["right"]) for m in more)
+        if more:
+            self.mix.update(folds=len(more) + 1, examples=pooled)
         what = "tuned encoder" if pairs else "fine-tuned weights"
-        self.log(f"mix of the probe (0) and the {what} (1), on validation: "
+        where = (f"on validation and {len(more)} more folds ({pooled} examples)" if more
+                 else "on validation")
+        self.log(f"mix of the probe (0) and the {what} (1), {where}: "
                  + "  ".join(f"{r['alpha']:g}: {r['val_acc']:.4f}" for r in rows)
                  + f"; kept {alpha:g}" + mix_reason(alpha, rows, pairs))
 

@@ -11,7 +11,9 @@ and Friedman, section 7.10): the smallest alpha whose validation accuracy is wit
 standard error of the best mix's, the error of their paired difference on the same
 examples. On a few dozen validation examples one image is several points, and the best of
 five mixes wins by luck; the rule keeps the model closer to the pre-trained one unless
-adapting wins by more than that noise. The one exception is the pair objective
+adapting wins by more than that noise. Where validation holds fewer than a hundred examples,
+the plan is also run on other folds of the training split (crossfit.py) and each mix is judged
+on every example of the pool, so that a consistent gain can pass the rule. The one exception is the pair objective
 (`contrastive`, SetFit-style): its few-shot gain over the frozen encoder is the published
 finding across many datasets (Tunstall et al. 2022), so there the rule prefers the tuned
 end, and moves toward the pre-trained one only where validation shows it clearly better.
@@ -56,21 +58,27 @@ def paired_se(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def choose_mix(model, start: dict, end: dict, validate, *, alphas=MIX_ALPHAS,
-               prefer_end: bool = False) -> tuple[float, list[dict]]:
+               prefer_end: bool = False, more=()) -> tuple[float, list[dict]]:
     """(alpha, rows): the mix of `start` and `end` that the one-standard-error rule keeps
     (see the module's docstring), and every mix's scores. `validate(alpha)` scores the model
     as loaded: {val_acc, val_loss, right (which validation examples it gets right)}.
     `prefer_end`: the rule's preferred model is the tuned end (the largest alpha within one
-    standard error) instead of the pre-trained one. Leaves the model at the chosen mix."""
+    standard error) instead of the pre-trained one. `more`: the same evidence from other
+    held-out examples ({alpha: {right, val_loss}} per fold, crossfit.py), joined to the
+    validation's: each mix is judged on all of them. Leaves the model at the chosen mix."""
     exact, right, best = [], [], None
     for a in sorted(alphas):
         model.load_state_dict(interpolate(start, end, a))
         scores = validate(a)
-        right.append(np.asarray(scores["right"], dtype=bool))
+        parts = [(np.asarray(scores["right"], dtype=bool), float(scores["val_loss"]))]
+        parts += [(np.asarray(m[a]["right"], dtype=bool), float(m[a]["val_loss"])) for m in more]
+        right.append(np.concatenate([r for r, _ in parts]))
         # the accuracy from the flags themselves, in float64: the scores' own can be a float32
         # mean, in which 49/50 - 48/50 is above 1/50 and the rule's tie would be broken
         acc = float(right[-1].mean()) if len(right[-1]) else float(scores["val_acc"])
-        exact.append({"alpha": a, "val_acc": acc, "val_loss": float(scores["val_loss"])})
+        loss = (sum(len(r) * v for r, v in parts) / len(right[-1]) if len(right[-1])
+                else parts[0][1])
+        exact.append({"alpha": a, "val_acc": acc, "val_loss": loss})
         if better(exact[-1], None if best is None else exact[best]):
             best = len(exact) - 1
     ses = [paired_se(r, right[best]) for r in right]
@@ -80,7 +88,8 @@ def choose_mix(model, start: dict, end: dict, validate, *, alphas=MIX_ALPHAS,
     # (a tie the rule counts as within), which rounding either figure could break either way
     rows = [{"alpha": e["alpha"], "val_acc": round(e["val_acc"], 4),
              "val_loss": round(e["val_loss"], 4), **({"best": True} if i == best else {}),
-             "behind_best": round(d, 4), "se": round(se, 4) if np.isfinite(se) else None}
+             "behind_best": round(d, 4), "se": round(se, 4) if np.isfinite(se) else None,
+             **({"examples": len(right[i])} if more else {})}
             for i, (e, d, se) in enumerate(zip(exact, behind, ses))]
     # the first alpha from the preferred end within one standard error of the best
     order = range(len(rows) - 1, -1, -1) if prefer_end else range(len(rows))

@@ -27,6 +27,7 @@ from ..data.datasets import LabelledData, require_two_per_class, stratified_spli
 from ..exceptions import DataError
 from ..strategies import Plan, build_plan
 from ..version import __version__
+from . import crossfit
 from . import distributed as dist
 from .calibrate import calibrate, describe_calibration
 from .config import TrainConfig
@@ -300,6 +301,13 @@ def fit(run: Run, model, pre, writer: RunWriter | None, *, restart: bool):
     trainer = Trainer(model, run.plan, pre=pre, cfg=cfg, writer=writer, progress=run.progress,
                       log=log)
     trainer.premade_maps, run.maps = run.maps, None
+    if crossfit.eligible(trainer, run.splits[1]):  # a small validation split: folds too
+        def fold_trainer() -> Trainer:
+            fold = seeded_model(cfg, len(ds.classes), run.plan).to(run.device)
+            return Trainer(fold, run.plan, pre=pre, cfg=crossfit.quiet_config(cfg),
+                           progress=False, log=lambda *_: None)
+        trainer.cross_fit = lambda: crossfit.evidence(fold_trainer, *run.splits, seed=cfg.seed,
+                                                      log=log)
     history = trainer.fit(*run.splits, resume=resume)
     return trainer, history
 
