@@ -21,10 +21,20 @@ size, its default epochs, early stopping on its held-out part), then the target 
 it with only the backbone and the strategy given (a validation split, early stopping, the mix
 validation prefers): linear_probe, fine_tune and the default (auto), beside scratch. It
 prints, per seed, whether fine-tuning from your own source beat its probe on the test.
+
+--target digits transfers to scikit-learn's handwritten digits instead (8 x 8, upscaled by
+the pipeline; a target far from silhouettes of animals): 50 per class held out as its test.
+
+--dev N judges the target arms on N images per class drawn from the rest of the target
+classes' training pool (never the test), so that a rule can be chosen without looking at the
+test. With it, one more arm: fine_tune on all the labelled images without validation (no early
+stopping and no mix: the tuned end), which shows what the mix rule's choice gives up; and each
+run's mix table (validation accuracy per mix) is printed.
 """
 from __future__ import annotations
 
 import argparse
+import random
 import shutil
 import statistics
 import time
@@ -46,7 +56,8 @@ def folders(work: Path, seed: int, per_class: int) -> tuple[Path, Path, Path]:
     full = write_animal_mnist(work / "animal-mnist")
     few = write_animal_mnist(work / f"animal-mnist-{per_class}-{seed}", per_class=per_class,
                              seed=seed)
-    src, tgt, test = work / "source", work / f"target-{seed}", work / "target-test"
+    src, tgt, test = (work / "source", work / f"target-{per_class}-{seed}",
+                      work / "target-test")
     for c in SOURCE:  # all their images: training pool and hold-out alike
         if not (src / c).exists():
             shutil.copytree(full / "train" / c, src / c)
@@ -59,13 +70,64 @@ def folders(work: Path, seed: int, per_class: int) -> tuple[Path, Path, Path]:
     return src, tgt, test
 
 
+def dev_folder(work: Path, seed: int, per_class: int, tgt: Path) -> Path:
+    """`per_class` images of each target class from the training pool that `tgt` was not
+    sampled from: a dev split that is never the test."""
+    full = write_animal_mnist(work / "animal-mnist")
+    dev = tgt.with_name(f"{tgt.name}-dev{per_class}")
+    if dev.is_dir():
+        return dev
+    rng = random.Random(f"dev-{seed}")
+    partial = dev.with_name(dev.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    for c in TARGET:
+        used = {f.name for f in (tgt / c).iterdir()}
+        rest = sorted(f for f in (full / "train" / c).iterdir() if f.name not in used)
+        (partial / c).mkdir(parents=True)
+        for f in rng.sample(rest, min(per_class, len(rest))):
+            shutil.copy(f, partial / c / f.name)
+    partial.rename(dev)
+    return dev
+
+
+DIGITS_TEST = 50  # held-out digits per class: the far target's test, never sampled from
+
+
+def digits_folders(work: Path, seed: int, per_class: int, dev: int) -> tuple[Path, Path]:
+    """(train, test or dev) folders of scikit-learn's 8 x 8 handwritten digits (about 180 a
+    class), a target far from silhouettes of animals: DIGITS_TEST per class held out by a
+    fixed draw, `per_class` sampled from the rest by `seed`, and with `dev` that many of the
+    rest after the sample (never the test)."""
+    import numpy as np
+    from PIL import Image
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    pixels = (d.images / 16 * 255).astype(np.uint8)
+    root = work / f"digits-{per_class}-{seed}-dev{dev}"
+    tgt, judge = root / "train", root / ("dev" if dev else "test")
+    if (root / ".complete").is_file():
+        return tgt, judge
+    shutil.rmtree(root, ignore_errors=True)
+    for c in range(10):
+        idx = np.random.default_rng(12345).permutation(np.flatnonzero(d.target == c))
+        test, pool = idx[:DIGITS_TEST], np.random.default_rng(seed).permutation(idx[DIGITS_TEST:])
+        for part, chosen in ((tgt, pool[:per_class]),
+                             (judge, pool[per_class:per_class + dev] if dev else test)):
+            (part / str(c)).mkdir(parents=True)
+            for i in chosen:
+                Image.fromarray(pixels[i]).save(part / str(c) / f"{i:04d}.png")
+    (root / ".complete").touch()
+    return tgt, judge
+
+
 def arm(tgt: Path, test: Path, cfg: TrainConfig) -> dict:
     t0 = time.perf_counter()
     r = api.train(tgt, config=cfg, **QUIET)
     report, _ = api.evaluate(r, test, progress=False)
     ret = (r.metrics.get("forgetting") or {}).get("retention") or {}
     return {"acc": report["accuracy"], "retention": ret.get("source_accuracy_after"),
-            "before": ret.get("source_accuracy_before"), "seconds": time.perf_counter() - t0}
+            "before": ret.get("source_accuracy_before"), "seconds": time.perf_counter() - t0,
+            "mix": r.metrics.get("mix")}
 
 
 def main() -> None:
@@ -78,6 +140,12 @@ def main() -> None:
                    help="extra, larger scratch budgets: does scratch catch up given more time?")
     p.add_argument("--l2sp", type=float, nargs="+", default=[0.1, 1.0])
     p.add_argument("--work", default="benchmark-work/pretrain-split")
+    p.add_argument("--dev", type=int, default=0, metavar="N",
+                   help="with --defaults: judge on N images per class from the rest of the "
+                        "target's training pool instead of the test")
+    p.add_argument("--target", choices=("animals", "digits"), default="animals",
+                   help="with --defaults: the target, the five other animals (near) or "
+                        "scikit-learn's handwritten digits (far; trained without flips)")
     p.add_argument("--defaults", action="store_true",
                    help="every setting at its default, as a user runs pretrain and train")
     args = p.parse_args()
@@ -126,21 +194,40 @@ def user_defaults(work: Path, args) -> None:
             "transfer probe": dict(backbone=str(source), strategy="linear_probe"),
             "transfer fine_tune": dict(backbone=str(source), strategy="fine_tune"),
             "transfer default": dict(backbone=str(source))}
+    if args.dev:
+        arms["fine_tune, no validation"] = dict(backbone=str(source), strategy="fine_tune",
+                                                val_fraction=0.0)
+    digits = args.target == "digits"
     results: dict[str, list[dict]] = {k: [] for k in arms}
+    judged = "1,000 held-out images"
     for seed in args.seeds:
-        _, tgt, test = folders(work, seed, args.per_class)
+        if digits:
+            tgt, test = digits_folders(work, seed, args.per_class, args.dev)
+            judged = f"{DIGITS_TEST * 10} held-out digits"
+        else:
+            _, tgt, test = folders(work, seed, args.per_class)
+            if args.dev:
+                test = dev_folder(work, seed, args.dev, tgt)
+        if args.dev:
+            judged = f"dev ({args.dev} per class from the rest of the training pool)"
         for name, kw in arms.items():
-            results[name].append(arm(tgt, test, TrainConfig(seed=seed, **kw)))
+            results[name].append(arm(tgt, test, TrainConfig(seed=seed, flip=not digits, **kw)))
+            mix = results[name][-1]["mix"]
+            if args.dev and mix:
+                print(f"  seed {seed} {name}: mix {mix['alpha']:g} of "
+                      + ", ".join(f"{r['alpha']:g}: {r['val_acc']:.3f}" for r in mix["mixes"]),
+                      flush=True)
         accs = {k: v[-1]["acc"] for k, v in results.items()}
         gain = 100 * (accs["transfer fine_tune"] - accs["transfer probe"])
         print(f"seed {seed}: " + "  ".join(f"{k} {a:.4f}" for k, a in accs.items())
               + f"  fine_tune - probe {gain:+.1f} pt", flush=True)
-    print(f"\n{args.per_class} labelled images per class of {', '.join(TARGET)} (default "
-          f"validation split); test = 1,000 held-out images; {len(args.seeds)} seed(s)")
-    print(f"{'arm':<22}{'mean':>8}{'min':>8}{'seconds':>9}")
+    what = "digits 0-9" if digits else ", ".join(TARGET)
+    print(f"\n{args.per_class} labelled images per class of {what} (default validation "
+          f"split); judged on {judged}; {len(args.seeds)} seed(s)")
+    print(f"{'arm':<26}{'mean':>8}{'min':>8}{'seconds':>9}")
     for name, rows in results.items():
         accs = [r["acc"] for r in rows]
-        print(f"{name:<22}{statistics.mean(accs):>8.4f}{min(accs):>8.4f}"
+        print(f"{name:<26}{statistics.mean(accs):>8.4f}{min(accs):>8.4f}"
               f"{statistics.mean(r['seconds'] for r in rows):>9.1f}")
     wins = sum(f["acc"] > p["acc"] for f, p in zip(results["transfer fine_tune"],
                                                   results["transfer probe"]))
