@@ -19,8 +19,6 @@ probe clearly better), not under torchrun, and not where the mix is replayed (--
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import torch
 
@@ -82,7 +80,3 @@ def evidence(make_trainer, train: Split, val: Split, *, seed: int, log) -> list[
                 + ("-" if t.mix is None else f"{t.mix['alpha']:g}"))
     return out
 
-
-def quiet_config(cfg):
-    """A fold's settings: the run's, without refitting heads (its model is thrown away)."""
-    return replace(cfg, refit="none")

@@ -110,7 +110,7 @@ class Trainer(ClosedFormHeads):
                 self._cached_phase(pi, phase, train, val)
                 continue
             if self.plan.mix and self.start is None and (len(val.y) or self.mix_alpha is not None):
-                self.start = (copy.deepcopy(self.model.state_dict()), self._valscores())
+                self.start = (copy.deepcopy(self.model.state_dict()), self._val_scores())
             # pair steps run without dropout on attention probabilities (hidden-state dropout
             # stays): on CPUs attention with that dropout materialises every 256 x 256 matrix.
             # Measured, one pair step of 16 windows of 256 tokens (MiniLM): 3.33 -> 2.30 s, peak
@@ -144,7 +144,7 @@ class Trainer(ClosedFormHeads):
         elif self.start is not None and self.tuned is not None:
             self._choose_mix(train, val)
 
-    def _valscores(self) -> dict:
+    def _val_scores(self) -> dict:
         last = self.history[-1] if self.history else {}
         return {"val_acc": last.get("val_acc", 0.0), "val_loss": last.get("val_loss", math.inf)}
 

@@ -87,11 +87,13 @@ def tune_source(cfg: TrainConfig, bcfg, log) -> None:
     own = bcfg.trained_lr is not None and strategy not in ("scratch", "linear_probe",
                                                             "contrastive")
     if own:
-        filled = [f"{name} {value:g}" for name, value in (
-            ("lr", bcfg.trained_lr if cfg.lr is None else None),
-            ("epochs", SOURCE_EPOCHS if cfg.epochs is None else None)) if value is not None]
-        cfg.lr = bcfg.trained_lr if cfg.lr is None else cfg.lr
-        cfg.epochs = SOURCE_EPOCHS if cfg.epochs is None else cfg.epochs
+        filled = []
+        if cfg.lr is None:
+            cfg.lr = bcfg.trained_lr
+            filled.append(f"lr {cfg.lr:g}")
+        if cfg.epochs is None:
+            cfg.epochs = SOURCE_EPOCHS
+            filled.append(f"epochs {cfg.epochs}")
         if cfg.patience is None:
             cfg.patience = cfg.epochs
             filled.append("no early stop")

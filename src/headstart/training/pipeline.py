@@ -304,7 +304,8 @@ def fit(run: Run, model, pre, writer: RunWriter | None, *, restart: bool):
     if crossfit.eligible(trainer, run.splits[1]):  # a small validation split: folds too
         def fold_trainer() -> Trainer:
             fold = seeded_model(cfg, len(ds.classes), run.plan).to(run.device)
-            return Trainer(fold, run.plan, pre=pre, cfg=crossfit.quiet_config(cfg),
+            # the run's settings without refitting heads: a fold's model is thrown away
+            return Trainer(fold, run.plan, pre=pre, cfg=replace(cfg, refit="none"),
                            progress=False, log=lambda *_: None)
         trainer.cross_fit = lambda: crossfit.evidence(fold_trainer, *run.splits, seed=cfg.seed,
                                                       log=log)
