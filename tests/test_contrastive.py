@@ -296,3 +296,44 @@ def test_a_cut_text_encoder_is_pair_trained_as_its_whole_network():
         assert {d.p for d in attn} == {0.0}
     assert {d.p for d in attn} == {0.1}
     assert create_backbone("tiny_cnn").token_table() is None
+
+
+def test_pair_features_judge_at_the_training_precision_and_the_head_learns_from_fp32(
+        articles, monkeypatch):
+    """Under the pair objective an epoch's validation and each mix are judged on features
+    computed at the training's autocast precision (bf16 here), the mix of 1 on the best epoch's
+    own (not computed again), and the saved head is fitted on fp32 features of the kept
+    encoder, the ones prediction computes."""
+    from headstart.modalities.text import embed_texts
+    from headstart.training import closedform
+    calls = []
+    original = closedform.ClosedFormHeads._embed
+
+    def spy(self, split, **kw):
+        out = original(self, split, **kw)
+        calls.append((kw.get("judge", False), list(split.ds.sources), out, self.pre))
+        return out
+    monkeypatch.setattr(closedform.ClosedFormHeads, "_embed", spy)
+    seen_autocast = []
+    extract = closedform.extract_features
+
+    def watched(*a, **kw):
+        seen_autocast.append(torch.is_autocast_enabled("cpu"))
+        return extract(*a, **kw)
+    monkeypatch.setattr(closedform, "extract_features", watched)
+    texts, labels = articles
+    cfg = TrainConfig(backbone="tiny_text", epochs=2, lr=1e-3, val_fraction=0.3,
+                      precision="bf16")
+    result = api.train(texts, labels=labels, config=cfg, **QUIET)
+    mix = result.metrics["mix"]
+    assert [r["alpha"] for r in mix["mixes"]] == [0, 0.25, 0.5, 0.75, 1]
+    assert mix["alpha"] != 0  # pair plans prefer the tuned end: the final head is the tuned one
+    judged = [c for c in calls if c[0]]
+    final = [c for c in calls if not c[0]]
+    # two splits per epoch and per interior mix; 0 is the probe's cache, 1 the best epoch's
+    assert len(judged) == 2 * 2 + 2 * 3, [(c[0], len(c[1])) for c in calls]
+    assert seen_autocast == [c[0] for c in calls]
+    assert len(final) == 2 and [len(c[1]) for c in final] == [
+        result.metrics["train_examples"], result.metrics["val_examples"]]
+    for _, sources, feats, pre in final:  # exactly the saved encoder's fp32 features
+        np.testing.assert_array_equal(feats[:, 0], embed_texts(result.model.backbone, pre, sources))

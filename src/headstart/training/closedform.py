@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import devices
 from ..strategies import Phase
 from . import distributed as dist
 from .batches import Split
@@ -28,8 +29,8 @@ class ClosedFormHeads:
         probe = not phase.fresh or self.probe_kept
         if probe:  # the frozen features: the probe's head, standardised
             f_train, f_val = train.features, val.features
-        else:  # the backbone was tuned: its own features, never the frozen cache
-            f_train, f_val = self._fresh or (self._embed(train), self._embed(val))
+        else:  # the backbone was tuned: its own features (fp32), never the frozen cache
+            f_train, f_val = self._embed(train), self._embed(val)
         standardize = probe or self.standardize
         if pi == len(self.plan.phases) - 1:
             scores = self._final_head(f_train, f_val, train, val, standardize=standardize)
@@ -108,19 +109,23 @@ class ClosedFormHeads:
         val_logits = head_logits(f_val, W, b)
         return {**row, **loss_and_accuracy("val", val_logits, y_val)}, val_logits
 
-    def _embed(self, split: Split, *, onnx_dir: Path | None = None) -> np.ndarray:
+    def _embed(self, split: Split, *, onnx_dir: Path | None = None,
+               judge: bool = False) -> np.ndarray:
         """Features of the backbone as it is now (no cache): eager PyTorch, or ONNX Runtime
-        with its graph exported into `onnx_dir`."""
+        with its graph exported into `onnx_dir`. `judge`: features that only choose (an
+        epoch's validation, a mix's), computed at the training's autocast precision, as its
+        steps were; the features a saved head learns from are fp32, as prediction's are."""
         views = self.modality.views(self.cfg.flip)
         if not len(split.y):
             return np.zeros((0, views, self.model.backbone.feature_dim), np.float32)
         was = self.model.training
         engine = "torch" if onnx_dir is None else "auto"
         try:
-            ex = extract_features(split.ds, FeatureExtractor(self.model.backbone, engine=engine,
-                                                             onnx_dir=onnx_dir),
-                                  self.pre, views=views, batch_size=self.cfg.batch_size * 2,
-                                  progress=False, max_pixels=self.cfg.max_pixels)
+            with devices.autocast(self.device, self.autocast if judge else None):
+                ex = extract_features(split.ds, FeatureExtractor(self.model.backbone,
+                                                                 engine=engine, onnx_dir=onnx_dir),
+                                      self.pre, views=views, batch_size=self.cfg.batch_size * 2,
+                                      progress=False, max_pixels=self.cfg.max_pixels)
         finally:
             self.model.train(was)
         return ex.features

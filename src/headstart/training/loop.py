@@ -72,10 +72,11 @@ class Trainer(ClosedFormHeads):
         # the training split alone, kept because that head is then refitted on training +
         # validation examples
         self.holdout_logits: np.ndarray | None = None
-        # (train, val) features of the tuned backbone: of the latest pair-objective epoch, and
-        # of the best one (reused by the final head phase)
+        # (train, val) features of the tuned backbone, of the latest pair-objective epoch and of
+        # the best tuned one: at the training's precision, as they only judge (the mix of 1
+        # reuses them); a final head learns from fp32 features, computed for it
         self._last_feats: tuple | None = None
-        self._fresh: tuple | None = None
+        self._tuned_feats: tuple | None = None
         # plans that mix (fine_tune, gradual): the weights and validation scores where the
         # gradient phases started (the probe), and of the best gradient epoch; the chosen mix
         self.start: tuple[dict, dict] | None = None
@@ -154,15 +155,17 @@ class Trainer(ClosedFormHeads):
         judged by a head fitted on its own embeddings, which the final head phase reuses; the
         mix of 0 by the probe's own head (standardised, on the frozen features)."""
         (start, _), (end, _) = self.start, self.tuned
-        pairs, feats = self.pairs, {}
+        pairs = self.pairs
 
         def validate(alpha: float) -> dict:
             if not pairs:
                 return self._validate(val, right=True)
-            # a mix of 0 is the pre-trained encoder: the probe, on its cached features
-            feats[alpha] = ((train.features, val.features) if alpha == 0
-                            else (self._embed(train), self._embed(val)))
-            scores, logits = self._fit_head(feats[alpha][0], train.y, feats[alpha][1], val.y,
+            # a mix of 0 is the pre-trained encoder: the probe, on its cached features; 1 the
+            # best epoch's encoder, whose features that epoch's validation computed
+            f = ((train.features, val.features) if alpha == 0
+                 else self._tuned_feats if alpha == 1 and self._tuned_feats is not None
+                 else (self._embed(train, judge=True), self._embed(val, judge=True)))
+            scores, logits = self._fit_head(f[0], train.y, f[1], val.y,
                                             standardize=True if alpha == 0 else None)
             return {**scores, "right": logits.argmax(1) == val.y}
 
@@ -176,8 +179,6 @@ class Trainer(ClosedFormHeads):
         more = self.cross_fit() if self.cross_fit is not None else []
         alpha, rows = choose_mix(self.model, start, end, recorded, prefer_end=pairs, more=more)
         self.mix_evidence = evidence
-        if pairs:
-            self._fresh = feats.get(alpha)
         self.mix = {"alpha": alpha, "mixes": rows}
         pooled = len(val.y) + sum(len(m[alpha]["right"]) for m in more)
         if more:
@@ -228,7 +229,7 @@ class Trainer(ClosedFormHeads):
             row = {"phase": phase.name, "epoch": epoch + 1}
             row.update(self._train_epoch(net, opt, sched, train, augment, seed, phase, epoch))
             if phase.objective == "pairs":  # judged by a head fitted on the new embeddings
-                self._last_feats = (self._embed(train), self._embed(val))
+                self._last_feats = (self._embed(train, judge=True), self._embed(val, judge=True))
                 scores, _ = self._fit_head(self._last_feats[0], train.y, self._last_feats[1],
                                            val.y)
                 scores.pop("train_loss")  # the epoch's loss is the pair loss
@@ -333,10 +334,10 @@ class Trainer(ClosedFormHeads):
                 row, self.tuned[1] if self.tuned else None):
             self.tuned = (copy.deepcopy(self.model.state_dict()),
                           {"val_acc": row["val_acc"], "val_loss": row["val_loss"]})
+            self._tuned_feats = self._last_feats if phase.objective == "pairs" else None
         if score > self.best_score + 1e-9 or tie_break or finishes or "val_acc" not in row:
             self.best_score, self.best_loss = score, loss
             self.best_state = copy.deepcopy(self.model.state_dict())
-            self._fresh = self._last_feats
             if not finishes:
                 self.best_at = (pi, epoch)
             self.since_best = 0
