@@ -290,3 +290,41 @@ def test_window_pieces_are_re_run_with_the_dropout_masks_the_loss_saw(which, req
         backward_pieces(m, m, pieces, pairs=False, scaler=fp32_scaler())
         close = all(torch.allclose(g, w, rtol=1e-4, atol=1e-6) for g, w in zip(grads(m), want))
         assert close == same
+
+
+def test_a_fine_tunes_training_accuracy_pairs_each_document_with_its_own_label(articles,
+                                                                              monkeypatch):
+    """Where a batch's long documents are cut between windows their pieces come first, and the
+    step hands back the logits in the batch's order: the epoch's train_acc must compare them
+    with the batch's targets in that same order (it compared them with the pieces' order,
+    which counted documents against other documents' labels)."""
+    from headstart import api
+    from headstart.modalities import text as text_modality
+    from headstart.training import TrainConfig, loop
+    monkeypatch.setattr(text_modality, "STEP_TOKENS", 3 * 64)  # cut the long articles
+    seen, reordered = [], []
+    step_pieces = text_modality.TextModality.step_pieces
+
+    def watched_pieces(self, x, t):
+        pieces = step_pieces(self, x, t)
+        order = pieces[0][0].get("batch_order")
+        reordered.append(order is not None and not torch.equal(order, torch.arange(len(t))))
+        seen.append([t.clone()])
+        return pieces
+    backward = loop.backward_pieces
+
+    def watched_backward(*a, **kw):
+        value, out = backward(*a, **kw)
+        seen[-1].append(out.clone())
+        return value, out
+    monkeypatch.setattr(text_modality.TextModality, "step_pieces", watched_pieces)
+    monkeypatch.setattr(loop, "backward_pieces", watched_backward)
+    texts, labels = articles
+    texts = [t if i % 2 else t[:150] for i, t in enumerate(texts)]  # long and short documents
+    cfg = TrainConfig(backbone="tiny_text", strategy="fine_tune", epochs=1, lr=1e-4,
+                      input_size=64, val_fraction=0.0, batch_size=8)
+    result = api.train(texts, labels=labels, config=cfg, progress=False, log=lambda *_: None)
+    assert any(reordered)  # batches whose cut documents' pieces came first, out of order
+    row = next(r for r in result.history if r["phase"] == "fine_tune")
+    right = sum(int((out.argmax(1) == t).sum()) for t, out in seen)
+    assert row["train_acc"] == pytest.approx(right / sum(len(t) for t, _ in seen))

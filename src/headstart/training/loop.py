@@ -267,7 +267,9 @@ class Trainer(ClosedFormHeads):
             # a batch of long texts goes in pieces of bounded size, the same step (steps.py)
             pieces = [(x, t)] if self.maps is not None else self.modality.step_pieces(x, t)
             pieces = [(self._to_device(px), devices.to(pt, self.device)) for px, pt in pieces]
-            t = torch.cat([pt for _, pt in pieces])
+            # the batch's own order: backward_pieces hands back the logits in it, where the
+            # pieces may hold the targets in another (documents cut between windows first)
+            t = devices.to(t, self.device)
             opt.zero_grad(set_to_none=True)
             value, out = backward_pieces(
                 net, lambda px: self._forward(net, px, pairs), pieces, pairs=pairs,
