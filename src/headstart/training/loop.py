@@ -152,8 +152,9 @@ class Trainer(ClosedFormHeads):
     def _choose_mix(self, train: Split, val: Split) -> None:
         """Keep the mix of the probe and the best tuned weights that validation prefers (see
         mixing.py); log and record every mix's scores. Under the pair objective each mix is
-        judged by a head fitted on its own embeddings, which the final head phase reuses; the
-        mix of 0 by the probe's own head (standardised, on the frozen features)."""
+        judged by a head fitted on its own embeddings (at the training's precision: they only
+        choose; the final head phase fits on fp32 ones of the kept mix); the mix of 0 by the
+        probe's own head (standardised, on the frozen features)."""
         (start, _), (end, _) = self.start, self.tuned
         pairs = self.pairs
 
