@@ -129,6 +129,39 @@ def test_a_first_run_exports_one_graph_whose_whole_output_is_the_networks(make_f
 
 
 
+def test_a_measurement_read_from_the_cache_still_hands_its_graph_to_the_run(
+        make_folder, tmp_path, monkeypatch, caplog):
+    """Where every input the cuts were measured on comes from the cache, the tapped graph is
+    first loaded by the run's pass, for the views the cache lacks (here the flipped ones): it
+    loads and passes its check against the tapped network (found after `rank`, whose pass had
+    cached the measurement's features: the check ran the network without its taps, 1552
+    features against 1280, and the run fell back to eager PyTorch with a warning)."""
+    import logging
+    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
+    data = make_folder(n=6)
+    cfg = TrainConfig(backbone="tiny_cnn", strategy="linear_probe", input_size=32, cut="auto",
+                      flip=False)
+    api.train(data, tmp_path / "r1", config=cfg, progress=False, log=lambda *_: None)
+    sessions = []
+    original = FeatureExtractor._onnx_session
+    monkeypatch.setattr(FeatureExtractor, "_onnx_session",
+                        lambda self, **kw: sessions.append(original(self, **kw)) or sessions[-1])
+    with caplog.at_level(logging.WARNING, logger="headstart"):
+        run = api.train(data, tmp_path / "r2", config=TrainConfig(**{**cfg.__dict__,
+                                                                     "flip": True}),
+                        progress=False, log=lambda *_: None)
+    assert not [r for r in caplog.records if "ONNX Runtime unavailable" in r.getMessage()], \
+        caplog.text
+    assert len(sessions) == 1 and sessions[0] is not None, sessions
+    ds = load_dataset(data)
+    own = extract_features(ds, FeatureExtractor(create_backbone("tiny_cnn", image_size=32)),
+                           run.preprocess, views=2, progress=False)
+    cached = extract_features(ds, FeatureExtractor(create_backbone("tiny_cnn", image_size=32)),
+                              run.preprocess, views=2, cache=FeatureCache(), progress=False)
+    assert cached.from_cache == len(ds)
+    np.testing.assert_array_equal(cached.features, own.features)
+
+
 def test_without_onnx_runtime_the_measured_run_computes_in_pytorch(make_folder, tmp_path,
                                                                    monkeypatch):
     """Where no ONNX graph loads, a run that measured its cuts still caches the whole

@@ -165,9 +165,12 @@ def _measure(sub, cfg, size: int, cuts: tuple[str, ...], *, cache, progress,
     ex = extract_features(sub, extractor, pre, cache=cache, skip_bad=True,
                           progress=progress, desc=f"measuring {size}px")
     if cuts and extractors is not None:
+        # the taps stay on this copy of the network: where every input measured came from the
+        # cache, its graph is first loaded by the run's pass (WholeOutput), and the check of
+        # that graph against PyTorch runs the tapped module
         extractors[size] = Tapped(extractor, net, pre)
-    if cuts:
-        run.remove_hooks()  # a graph in ONNX Runtime keeps its taps (see WholeOutput)
+    elif cuts:
+        run.remove_hooks()
     y = np.array([sub.classes.index(sub.labels[i]) for i in ex.kept])
     if len(set(y.tolist())) < 2:
         return None
@@ -212,7 +215,7 @@ class Tapped:
 
 class WholeOutput:
     """A Tapped graph standing in for the FeatureExtractor `own` in one pass (key, call); where
-    ONNX Runtime is missing, `own` computes (the tapped module lost its hooks)."""
+    ONNX Runtime is missing, `own` computes (eager PyTorch on the run's own network)."""
 
     def __init__(self, tapped: Tapped, own: FeatureExtractor) -> None:
         self.tapped, self.own = tapped, own
