@@ -402,3 +402,49 @@ def test_one_example_behind_is_within_one_standard_error_at_any_size(n):
                     alphas=(0.0, 1.0), prefer_end=prefer_end)
                 assert alpha == expect, (n, k, exact, prefer_end, rows)
                 assert next(r for r in rows if r["alpha"] == expect)["se"] == round(1 / n, 4)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_validation_judges_at_the_training_precision_and_the_final_head_learns_from_fp32(
+        tiny_data, tmp_path, monkeypatch, precision):
+    """An epoch's validation and each mix (they only choose) run the backbone at the training's
+    autocast precision, the head on fp32 features; the saved head is fitted on fp32 features,
+    as prediction computes them."""
+    from headstart.training import closedform, predict
+    seen = {"judge": [], "head": [], "final": []}
+    extract, averaged, final = (predict.extract_features, predict.view_averaged,
+                                closedform.extract_features)
+
+    def judged(*a, **kw):
+        seen["judge"].append(torch.get_autocast_dtype("cpu")
+                             if torch.is_autocast_enabled("cpu") else None)
+        assert kw.get("cache") is None  # features at another precision are never cached
+        return extract(*a, **kw)
+
+    def head(*a, **kw):
+        seen["head"].append(torch.is_autocast_enabled("cpu"))
+        out = averaged(*a, **kw)
+        assert out.dtype == torch.float32
+        return out
+
+    def embedded(*a, **kw):
+        seen["final"].append(torch.is_autocast_enabled("cpu"))
+        return final(*a, **kw)
+    monkeypatch.setattr(predict, "extract_features", judged)
+    monkeypatch.setattr(predict, "view_averaged", head)
+    monkeypatch.setattr(closedform, "extract_features", embedded)
+    import headstart.training.loop as loop
+    real = loop.choose_mix
+
+    def tuned_end(model, start, end, validate, **kw):  # every mix judged, then the tuned end kept
+        _, rows = real(model, start, end, validate, **kw)  # (a kept probe needs no new features)
+        model.load_state_dict(interpolate(start, end, 1.0))
+        return 1.0, rows
+    monkeypatch.setattr(loop, "choose_mix", tuned_end)
+    r = api.train(tiny_data, tmp_path / "run", config=_tiny(precision=precision), **QUIET)
+    epochs = sum(1 for row in history_rows(tmp_path / "run") if row["phase"] == "fine_tune")
+    mix = r.metrics["mix"]  # validation here is small: each of the folds is judged alike
+    assert len(seen["judge"]) == (epochs + len(mix["mixes"])) * mix.get("folds", 1) > 5
+    want = torch.bfloat16 if precision == "bf16" else None
+    assert set(seen["judge"]) == {want} and not any(seen["head"])
+    assert seen["final"] and not any(seen["final"])

@@ -15,14 +15,20 @@ from .features import FeatureExtractor
 def predict_logits(model, ds: LabelledData, pre, *, flip: bool, engine: str = "auto",
                    batch_size: int = 64, progress: bool = True, skip_bad: bool = False,
                    extractor: FeatureExtractor | None = None, return_kept: bool = False,
-                   cache=None, max_pixels: int = DEFAULT_MAX_PIXELS):
+                   cache=None, max_pixels: int = DEFAULT_MAX_PIXELS,
+                   autocast: torch.dtype | None = None):
+    """Logits (n, classes) of `model` on `ds`. `autocast`: the backbone's pass under autocast
+    at that precision (eager PyTorch only: a training's validation, which only chooses; such
+    features are never cached); the head always runs in fp32 on the features."""
     was_training = model.training
     model.eval()
     try:
         extractor = extractor or FeatureExtractor(model.backbone, engine=engine)
-        ex = extract_features(ds, extractor, pre, views=modalities.of(ds).views(flip),
-                              skip_bad=skip_bad, batch_size=batch_size, progress=progress,
-                              desc="predicting", cache=cache, max_pixels=max_pixels)
+        with devices.autocast(devices.of(model), autocast):
+            ex = extract_features(ds, extractor, pre, views=modalities.of(ds).views(flip),
+                                  skip_bad=skip_bad, batch_size=batch_size, progress=progress,
+                                  desc="predicting", max_pixels=max_pixels,
+                                  cache=cache if autocast is None else None)  # fp32 only
         with torch.inference_mode():
             f = (torch.from_numpy(ex.features) if ex.features is not None  # none readable
                  else torch.zeros(0, 1, model.head.fc.in_features))
