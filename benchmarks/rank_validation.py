@@ -196,6 +196,9 @@ def advice_summary(tasks: list[dict], margin: float = 1.0) -> None:
                          title="Is rank's advice as good as the best recipe measured?"))
     print(f"recommendation within {margin:g} point of the best on {hits} of {len(tasks)} "
           "tasks")
+    print("every recipe trained (test accuracy %): " + "; ".join(
+        f"{t['name']}: " + ", ".join(f"{k} {v:.1f}" for k, v in t["recipes"].items())
+        for t in tasks))
 
 
 def agreement(task: dict, by: str = "logme") -> dict:
