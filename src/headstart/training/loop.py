@@ -72,11 +72,12 @@ class Trainer(ClosedFormHeads):
         # the training split alone, kept because that head is then refitted on training +
         # validation examples
         self.holdout_logits: np.ndarray | None = None
-        # (train, val) features of the tuned backbone, of the latest pair-objective epoch and of
-        # the best tuned one: at the training's precision, as they only judge (the mix of 1
-        # reuses them); a final head learns from fp32 features, computed for it
-        self._last_feats: tuple | None = None
-        self._tuned_feats: tuple | None = None
+        # what judged the latest gradient epoch and the best tuned one, which the mix of 1 (the
+        # best tuned weights) reuses instead of computing again: the (train, val) features under
+        # the pair objective, else the validation scores with their right/wrong flags. At the
+        # training's precision, as they only judge; a final head learns from fp32 features
+        self._last_judged: tuple | dict | None = None
+        self._tuned_judged: tuple | dict | None = None
         # plans that mix (fine_tune, gradual): the weights and validation scores where the
         # gradient phases started (the probe), and of the best gradient epoch; the chosen mix
         self.start: tuple[dict, dict] | None = None
@@ -159,13 +160,13 @@ class Trainer(ClosedFormHeads):
         pairs = self.pairs
 
         def validate(alpha: float) -> dict:
+            # a mix of 1 is the best epoch's weights, which that epoch's validation judged
+            judged = self._tuned_judged if alpha == 1 else None
             if not pairs:
-                return self._validate(val, right=True)
-            # a mix of 0 is the pre-trained encoder: the probe, on its cached features; 1 the
-            # best epoch's encoder, whose features that epoch's validation computed
-            f = ((train.features, val.features) if alpha == 0
-                 else self._tuned_feats if alpha == 1 and self._tuned_feats is not None
-                 else (self._embed(train, judge=True), self._embed(val, judge=True)))
+                return judged or self._validate(val, right=True)
+            # a mix of 0 is the pre-trained encoder: the probe, on its cached features
+            f = ((train.features, val.features) if alpha == 0 else judged
+                 or (self._embed(train, judge=True), self._embed(val, judge=True)))
             scores, logits = self._fit_head(f[0], train.y, f[1], val.y,
                                             standardize=True if alpha == 0 else None)
             return {**scores, "right": logits.argmax(1) == val.y}
@@ -230,13 +231,15 @@ class Trainer(ClosedFormHeads):
             row = {"phase": phase.name, "epoch": epoch + 1}
             row.update(self._train_epoch(net, opt, sched, train, augment, seed, phase, epoch))
             if phase.objective == "pairs":  # judged by a head fitted on the new embeddings
-                self._last_feats = (self._embed(train, judge=True), self._embed(val, judge=True))
-                scores, _ = self._fit_head(self._last_feats[0], train.y, self._last_feats[1],
+                self._last_judged = (self._embed(train, judge=True),
+                                     self._embed(val, judge=True))
+                scores, _ = self._fit_head(self._last_judged[0], train.y, self._last_judged[1],
                                            val.y)
                 scores.pop("train_loss")  # the epoch's loss is the pair loss
                 row.update(scores)
             elif len(val.y):
-                row.update(self._validate(val))
+                self._last_judged = self._validate(val, right=True)
+                row.update({k: v for k, v in self._last_judged.items() if k != "right"})
             if self._end_epoch(pi, epoch + 1, row, t0, optimizer=(opt, sched)):
                 break
 
@@ -342,7 +345,9 @@ class Trainer(ClosedFormHeads):
                 row, self.tuned[1] if self.tuned else None):
             self.tuned = (copy.deepcopy(self.model.state_dict()),
                           {"val_acc": row["val_acc"], "val_loss": row["val_loss"]})
-            self._tuned_feats = self._last_feats if phase.objective == "pairs" else None
+            # (features judge a pair plan's mixes, scores a classification plan's)
+            self._tuned_judged = self._last_judged if (phase.objective == "pairs") == self.pairs \
+                else None
         if score > self.best_score + 1e-9 or tie_break or finishes or "val_acc" not in row:
             self.best_score, self.best_loss = score, loss
             self.best_state = copy.deepcopy(self.model.state_dict())
